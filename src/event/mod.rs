@@ -1,0 +1,232 @@
+//! Decoding the SNS `Message` into the changes it reports. Pure: serde only.
+//!
+//! EventBridge delivers its event to SNS as compact JSON, so the SNS `Message` is itself JSON
+//! (parsed a second time here). Besides AWS's events, a plain hand-written format is accepted
+//! for curl tests: `{"parameters": ["/app/db/password"], "region": "us-east-1", "account": "…"}`.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+
+/// Which AWS service the changed item lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    ParameterStore,
+    SecretsManager,
+}
+
+impl Service {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ParameterStore => "ParameterStore",
+            Self::SecretsManager => "SecretsManager",
+        }
+    }
+}
+
+/// What happened to the parameter. All of them make a re-sync worthwhile: a Delete makes
+/// ESO report the failure now rather than at its next poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    LabelParameterVersion,
+}
+
+impl Operation {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Create" => Some(Self::Create),
+            "Update" => Some(Self::Update),
+            "Delete" => Some(Self::Delete),
+            "LabelParameterVersion" => Some(Self::LabelParameterVersion),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "Create",
+            Self::Update => "Update",
+            Self::Delete => "Delete",
+            Self::LabelParameterVersion => "LabelParameterVersion",
+        }
+    }
+}
+
+/// One changed item, as the index understands it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Change {
+    pub service: Service,
+    pub region: String,
+    /// The AWS account the event came from, when it says.
+    pub account: Option<String>,
+    /// The name exactly as the event gave it (hierarchical names start with `/`).
+    pub name: String,
+    pub operation: Operation,
+}
+
+/// What a message turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    Changes(Vec<Change>),
+    /// A well-formed message this service does not act on. `kind` is a bounded label value;
+    /// `detail` names the type for the (once-per-type) log line.
+    Ignored { kind: &'static str, detail: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct EventError(pub String);
+
+/// Most a plain test payload may name at once.
+pub const MAX_PLAIN_PARAMETERS: usize = 100;
+
+static PARAMETER_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_.\-/]{1,2048}$").expect("static regex"));
+static REGION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}$").expect("static regex"));
+static ACCOUNT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[0-9]{12}$").expect("static regex"));
+
+/// Decodes an SNS `Message`.
+pub fn decode(message: &str) -> Result<Decoded, EventError> {
+    let Ok(value) = serde_json::from_str::<Value>(message) else {
+        return Ok(Decoded::Ignored { kind: "not_json", detail: "message is not JSON".into() });
+    };
+    let Some(obj) = value.as_object() else {
+        return Ok(Decoded::Ignored { kind: "not_json", detail: "message is not a JSON object".into() });
+    };
+    if let Some(source) = obj.get("source") {
+        let source = source.as_str().unwrap_or_default();
+        let detail_type = obj.get("detail-type").and_then(Value::as_str).unwrap_or_default();
+        return match (source, detail_type) {
+            ("aws.ssm", "Parameter Store Change") => parameter_store_change(&value).map(|c| Decoded::Changes(vec![c])),
+            _ => Ok(Decoded::Ignored {
+                kind: "unhandled_event",
+                detail: format!("source={source:?} detail-type={detail_type:?}"),
+            }),
+        };
+    }
+    if obj.contains_key("parameters") {
+        return plain(&value).map(Decoded::Changes);
+    }
+    Ok(Decoded::Ignored {
+        kind: "unrecognized",
+        detail: "JSON without `source` (EventBridge) or `parameters` (plain format)".into(),
+    })
+}
+
+fn parameter_store_change(event: &Value) -> Result<Change, EventError> {
+    let detail = event
+        .get("detail")
+        .and_then(Value::as_object)
+        .ok_or_else(|| EventError("Parameter Store Change without a `detail` object".into()))?;
+    let operation = detail
+        .get("operation")
+        .and_then(Value::as_str)
+        .ok_or_else(|| EventError("Parameter Store Change without `detail.operation`".into()))?;
+    let operation = Operation::parse(operation).ok_or_else(|| {
+        EventError(format!(
+            "detail.operation must be Create, Update, Delete or LabelParameterVersion, got {operation:?}"
+        ))
+    })?;
+    let region = field(event, "region")?;
+    let name = match detail.get("name").and_then(Value::as_str) {
+        Some(n) => n.to_owned(),
+        None => name_from_arn(event)?,
+    };
+    Ok(Change {
+        service: Service::ParameterStore,
+        region: check_region(region)?,
+        account: optional_account(event.get("account"))?,
+        name: check_name(&name)?,
+        operation,
+    })
+}
+
+/// `arn:aws:ssm:<region>:<account>:parameter/<name>`: the ARN inserts a `/` only when the
+/// name lacks one, so `parameter/a/b` may be `/a/b` or `a/b`; the index compares both ways.
+fn name_from_arn(event: &Value) -> Result<String, EventError> {
+    let arn = event
+        .get("resources")
+        .and_then(Value::as_array)
+        .and_then(|r| r.first())
+        .and_then(Value::as_str)
+        .ok_or_else(|| EventError("no `detail.name` and no `resources[0]` ARN".into()))?;
+    arn.split_once(":parameter/")
+        .map(|(_, n)| format!("/{n}"))
+        .ok_or_else(|| EventError(format!("resources[0] is not a parameter ARN: {arn:?}")))
+}
+
+fn plain(value: &Value) -> Result<Vec<Change>, EventError> {
+    let params = value
+        .get("parameters")
+        .and_then(Value::as_array)
+        .ok_or_else(|| EventError("`parameters` must be an array of names".into()))?;
+    if params.is_empty() || params.len() > MAX_PLAIN_PARAMETERS {
+        return Err(EventError(format!(
+            "`parameters` must name 1 to {MAX_PLAIN_PARAMETERS} parameters, got {}",
+            params.len()
+        )));
+    }
+    let region = check_region(field(value, "region")?)?;
+    let account = optional_account(value.get("account"))?;
+    params
+        .iter()
+        .map(|p| {
+            let name = p
+                .as_str()
+                .ok_or_else(|| EventError("`parameters` entries must be strings".into()))?;
+            Ok(Change {
+                service: Service::ParameterStore,
+                region: region.clone(),
+                account: account.clone(),
+                name: check_name(name)?,
+                operation: Operation::Update,
+            })
+        })
+        .collect()
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> Result<&'a str, EventError> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| EventError(format!("missing string field `{key}`")))
+}
+
+fn check_region(region: &str) -> Result<String, EventError> {
+    if REGION.is_match(region) {
+        Ok(region.to_owned())
+    } else {
+        Err(EventError(format!("region must look like us-east-1, got {:?}", clip(region))))
+    }
+}
+
+fn optional_account(v: Option<&Value>) -> Result<Option<String>, EventError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(a)) if ACCOUNT.is_match(a) => Ok(Some(a.clone())),
+        Some(other) => Err(EventError(format!("account must be 12 digits, got {}", clip(&other.to_string())))),
+    }
+}
+
+fn check_name(name: &str) -> Result<String, EventError> {
+    if PARAMETER_NAME.is_match(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(EventError(format!(
+            "parameter name must be 1-2048 of [A-Za-z0-9_.-/], got {:?}",
+            clip(name)
+        )))
+    }
+}
+
+fn clip(s: &str) -> &str {
+    crate::sns::envelope::truncate(s, 80)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! Everything between the bytes SNS POSTs and a message we can trust: the envelope, the
+//! string to sign, the certificate-URL policy, the certificate cache and RSA verification.
+
+pub mod cert;
+pub mod envelope;
+pub mod sign;
+pub mod topic;
+pub mod verify;
+
+pub use cert::{CertStore, SigningCert};
+pub use envelope::{Envelope, MessageType};
+pub use topic::TopicPolicy;
+pub use verify::Verifier;
+
+use http::StatusCode;
+
+/// Why a delivery was rejected. The set is closed: each variant is one stable metric label
+/// value (`reason`) and one documented string; the payload is for the log line only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("body too large: {0}")]
+    BodyTooLarge(String),
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    #[error("missing field: {0}")]
+    MissingField(String),
+    #[error("unknown message type: {0}")]
+    UnknownType(String),
+    #[error("header disagrees with body: {0}")]
+    HeaderMismatch(String),
+    #[error("raw message delivery carries no signature: {0}")]
+    RawDelivery(String),
+    #[error("unsupported SignatureVersion: {0}")]
+    UnsupportedSignatureVersion(String),
+    #[error("Signature is not valid base64: {0}")]
+    SignatureEncoding(String),
+    #[error("SigningCertURL rejected: {0}")]
+    CertUrl(String),
+    #[error("signing certificate unavailable: {0}")]
+    CertUnavailable(String),
+    #[error("signing certificate rejected: {0}")]
+    CertInvalid(String),
+    #[error("signature does not verify: {0}")]
+    SignatureInvalid(String),
+    #[error("topic not allowed: {0}")]
+    TopicNotAllowed(String),
+    #[error("malformed event: {0}")]
+    EventMalformed(String),
+}
+
+impl Reject {
+    /// Every reason, for documentation and for pre-registering metric label values.
+    pub const REASONS: &'static [&'static str] = &[
+        "body_too_large",
+        "malformed_json",
+        "missing_field",
+        "unknown_type",
+        "header_mismatch",
+        "raw_delivery",
+        "unsupported_signature_version",
+        "signature_encoding",
+        "cert_url_rejected",
+        "cert_unavailable",
+        "cert_invalid",
+        "signature_invalid",
+        "topic_not_allowed",
+        "event_malformed",
+    ];
+
+    /// The stable label value.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BodyTooLarge(_) => "body_too_large",
+            Self::MalformedJson(_) => "malformed_json",
+            Self::MissingField(_) => "missing_field",
+            Self::UnknownType(_) => "unknown_type",
+            Self::HeaderMismatch(_) => "header_mismatch",
+            Self::RawDelivery(_) => "raw_delivery",
+            Self::UnsupportedSignatureVersion(_) => "unsupported_signature_version",
+            Self::SignatureEncoding(_) => "signature_encoding",
+            Self::CertUrl(_) => "cert_url_rejected",
+            Self::CertUnavailable(_) => "cert_unavailable",
+            Self::CertInvalid(_) => "cert_invalid",
+            Self::SignatureInvalid(_) => "signature_invalid",
+            Self::TopicNotAllowed(_) => "topic_not_allowed",
+            Self::EventMalformed(_) => "event_malformed",
+        }
+    }
+
+    /// The HTTP status SNS sees. 4xx means "delivered, do not retry"; only a failure on our
+    /// side that a retry can cure (the certificate could not be fetched) is a 5xx.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MalformedJson(_)
+            | Self::MissingField(_)
+            | Self::UnknownType(_)
+            | Self::HeaderMismatch(_)
+            | Self::EventMalformed(_) => StatusCode::BAD_REQUEST,
+            Self::CertUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RawDelivery(_)
+            | Self::UnsupportedSignatureVersion(_)
+            | Self::SignatureEncoding(_)
+            | Self::CertUrl(_)
+            | Self::CertInvalid(_)
+            | Self::SignatureInvalid(_)
+            | Self::TopicNotAllowed(_) => StatusCode::FORBIDDEN,
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The topic allow-list. Anyone can subscribe a public endpoint to a topic in their own AWS
+//! account and send genuinely AWS-signed messages, so a valid signature alone proves nothing
+//! about who sent the change: only listed topics are confirmed or processed.
+
+use regex::RegexSet;
+
+/// Exact topic ARNs, or ARNs with `*` standing for any run of characters inside one ARN
+/// segment (it never matches `:`), e.g. `arn:aws:sns:*:123456789012:ssm-changes`.
+#[derive(Debug, Clone)]
+pub struct TopicPolicy {
+    patterns: Vec<String>,
+    set: RegexSet,
+}
+
+impl TopicPolicy {
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> anyhow::Result<Self> {
+        if patterns.is_empty() {
+            anyhow::bail!(
+                "at least one --topic-arn is required: without an allow-list any AWS account could drive this service"
+            );
+        }
+        let mut regexes = Vec::with_capacity(patterns.len());
+        for p in patterns {
+            let p = p.as_ref().trim();
+            let parts: Vec<&str> = p.split(':').collect();
+            if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" {
+                anyhow::bail!("--topic-arn {p:?}: expected arn:<partition>:sns:<region>:<account>:<topic>");
+            }
+            if parts.iter().any(|s| s.is_empty()) {
+                anyhow::bail!("--topic-arn {p:?}: empty ARN segment");
+            }
+            let body: Vec<String> = p.split('*').map(regex::escape).collect();
+            regexes.push(format!("^{}$", body.join("[^:]*")));
+        }
+        Ok(Self {
+            patterns: patterns.iter().map(|p| p.as_ref().trim().to_owned()).collect(),
+            set: RegexSet::new(regexes)?,
+        })
+    }
+
+    pub fn allows(&self, topic_arn: &str) -> bool {
+        self.set.is_match(topic_arn)
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_and_wildcard() {
+        let p = TopicPolicy::new(&[
+            "arn:aws:sns:us-east-1:111111111111:ssm-changes",
+            "arn:aws:sns:*:222222222222:ssm-*",
+        ])
+        .unwrap();
+        assert!(p.allows("arn:aws:sns:us-east-1:111111111111:ssm-changes"));
+        assert!(!p.allows("arn:aws:sns:us-east-1:111111111111:ssm-changes2"));
+        assert!(!p.allows("arn:aws:sns:us-west-2:111111111111:ssm-changes"));
+        assert!(p.allows("arn:aws:sns:eu-west-1:222222222222:ssm-prod"));
+        // `*` never crosses a segment: it cannot swallow the account.
+        assert!(!p.allows("arn:aws:sns:eu-west-1:333333333333:x:222222222222:ssm-prod"));
+        assert!(!p.allows("arn:aws:sns:eu-west-1:333333333333:ssm-prod"));
+        // Regex metacharacters in the pattern are literal.
+        let dot = TopicPolicy::new(&["arn:aws:sns:us-east-1:111111111111:a.b"]).unwrap();
+        assert!(!dot.allows("arn:aws:sns:us-east-1:111111111111:aXb"));
+    }
+
+    #[test]
+    fn refuses_empty_and_malformed() {
+        assert!(TopicPolicy::new::<&str>(&[]).is_err());
+        assert!(TopicPolicy::new(&["*"]).is_err());
+        assert!(TopicPolicy::new(&["arn:aws:sqs:us-east-1:1:q"]).is_err());
+        assert!(TopicPolicy::new(&["arn:aws:sns:us-east-1::t"]).is_err());
+    }
+}

@@ -1,0 +1,127 @@
+//! Verification against genuine AWS-signed SNS deliveries (tests/data/sns/aws-real, copied
+//! from shared/fixtures): every one must verify, and any change to a signed field must not.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use ssm_resync::sns::{CertStore, Envelope, Reject, TopicPolicy, Verifier, cert::CertStoreConfig};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sns/aws-real");
+
+struct Set {
+    file: &'static str,
+    cert: &'static str,
+}
+
+const SETS: &[Set] = &[
+    Set { file: "notifications-2022-us-east-2.json", cert: "SimpleNotificationService-7ff53184-2022.pem" },
+    Set { file: "notifications-2017-us-west-2.json", cert: "SimpleNotificationService-b95095be-2017.pem" },
+];
+
+/// Every fixture body (as raw JSON text, exactly as SNS sent it), with a verifier that has the
+/// set's certificate pinned at the URL the messages name.
+fn fixtures() -> Vec<(String, Arc<Verifier>)> {
+    let mut out = Vec::new();
+    for set in SETS {
+        let text = std::fs::read_to_string(format!("{DIR}/{}", set.file)).unwrap();
+        let bodies: Vec<Value> = serde_json::from_str(&text).unwrap();
+        let mut certs = CertStore::new(CertStoreConfig::default());
+        let url = bodies[0]["SigningCertURL"].as_str().unwrap();
+        certs.pin_spec(&format!("{url}={DIR}/{}", set.cert)).unwrap();
+        let topics = TopicPolicy::new(&["arn:aws:sns:*:604091128280:*", "arn:aws:sns:*:295079676684:*"]).unwrap();
+        let verifier = Arc::new(Verifier::new(topics, Arc::new(certs)));
+        for body in bodies {
+            out.push((body.to_string(), verifier.clone()));
+        }
+    }
+    out
+}
+
+fn at(env: &Envelope) -> OffsetDateTime {
+    OffsetDateTime::parse(&env.timestamp, &Rfc3339).unwrap()
+}
+
+#[tokio::test]
+async fn every_real_message_verifies_at_its_own_timestamp() {
+    let all = fixtures();
+    assert_eq!(all.len(), 6);
+    let mut versions = std::collections::BTreeSet::new();
+    let mut with_subject = 0;
+    for (body, verifier) in &all {
+        let env = Envelope::parse(body.as_bytes()).unwrap();
+        versions.insert(env.signature_version.clone());
+        with_subject += usize::from(env.subject.is_some());
+        verifier.verify(&env, at(&env)).await.unwrap_or_else(|e| panic!("{}: {e}", env.message_id));
+    }
+    assert_eq!(versions.into_iter().collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(with_subject, 3);
+}
+
+#[tokio::test]
+async fn string_to_sign_has_the_documented_order() {
+    let (body, _) = &fixtures()[0];
+    let env = Envelope::parse(body.as_bytes()).unwrap();
+    let sts = env.string_to_sign().unwrap();
+    let keys: Vec<&str> = sts.lines().step_by(2).collect();
+    let want: &[&str] = if env.subject.is_some() {
+        &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
+    } else {
+        &["Message", "MessageId", "Timestamp", "TopicArn", "Type"]
+    };
+    assert_eq!(keys, want);
+    assert!(sts.ends_with("Type\nNotification\n"));
+}
+
+#[tokio::test]
+async fn tampering_with_any_signed_field_fails() {
+    for (body, verifier) in fixtures() {
+        let orig = Envelope::parse(body.as_bytes()).unwrap();
+        let now = at(&orig);
+        let mut cases: Vec<(&str, Envelope)> = Vec::new();
+        let mut e = orig.clone();
+        e.message.push('!');
+        cases.push(("Message", e));
+        let mut e = orig.clone();
+        e.message_id = e.message_id.replace('a', "b").replace('1', "2");
+        cases.push(("MessageId", e));
+        let mut e = orig.clone();
+        e.timestamp = e.timestamp.replace(".", ".9");
+        cases.push(("Timestamp", e));
+        let mut e = orig.clone();
+        e.topic_arn.push('x');
+        cases.push(("TopicArn", e));
+        let mut e = orig.clone();
+        e.subject = match e.subject {
+            Some(_) => None,
+            None => Some("added".into()),
+        };
+        cases.push(("Subject", e));
+        let mut e = orig.clone();
+        e.signature_version = if e.signature_version == "1" { "2".into() } else { "1".into() };
+        cases.push(("SignatureVersion relabelled", e));
+        for (what, env) in cases {
+            let err = verifier.verify(&env, now).await.expect_err(what);
+            assert_eq!(err.reason(), "signature_invalid", "{what}: {err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unsigned_fields_do_not_matter_but_are_not_trusted() {
+    // UnsubscribeURL is not signed: changing it keeps the signature valid (so the service
+    // must never act on it).
+    let (body, verifier) = fixtures().remove(0);
+    let mut env = Envelope::parse(body.as_bytes()).unwrap();
+    env.unsubscribe_url = Some("https://evil.example/".into());
+    verifier.verify(&env, at(&env)).await.unwrap();
+}
+
+#[tokio::test]
+async fn expired_certificate_is_rejected_today() {
+    let (body, verifier) = fixtures().remove(0);
+    let env = Envelope::parse(body.as_bytes()).unwrap();
+    let err = verifier.verify(&env, OffsetDateTime::now_utc()).await.unwrap_err();
+    assert!(matches!(err, Reject::CertInvalid(ref m) if m.contains("expired")), "{err}");
+}
