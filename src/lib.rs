@@ -2,8 +2,14 @@
 //! the ExternalSecrets that read the changed parameter.
 //!
 //! Data path, one direction: `http` receives bytes → `sns` verifies the envelope → `event`
-//! decodes the change → `index` finds the resources → `cluster` patches them.
+//! decodes the change → `index` finds the resources → `cluster` patches them. `app` wires
+//! the program; `main.rs` only dispatches.
 
+pub mod app;
+pub mod cluster;
+pub mod config;
 pub mod event;
+pub mod http;
 pub mod index;
+pub mod metrics;
 pub mod sns;

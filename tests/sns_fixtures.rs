@@ -16,8 +16,14 @@ struct Set {
 }
 
 const SETS: &[Set] = &[
-    Set { file: "notifications-2022-us-east-2.json", cert: "SimpleNotificationService-7ff53184-2022.pem" },
-    Set { file: "notifications-2017-us-west-2.json", cert: "SimpleNotificationService-b95095be-2017.pem" },
+    Set {
+        file: "notifications-2022-us-east-2.json",
+        cert: "SimpleNotificationService-7ff53184-2022.pem",
+    },
+    Set {
+        file: "notifications-2017-us-west-2.json",
+        cert: "SimpleNotificationService-b95095be-2017.pem",
+    },
 ];
 
 /// Every fixture body (as raw JSON text, exactly as SNS sent it), with a verifier that has the
@@ -29,8 +35,14 @@ fn fixtures() -> Vec<(String, Arc<Verifier>)> {
         let bodies: Vec<Value> = serde_json::from_str(&text).unwrap();
         let mut certs = CertStore::new(CertStoreConfig::default());
         let url = bodies[0]["SigningCertURL"].as_str().unwrap();
-        certs.pin_spec(&format!("{url}={DIR}/{}", set.cert)).unwrap();
-        let topics = TopicPolicy::new(&["arn:aws:sns:*:604091128280:*", "arn:aws:sns:*:295079676684:*"]).unwrap();
+        certs
+            .pin_spec(&format!("{url}={DIR}/{}", set.cert))
+            .unwrap();
+        let topics = TopicPolicy::new(&[
+            "arn:aws:sns:*:604091128280:*",
+            "arn:aws:sns:*:295079676684:*",
+        ])
+        .unwrap();
         let verifier = Arc::new(Verifier::new(topics, Arc::new(certs)));
         for body in bodies {
             out.push((body.to_string(), verifier.clone()));
@@ -53,7 +65,10 @@ async fn every_real_message_verifies_at_its_own_timestamp() {
         let env = Envelope::parse(body.as_bytes()).unwrap();
         versions.insert(env.signature_version.clone());
         with_subject += usize::from(env.subject.is_some());
-        verifier.verify(&env, at(&env)).await.unwrap_or_else(|e| panic!("{}: {e}", env.message_id));
+        verifier
+            .verify(&env, at(&env))
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", env.message_id));
     }
     assert_eq!(versions.into_iter().collect::<Vec<_>>(), ["1", "2"]);
     assert_eq!(with_subject, 3);
@@ -66,7 +81,14 @@ async fn string_to_sign_has_the_documented_order() {
     let sts = env.string_to_sign().unwrap();
     let keys: Vec<&str> = sts.lines().step_by(2).collect();
     let want: &[&str] = if env.subject.is_some() {
-        &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
+        &[
+            "Message",
+            "MessageId",
+            "Subject",
+            "Timestamp",
+            "TopicArn",
+            "Type",
+        ]
     } else {
         &["Message", "MessageId", "Timestamp", "TopicArn", "Type"]
     };
@@ -99,7 +121,11 @@ async fn tampering_with_any_signed_field_fails() {
         };
         cases.push(("Subject", e));
         let mut e = orig.clone();
-        e.signature_version = if e.signature_version == "1" { "2".into() } else { "1".into() };
+        e.signature_version = if e.signature_version == "1" {
+            "2".into()
+        } else {
+            "1".into()
+        };
         cases.push(("SignatureVersion relabelled", e));
         for (what, env) in cases {
             let err = verifier.verify(&env, now).await.expect_err(what);
@@ -122,6 +148,12 @@ async fn unsigned_fields_do_not_matter_but_are_not_trusted() {
 async fn expired_certificate_is_rejected_today() {
     let (body, verifier) = fixtures().remove(0);
     let env = Envelope::parse(body.as_bytes()).unwrap();
-    let err = verifier.verify(&env, OffsetDateTime::now_utc()).await.unwrap_err();
-    assert!(matches!(err, Reject::CertInvalid(ref m) if m.contains("expired")), "{err}");
+    let err = verifier
+        .verify(&env, OffsetDateTime::now_utc())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Reject::CertInvalid(ref m) if m.contains("expired")),
+        "{err}"
+    );
 }

@@ -74,7 +74,10 @@ pub enum Decoded {
     Changes(Vec<Change>),
     /// A well-formed message this service does not act on. `kind` is a bounded label value;
     /// `detail` names the type for the (once-per-type) log line.
-    Ignored { kind: &'static str, detail: String },
+    Ignored {
+        kind: &'static str,
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,16 +97,27 @@ static ACCOUNT: LazyLock<Regex> =
 /// Decodes an SNS `Message`.
 pub fn decode(message: &str) -> Result<Decoded, EventError> {
     let Ok(value) = serde_json::from_str::<Value>(message) else {
-        return Ok(Decoded::Ignored { kind: "not_json", detail: "message is not JSON".into() });
+        return Ok(Decoded::Ignored {
+            kind: "not_json",
+            detail: "message is not JSON".into(),
+        });
     };
     let Some(obj) = value.as_object() else {
-        return Ok(Decoded::Ignored { kind: "not_json", detail: "message is not a JSON object".into() });
+        return Ok(Decoded::Ignored {
+            kind: "not_json",
+            detail: "message is not a JSON object".into(),
+        });
     };
     if let Some(source) = obj.get("source") {
         let source = source.as_str().unwrap_or_default();
-        let detail_type = obj.get("detail-type").and_then(Value::as_str).unwrap_or_default();
+        let detail_type = obj
+            .get("detail-type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         return match (source, detail_type) {
-            ("aws.ssm", "Parameter Store Change") => parameter_store_change(&value).map(|c| Decoded::Changes(vec![c])),
+            ("aws.ssm", "Parameter Store Change") => {
+                parameter_store_change(&value).map(|c| Decoded::Changes(vec![c]))
+            }
             _ => Ok(Decoded::Ignored {
                 kind: "unhandled_event",
                 detail: format!("source={source:?} detail-type={detail_type:?}"),
@@ -201,7 +215,10 @@ fn check_region(region: &str) -> Result<String, EventError> {
     if REGION.is_match(region) {
         Ok(region.to_owned())
     } else {
-        Err(EventError(format!("region must look like us-east-1, got {:?}", clip(region))))
+        Err(EventError(format!(
+            "region must look like us-east-1, got {:?}",
+            clip(region)
+        )))
     }
 }
 
@@ -209,7 +226,10 @@ fn optional_account(v: Option<&Value>) -> Result<Option<String>, EventError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(a)) if ACCOUNT.is_match(a) => Ok(Some(a.clone())),
-        Some(other) => Err(EventError(format!("account must be 12 digits, got {}", clip(&other.to_string())))),
+        Some(other) => Err(EventError(format!(
+            "account must be 12 digits, got {}",
+            clip(&other.to_string())
+        ))),
     }
 }
 

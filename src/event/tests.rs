@@ -20,7 +20,9 @@ fn ssm_event(operation: &str, name: &str) -> String {
 fn all_four_operations_decode() {
     for op in ["Create", "Update", "Delete", "LabelParameterVersion"] {
         let d = decode(&ssm_event(op, "/app/db/password")).unwrap();
-        let Decoded::Changes(changes) = d else { panic!("{op}: {d:?}") };
+        let Decoded::Changes(changes) = d else {
+            panic!("{op}: {d:?}")
+        };
         assert_eq!(changes.len(), 1);
         let c = &changes[0];
         assert_eq!(c.operation.as_str(), op);
@@ -33,7 +35,9 @@ fn all_four_operations_decode() {
 
 #[test]
 fn root_names_keep_their_form() {
-    let Decoded::Changes(c) = decode(&ssm_event("Update", "foo")).unwrap() else { panic!() };
+    let Decoded::Changes(c) = decode(&ssm_event("Update", "foo")).unwrap() else {
+        panic!()
+    };
     assert_eq!(c[0].name, "foo");
 }
 
@@ -41,7 +45,9 @@ fn root_names_keep_their_form() {
 fn name_falls_back_to_the_resource_arn() {
     let mut v: Value = serde_json::from_str(&ssm_event("Update", "/a/b")).unwrap();
     v["detail"].as_object_mut().unwrap().remove("name");
-    let Decoded::Changes(c) = decode(&v.to_string()).unwrap() else { panic!() };
+    let Decoded::Changes(c) = decode(&v.to_string()).unwrap() else {
+        panic!()
+    };
     assert_eq!(c[0].name, "/a/b");
 }
 
@@ -74,15 +80,35 @@ fn other_events_are_ignored_not_errors() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(decode("hello").unwrap(), Decoded::Ignored { kind: "not_json", .. }));
-    assert!(matches!(decode("[1]").unwrap(), Decoded::Ignored { kind: "not_json", .. }));
-    assert!(matches!(decode("{\"a\":1}").unwrap(), Decoded::Ignored { kind: "unrecognized", .. }));
+    assert!(matches!(
+        decode("hello").unwrap(),
+        Decoded::Ignored {
+            kind: "not_json",
+            ..
+        }
+    ));
+    assert!(matches!(
+        decode("[1]").unwrap(),
+        Decoded::Ignored {
+            kind: "not_json",
+            ..
+        }
+    ));
+    assert!(matches!(
+        decode("{\"a\":1}").unwrap(),
+        Decoded::Ignored {
+            kind: "unrecognized",
+            ..
+        }
+    ));
 }
 
 #[test]
 fn plain_format() {
     let m = json!({"parameters": ["/app/db/password", "plain"], "region": "eu-west-1", "account": "111122223333"});
-    let Decoded::Changes(c) = decode(&m.to_string()).unwrap() else { panic!() };
+    let Decoded::Changes(c) = decode(&m.to_string()).unwrap() else {
+        panic!()
+    };
     assert_eq!(c.len(), 2);
     assert_eq!(c[1].name, "plain");
     assert_eq!(c[1].region, "eu-west-1");
@@ -90,7 +116,9 @@ fn plain_format() {
     assert_eq!(c[0].operation, Operation::Update);
 
     let no_account = json!({"parameters": ["/a"], "region": "eu-west-1"});
-    let Decoded::Changes(c) = decode(&no_account.to_string()).unwrap() else { panic!() };
+    let Decoded::Changes(c) = decode(&no_account.to_string()).unwrap() else {
+        panic!()
+    };
     assert_eq!(c[0].account, None);
 }
 
@@ -101,8 +129,14 @@ fn plain_format_errors_say_what_was_expected() {
         (json!({"parameters": "/a", "region": "eu-west-1"}), "array"),
         (json!({"parameters": ["/a"]}), "region"),
         (json!({"parameters": [1], "region": "eu-west-1"}), "strings"),
-        (json!({"parameters": ["/a"], "region": "eu-west-1", "account": "12"}), "12 digits"),
-        (json!({"parameters": vec!["/a"; 101], "region": "eu-west-1"}), "1 to 100"),
+        (
+            json!({"parameters": ["/a"], "region": "eu-west-1", "account": "12"}),
+            "12 digits",
+        ),
+        (
+            json!({"parameters": vec!["/a"; 101], "region": "eu-west-1"}),
+            "1 to 100",
+        ),
     ] {
         let err = decode(&m.to_string()).unwrap_err();
         assert!(err.0.contains(want), "{m}: {err}");

@@ -85,6 +85,8 @@ pub struct Index {
     by_name: HashMap<Box<str>, Vec<Entry>>,
     /// The names each ExternalSecret is filed under, for removal.
     filed: HashMap<Arc<ObjectKey>, Vec<Box<str>>>,
+    /// Total filed references, kept so `stats` is O(1).
+    references: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,8 +108,13 @@ fn effective_name(prefix: &str, key: &str) -> Option<(String, Option<ArnScope>)>
     if let Some(rest) = key.strip_prefix("arn:") {
         // arn:<partition>:ssm:<region>:<account>:parameter/<name>[:<version>]
         let mut parts = rest.splitn(5, ':');
-        let (_partition, service, region, account, resource) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let (_partition, service, region, account, resource) = (
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+            parts.next()?,
+        );
         if service != "ssm" {
             return None;
         }
@@ -115,7 +122,10 @@ fn effective_name(prefix: &str, key: &str) -> Option<(String, Option<ArnScope>)>
         let name = name.split(':').next().unwrap_or(name);
         return Some((
             normalize(name).to_owned(),
-            Some(ArnScope { region: region.to_owned(), account: account.to_owned() }),
+            Some(ArnScope {
+                region: region.to_owned(),
+                account: account.to_owned(),
+            }),
         ));
     }
     let full = format!("{prefix}{key}");
@@ -133,7 +143,7 @@ impl Index {
         Stats {
             external_secrets: self.secrets.len(),
             stores: self.stores.len(),
-            references: self.filed.values().map(Vec::len).sum(),
+            references: self.references,
             names: self.by_name.len(),
         }
     }
@@ -157,8 +167,12 @@ impl Index {
     /// Makes the stores of one kind exactly `stores` (after a watch re-list).
     pub fn replace_stores(&mut self, cluster: bool, stores: Vec<Store>) {
         let keep: HashSet<StoreId> = stores.iter().map(|s| s.id.clone()).collect();
-        let gone: Vec<StoreId> =
-            self.stores.keys().filter(|id| id.cluster == cluster && !keep.contains(*id)).cloned().collect();
+        let gone: Vec<StoreId> = self
+            .stores
+            .keys()
+            .filter(|id| id.cluster == cluster && !keep.contains(*id))
+            .cloned()
+            .collect();
         for id in gone {
             self.delete_store(&id);
         }
@@ -168,7 +182,10 @@ impl Index {
     }
 
     pub fn apply_external_secret(&mut self, es: ExternalSecret) {
-        let key = Arc::new(ObjectKey { namespace: es.namespace.clone(), name: es.name.clone() });
+        let key = Arc::new(ObjectKey {
+            namespace: es.namespace.clone(),
+            name: es.name.clone(),
+        });
         self.unfile(&key);
         if let Some(old) = self.secrets.remove(&key) {
             for r in &old.references {
@@ -176,14 +193,20 @@ impl Index {
             }
         }
         for r in &es.references {
-            self.by_store.entry(r.store.clone()).or_default().insert(key.clone());
+            self.by_store
+                .entry(r.store.clone())
+                .or_default()
+                .insert(key.clone());
         }
         self.secrets.insert(key.clone(), es);
         self.file(&key);
     }
 
     pub fn delete_external_secret(&mut self, namespace: &str, name: &str) {
-        let key = ObjectKey { namespace: namespace.into(), name: name.into() };
+        let key = ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
         self.unfile(&key);
         if let Some((key, old)) = self.secrets.remove_entry(&key) {
             for r in &old.references {
@@ -194,10 +217,19 @@ impl Index {
 
     /// Makes the ExternalSecrets exactly `list` (after a watch re-list).
     pub fn replace_external_secrets(&mut self, list: Vec<ExternalSecret>) {
-        let keep: HashSet<ObjectKey> =
-            list.iter().map(|e| ObjectKey { namespace: e.namespace.clone(), name: e.name.clone() }).collect();
-        let gone: Vec<ObjectKey> =
-            self.secrets.keys().filter(|k| !keep.contains(k.as_ref())).map(|k| (**k).clone()).collect();
+        let keep: HashSet<ObjectKey> = list
+            .iter()
+            .map(|e| ObjectKey {
+                namespace: e.namespace.clone(),
+                name: e.name.clone(),
+            })
+            .collect();
+        let gone: Vec<ObjectKey> = self
+            .secrets
+            .keys()
+            .filter(|k| !keep.contains(k.as_ref()))
+            .map(|k| (**k).clone())
+            .collect();
         for k in gone {
             self.delete_external_secret(&k.namespace, &k.name);
         }
@@ -214,7 +246,9 @@ impl Index {
         };
         let mut out: Vec<Match> = Vec::new();
         for entry in entries {
-            let Some(es) = self.secrets.get(&entry.es) else { continue };
+            let Some(es) = self.secrets.get(&entry.es) else {
+                continue;
+            };
             let reference = &es.references[entry.reference as usize];
             if !self.store_serves(&reference.store, change) {
                 continue;
@@ -225,11 +259,18 @@ impl Index {
             {
                 continue;
             }
-            let target = Target { kind: TargetKind::ExternalSecret, key: (*entry.es).clone() };
+            let target = Target {
+                kind: TargetKind::ExternalSecret,
+                key: (*entry.es).clone(),
+            };
             if out.iter().any(|m| m.target == target) {
                 continue;
             }
-            out.push(Match { target, reference: reference.path.clone(), store: reference.store.clone() });
+            out.push(Match {
+                target,
+                reference: reference.path.clone(),
+                store: reference.store.clone(),
+            });
         }
         out
     }
@@ -246,8 +287,11 @@ impl Index {
     }
 
     fn refile_store(&mut self, id: &StoreId) {
-        let keys: Vec<Arc<ObjectKey>> =
-            self.by_store.get(id).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let keys: Vec<Arc<ObjectKey>> = self
+            .by_store
+            .get(id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         for key in keys {
             self.unfile(&key);
             self.file(&key);
@@ -255,11 +299,15 @@ impl Index {
     }
 
     fn file(&mut self, key: &Arc<ObjectKey>) {
-        let Some(es) = self.secrets.get(key) else { return };
+        let Some(es) = self.secrets.get(key) else {
+            return;
+        };
         let mut names = Vec::with_capacity(es.references.len());
         for (i, r) in es.references.iter().enumerate() {
             let prefix = prefix_of(self.stores.get(&r.store));
-            let Some((name, arn)) = effective_name(prefix, &r.key) else { continue };
+            let Some((name, arn)) = effective_name(prefix, &r.key) else {
+                continue;
+            };
             let name: Box<str> = name.into();
             self.by_name.entry(name.clone()).or_default().push(Entry {
                 es: key.clone(),
@@ -268,11 +316,15 @@ impl Index {
             });
             names.push(name);
         }
+        self.references += names.len();
         self.filed.insert(key.clone(), names);
     }
 
     fn unfile(&mut self, key: &ObjectKey) {
-        let Some(names) = self.filed.remove(key) else { return };
+        let Some(names) = self.filed.remove(key) else {
+            return;
+        };
+        self.references -= names.len();
         for name in names {
             if let Some(entries) = self.by_name.get_mut(&name) {
                 entries.retain(|e| *e.es != *key);
@@ -294,7 +346,10 @@ impl Index {
 }
 
 fn prefix_of(store: Option<&Store>) -> &str {
-    store.and_then(|s| s.aws.as_ref()).map(|a| a.prefix.as_str()).unwrap_or_default()
+    store
+        .and_then(|s| s.aws.as_ref())
+        .map(|a| a.prefix.as_str())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

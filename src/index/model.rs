@@ -31,10 +31,18 @@ pub struct StoreId {
 
 impl StoreId {
     pub fn namespaced(namespace: &str, name: &str) -> Self {
-        Self { cluster: false, namespace: namespace.into(), name: name.into() }
+        Self {
+            cluster: false,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
     pub fn cluster(name: &str) -> Self {
-        Self { cluster: true, namespace: String::new(), name: name.into() }
+        Self {
+            cluster: true,
+            namespace: String::new(),
+            name: name.into(),
+        }
     }
     pub fn resolve(kind: StoreKind, es_namespace: &str, name: &str) -> Self {
         match kind {
@@ -84,7 +92,12 @@ impl Store {
         let id = if cluster {
             StoreId::cluster(&name)
         } else {
-            StoreId::namespaced(namespace.as_deref().ok_or("SecretStore without namespace")?, &name)
+            StoreId::namespaced(
+                namespace
+                    .as_deref()
+                    .ok_or("SecretStore without namespace")?,
+                &name,
+            )
         };
         let aws = obj.pointer("/spec/provider/aws").and_then(|aws| {
             let service = match aws.get("service")?.as_str()? {
@@ -94,8 +107,16 @@ impl Store {
             };
             Some(AwsProvider {
                 service,
-                region: aws.get("region").and_then(Value::as_str).filter(|r| !r.is_empty()).map(String::from),
-                prefix: aws.get("prefix").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                region: aws
+                    .get("region")
+                    .and_then(Value::as_str)
+                    .filter(|r| !r.is_empty())
+                    .map(String::from),
+                prefix: aws
+                    .get("prefix")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
             })
         });
         Ok(Self { id, aws })
@@ -134,9 +155,10 @@ impl ExternalSecret {
             None => default_store.clone(),
         };
         for (i, entry) in array(&spec, "data").iter().enumerate() {
-            if let (Some(key), Some(store)) =
-                (entry.pointer("/remoteRef/key").and_then(Value::as_str), entry_store(entry))
-            {
+            if let (Some(key), Some(store)) = (
+                entry.pointer("/remoteRef/key").and_then(Value::as_str),
+                entry_store(entry),
+            ) {
                 references.push(Reference {
                     path: format!("spec.data[{i}].remoteRef.key"),
                     key: key.to_owned(),
@@ -145,9 +167,10 @@ impl ExternalSecret {
             }
         }
         for (i, entry) in array(&spec, "dataFrom").iter().enumerate() {
-            if let (Some(key), Some(store)) =
-                (entry.pointer("/extract/key").and_then(Value::as_str), entry_store(entry))
-            {
+            if let (Some(key), Some(store)) = (
+                entry.pointer("/extract/key").and_then(Value::as_str),
+                entry_store(entry),
+            ) {
                 references.push(Reference {
                     path: format!("spec.dataFrom[{i}].extract.key"),
                     key: key.to_owned(),
@@ -155,7 +178,11 @@ impl ExternalSecret {
                 });
             }
         }
-        Ok(Self { namespace, name, references })
+        Ok(Self {
+            namespace,
+            name,
+            references,
+        })
     }
 }
 
@@ -171,7 +198,10 @@ fn store_ref(v: Option<&Value>, namespace: &str) -> Option<StoreId> {
 }
 
 fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// `(namespace, name)` from `metadata`.
@@ -180,6 +210,9 @@ pub fn meta(obj: &Value) -> Result<(Option<String>, String), String> {
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .ok_or("object without metadata.name")?;
-    let namespace = obj.pointer("/metadata/namespace").and_then(Value::as_str).map(String::from);
+    let namespace = obj
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(String::from);
     Ok((namespace, name.to_owned()))
 }

@@ -22,15 +22,28 @@ fn store_obj(kind: &str, ns: Option<&str>, name: &str, aws: Value) -> Value {
 
 fn ss(ns: &str, name: &str, region: &str, prefix: &str) -> Store {
     Store::from_object(
-        &store_obj("SecretStore", Some(ns), name, json!({"service": "ParameterStore", "region": region, "prefix": prefix})),
+        &store_obj(
+            "SecretStore",
+            Some(ns),
+            name,
+            json!({"service": "ParameterStore", "region": region, "prefix": prefix}),
+        ),
         false,
     )
     .unwrap()
 }
 
 fn css(name: &str, service: &str, region: &str) -> Store {
-    Store::from_object(&store_obj("ClusterSecretStore", None, name, json!({"service": service, "region": region})), true)
-        .unwrap()
+    Store::from_object(
+        &store_obj(
+            "ClusterSecretStore",
+            None,
+            name,
+            json!({"service": service, "region": region}),
+        ),
+        true,
+    )
+    .unwrap()
 }
 
 fn es(ns: &str, name: &str, spec: Value) -> ExternalSecret {
@@ -58,11 +71,15 @@ fn names(matches: &[Match]) -> Vec<String> {
 fn remote_ref_and_extract_through_a_namespaced_store() {
     let mut idx = Index::new();
     idx.apply_store(ss("app", "aws", "us-east-1", ""));
-    idx.apply_external_secret(es("app", "db", json!({
-        "secretStoreRef": {"name": "aws", "kind": "SecretStore"},
-        "data": [{"secretKey": "pw", "remoteRef": {"key": "/app/db/password"}}],
-        "dataFrom": [{"extract": {"key": "/app/config"}}]
-    })));
+    idx.apply_external_secret(es(
+        "app",
+        "db",
+        json!({
+            "secretStoreRef": {"name": "aws", "kind": "SecretStore"},
+            "data": [{"secretKey": "pw", "remoteRef": {"key": "/app/db/password"}}],
+            "dataFrom": [{"extract": {"key": "/app/config"}}]
+        }),
+    ));
     let m = idx.lookup(&change("/app/db/password", "us-east-1"));
     assert_eq!(names(&m), ["app/db"]);
     assert_eq!(m[0].reference, "spec.data[0].remoteRef.key");
@@ -97,11 +114,22 @@ fn namespaced_store_resolves_in_the_secret_namespace_only() {
 fn cluster_store_and_default_kind() {
     let mut idx = Index::new();
     idx.apply_store(css("global", "ParameterStore", "us-east-1"));
-    idx.apply_external_secret(es("n1", "a", data("global", "ClusterSecretStore", &["/shared"])));
-    idx.apply_external_secret(es("n2", "b", data("global", "ClusterSecretStore", &["shared"])));
+    idx.apply_external_secret(es(
+        "n1",
+        "a",
+        data("global", "ClusterSecretStore", &["/shared"]),
+    ));
+    idx.apply_external_secret(es(
+        "n2",
+        "b",
+        data("global", "ClusterSecretStore", &["shared"]),
+    ));
     // No kind means SecretStore: n3 has none named "global", so it does not match.
     idx.apply_external_secret(es("n3", "c", json!({"secretStoreRef": {"name": "global"}, "data": [{"secretKey": "s", "remoteRef": {"key": "/shared"}}]})));
-    assert_eq!(names(&idx.lookup(&change("/shared", "us-east-1"))), ["n1/a", "n2/b"]);
+    assert_eq!(
+        names(&idx.lookup(&change("/shared", "us-east-1"))),
+        ["n1/a", "n2/b"]
+    );
 }
 
 #[test]
@@ -110,12 +138,30 @@ fn leading_slash_version_suffix_and_prefix() {
     idx.apply_store(ss("app", "pre", "us-east-1", "/prod/"));
     idx.apply_store(ss("app", "plain", "us-east-1", ""));
     idx.apply_external_secret(es("app", "a", data("pre", "SecretStore", &["db/password"])));
-    idx.apply_external_secret(es("app", "b", data("plain", "SecretStore", &["/prod/db/password:3"])));
-    idx.apply_external_secret(es("app", "c", data("plain", "SecretStore", &["prod/db/password:label1"])));
-    assert_eq!(names(&idx.lookup(&change("/prod/db/password", "us-east-1"))), ["app/a", "app/b", "app/c"]);
-    assert_eq!(names(&idx.lookup(&change("prod/db/password", "us-east-1"))), ["app/a", "app/b", "app/c"]);
+    idx.apply_external_secret(es(
+        "app",
+        "b",
+        data("plain", "SecretStore", &["/prod/db/password:3"]),
+    ));
+    idx.apply_external_secret(es(
+        "app",
+        "c",
+        data("plain", "SecretStore", &["prod/db/password:label1"]),
+    ));
+    assert_eq!(
+        names(&idx.lookup(&change("/prod/db/password", "us-east-1"))),
+        ["app/a", "app/b", "app/c"]
+    );
+    assert_eq!(
+        names(&idx.lookup(&change("prod/db/password", "us-east-1"))),
+        ["app/a", "app/b", "app/c"]
+    );
     // The prefix is part of the name: the bare key alone does not match.
-    assert!(idx.lookup(&change("/db/password", "us-east-1")).iter().all(|m| m.target.key.name != "a"));
+    assert!(
+        idx.lookup(&change("/db/password", "us-east-1"))
+            .iter()
+            .all(|m| m.target.key.name != "a")
+    );
 }
 
 #[test]
@@ -133,11 +179,17 @@ fn store_prefix_change_refiles_its_secrets() {
 fn store_arriving_late_or_leaving() {
     let mut idx = Index::new();
     idx.apply_external_secret(es("app", "a", data("s", "SecretStore", &["/k"])));
-    assert!(idx.lookup(&change("/k", "us-east-1")).is_empty(), "no store yet: region unknown");
+    assert!(
+        idx.lookup(&change("/k", "us-east-1")).is_empty(),
+        "no store yet: region unknown"
+    );
     idx.apply_store(ss("app", "s", "us-east-1", ""));
     assert_eq!(names(&idx.lookup(&change("/k", "us-east-1"))), ["app/a"]);
     idx.apply_store(ss("app", "s", "eu-west-1", ""));
-    assert!(idx.lookup(&change("/k", "us-east-1")).is_empty(), "region change applies at once");
+    assert!(
+        idx.lookup(&change("/k", "us-east-1")).is_empty(),
+        "region change applies at once"
+    );
     idx.delete_store(&StoreId::namespaced("app", "s"));
     assert!(idx.lookup(&change("/k", "eu-west-1")).is_empty());
 }
@@ -157,14 +209,21 @@ fn per_entry_source_ref_overrides_the_default_store() {
     })));
     assert_eq!(names(&idx.lookup(&change("/w", "us-west-2"))), ["app/a"]);
     assert!(idx.lookup(&change("/w", "us-east-1")).is_empty());
-    assert!(idx.lookup(&change("/g", "us-east-1")).is_empty(), "generator entries read no AWS key");
+    assert!(
+        idx.lookup(&change("/g", "us-east-1")).is_empty(),
+        "generator entries read no AWS key"
+    );
 }
 
 #[test]
 fn one_target_per_resource_even_with_several_references() {
     let mut idx = Index::new();
     idx.apply_store(ss("app", "s", "us-east-1", ""));
-    idx.apply_external_secret(es("app", "a", data("s", "SecretStore", &["/k", "k", "/k:2"])));
+    idx.apply_external_secret(es(
+        "app",
+        "a",
+        data("s", "SecretStore", &["/k", "k", "/k:2"]),
+    ));
     let m = idx.lookup(&change("/k", "us-east-1"));
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].reference, "spec.data[0].remoteRef.key");
@@ -174,8 +233,19 @@ fn one_target_per_resource_even_with_several_references() {
 fn arn_keys_carry_region_and_account() {
     let mut idx = Index::new();
     idx.apply_store(ss("app", "s", "us-east-1", ""));
-    idx.apply_external_secret(es("app", "a", data("s", "SecretStore", &["arn:aws:ssm:us-east-1:123456789012:parameter/app/k"])));
-    assert_eq!(names(&idx.lookup(&change("/app/k", "us-east-1"))), ["app/a"]);
+    idx.apply_external_secret(es(
+        "app",
+        "a",
+        data(
+            "s",
+            "SecretStore",
+            &["arn:aws:ssm:us-east-1:123456789012:parameter/app/k"],
+        ),
+    ));
+    assert_eq!(
+        names(&idx.lookup(&change("/app/k", "us-east-1"))),
+        ["app/a"]
+    );
     let mut other = change("/app/k", "us-east-1");
     other.account = Some("999999999999".into());
     assert!(idx.lookup(&other).is_empty());
@@ -191,7 +261,15 @@ fn updates_and_deletes_keep_the_index_exact() {
     assert_eq!(names(&idx.lookup(&change("/new", "us-east-1"))), ["app/a"]);
     idx.delete_external_secret("app", "a");
     assert!(idx.lookup(&change("/new", "us-east-1")).is_empty());
-    assert_eq!(idx.stats(), Stats { external_secrets: 0, stores: 1, references: 0, names: 0 });
+    assert_eq!(
+        idx.stats(),
+        Stats {
+            external_secrets: 0,
+            stores: 1,
+            references: 0,
+            names: 0
+        }
+    );
 }
 
 #[test]
@@ -226,7 +304,16 @@ fn non_aws_stores_never_match() {
 fn store_without_region_matches_any_region() {
     let mut idx = Index::new();
     idx.apply_store(
-        Store::from_object(&store_obj("SecretStore", Some("app"), "s", json!({"service": "ParameterStore"})), false).unwrap(),
+        Store::from_object(
+            &store_obj(
+                "SecretStore",
+                Some("app"),
+                "s",
+                json!({"service": "ParameterStore"}),
+            ),
+            false,
+        )
+        .unwrap(),
     );
     idx.apply_external_secret(es("app", "a", data("s", "SecretStore", &["/k"])));
     assert_eq!(names(&idx.lookup(&change("/k", "ap-south-1"))), ["app/a"]);
@@ -242,7 +329,11 @@ fn ten_thousand_secrets_each_found_exactly() {
     }
     for i in 0..10_000 {
         let ns = format!("ns{}", i % 10);
-        idx.apply_external_secret(es(&ns, &format!("es{i}"), data("s", "SecretStore", &[&format!("/app/{i}/key")])));
+        idx.apply_external_secret(es(
+            &ns,
+            &format!("es{i}"),
+            data("s", "SecretStore", &[&format!("/app/{i}/key")]),
+        ));
     }
     assert_eq!(idx.stats().references, 10_000);
     for i in (0..10_000).step_by(7) {

@@ -203,7 +203,11 @@ pub struct CertStoreConfig {
 
 impl Default for CertStoreConfig {
     fn default() -> Self {
-        Self { fetch_timeout: Duration::from_secs(5), max_bytes: 16 * 1024, capacity: 256 }
+        Self {
+            fetch_timeout: Duration::from_secs(5),
+            max_bytes: 16 * 1024,
+            capacity: 256,
+        }
     }
 }
 
@@ -250,7 +254,8 @@ impl CertStore {
             .map_err(|e| anyhow::anyhow!("reading pinned certificate {file}: {e}"))?;
         let cert = SigningCert::from_pem(&body)
             .map_err(|e| anyhow::anyhow!("pinned certificate {file}: {e}"))?;
-        self.pin(url, cert).map_err(|e| anyhow::anyhow!("pinned URL: {e}"))
+        self.pin(url, cert)
+            .map_err(|e| anyhow::anyhow!("pinned URL: {e}"))
     }
 
     pub fn pinned_count(&self) -> usize {
@@ -269,18 +274,29 @@ impl CertStore {
     }
 
     async fn fetch(&self, url: &str) -> Result<Arc<SigningCert>, Reject> {
-        let result = self.fetch_body(url).await.and_then(|body| SigningCert::from_pem(&body));
+        let result = self
+            .fetch_body(url)
+            .await
+            .and_then(|body| SigningCert::from_pem(&body));
         (self.fetches)(if result.is_ok() { "ok" } else { "error" });
         result.map(Arc::new)
     }
 
     async fn fetch_body(&self, url: &str) -> Result<Vec<u8>, Reject> {
         let unavailable = |e: String| Reject::CertUnavailable(format!("GET {url}: {e}"));
-        let mut resp = self.http.get(url).send().await.map_err(|e| unavailable(e.to_string()))?;
+        let mut resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(unavailable(format!("status {}", resp.status())));
         }
-        if resp.content_length().is_some_and(|n| n > self.max_bytes as u64) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes as u64)
+        {
             return Err(Reject::CertInvalid(format!(
                 "certificate body larger than {} bytes",
                 self.max_bytes

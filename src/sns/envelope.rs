@@ -53,11 +53,19 @@ pub struct Envelope {
     pub signature: String,
     #[serde(rename = "SigningCertURL")]
     pub signing_cert_url: String,
-    #[serde(default, rename = "SubscribeURL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "SubscribeURL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub subscribe_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    #[serde(default, rename = "UnsubscribeURL", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "UnsubscribeURL",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub unsubscribe_url: Option<String>,
     /// Not signed; kept only so a parsed body can be re-serialised faithfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,7 +117,10 @@ impl Envelope {
         }
         if t != MessageType::Notification {
             if self.subscribe_url.as_deref().unwrap_or("").is_empty() {
-                return Err(Reject::MissingField(format!("{} needs SubscribeURL", t.as_str())));
+                return Err(Reject::MissingField(format!(
+                    "{} needs SubscribeURL",
+                    t.as_str()
+                )));
             }
             if self.token.as_deref().unwrap_or("").is_empty() {
                 return Err(Reject::MissingField(format!("{} needs Token", t.as_str())));
@@ -143,7 +154,10 @@ impl Envelope {
             MessageType::SubscriptionConfirmation | MessageType::UnsubscribeConfirmation => {
                 push("Message", &self.message);
                 push("MessageId", &self.message_id);
-                push("SubscribeURL", self.subscribe_url.as_deref().unwrap_or_default());
+                push(
+                    "SubscribeURL",
+                    self.subscribe_url.as_deref().unwrap_or_default(),
+                );
                 push("Timestamp", &self.timestamp);
                 push("Token", self.token.as_deref().unwrap_or_default());
                 push("TopicArn", &self.topic_arn);

@@ -35,7 +35,12 @@ impl SigningKey {
     pub fn sign_v2(&self, message: &[u8]) -> String {
         let mut sig = vec![0; self.pair.public_modulus_len()];
         self.pair
-            .sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut sig)
+            .sign(
+                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                message,
+                &mut sig,
+            )
             .expect("RSA signing with a valid key");
         base64::engine::general_purpose::STANDARD.encode(sig)
     }
@@ -75,10 +80,15 @@ pub fn dev_cert(valid_days: i64) -> anyhow::Result<DevCert> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "sns.amazonaws.com");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sns.amazonaws.com");
     let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(valid_days);
     let cert = params.self_signed(&key)?;
-    Ok(DevCert { key_pem: key.serialize_pem(), cert_pem: cert.pem() })
+    Ok(DevCert {
+        key_pem: key.serialize_pem(),
+        cert_pem: cert.pem(),
+    })
 }

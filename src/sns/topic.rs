@@ -24,7 +24,9 @@ impl TopicPolicy {
             let p = p.as_ref().trim();
             let parts: Vec<&str> = p.split(':').collect();
             if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" {
-                anyhow::bail!("--topic-arn {p:?}: expected arn:<partition>:sns:<region>:<account>:<topic>");
+                anyhow::bail!(
+                    "--topic-arn {p:?}: expected arn:<partition>:sns:<region>:<account>:<topic>"
+                );
             }
             if parts.iter().any(|s| s.is_empty()) {
                 anyhow::bail!("--topic-arn {p:?}: empty ARN segment");
@@ -33,7 +35,10 @@ impl TopicPolicy {
             regexes.push(format!("^{}$", body.join("[^:]*")));
         }
         Ok(Self {
-            patterns: patterns.iter().map(|p| p.as_ref().trim().to_owned()).collect(),
+            patterns: patterns
+                .iter()
+                .map(|p| p.as_ref().trim().to_owned())
+                .collect(),
             set: RegexSet::new(regexes)?,
         })
     }

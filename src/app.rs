@@ -1,0 +1,304 @@
+//! The program: `serve`, `sample`, `dev-cert`. `main.rs` only parses and dispatches.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::FutureExt as _;
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+
+use crate::cluster::external_secret_resource;
+use crate::cluster::patch::{Trigger, TriggerConfig};
+use crate::cluster::watch::{self, Watches};
+use crate::config::{DevCertArgs, SampleArgs, ServeArgs};
+use crate::http::{AppState, Confirmer};
+use crate::index::Index;
+use crate::metrics::Metrics;
+use crate::sns::cert::CertStoreConfig;
+use crate::sns::sign::{SigningKey, dev_cert, sns_timestamp};
+use crate::sns::{CertStore, Envelope, TopicPolicy, Verifier};
+
+/// Builds the verifier from flags; shared by `serve` and `serve --check-config`.
+fn verifier(args: &ServeArgs, metrics: &Arc<Metrics>) -> anyhow::Result<Verifier> {
+    let topics = TopicPolicy::new(&args.topic_arns)?;
+    let m = metrics.clone();
+    let mut certs = CertStore::new(CertStoreConfig {
+        fetch_timeout: args.cert_fetch_timeout,
+        ..Default::default()
+    })
+    .on_fetch(move |result| {
+        m.cert_fetches
+            .get_or_create(&crate::metrics::Result_ { result })
+            .inc();
+    });
+    for spec in &args.signing_certs {
+        certs
+            .pin_spec(spec)
+            .with_context(|| format!("--sns-signing-cert {spec}"))?;
+    }
+    Ok(Verifier::new(topics, Arc::new(certs)))
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let verifier = verifier(&args, &metrics)?;
+    if args.annotation.is_empty() {
+        anyhow::bail!("--annotation must not be empty");
+    }
+    if args.check_config {
+        println!(
+            "config ok: topics {:?}, {} pinned certificate(s), annotation {:?}, ESO {}",
+            verifier.topics.patterns(),
+            verifier.certs.pinned_count(),
+            args.annotation,
+            args.eso_version.as_str()
+        );
+        return Ok(());
+    }
+
+    let kube_config = kube::Config::infer()
+        .await
+        .context("loading Kubernetes configuration (in-cluster or KUBECONFIG)")?;
+    let watch_client = kube::Client::try_from(kube_config.clone())?;
+    // Patches answer an SNS request: they must fail fast rather than wait out long timeouts.
+    let mut patch_config = kube_config;
+    patch_config.connect_timeout = Some(Duration::from_secs(3));
+    patch_config.read_timeout = Some(Duration::from_secs(5));
+    patch_config.write_timeout = Some(Duration::from_secs(5));
+    let patch_client = kube::Client::try_from(patch_config)?;
+
+    let index = Arc::new(RwLock::new(Index::new()));
+    let watches = Arc::new(Watches::new());
+    watch::spawn_all(
+        watch_client,
+        args.eso_version,
+        index.clone(),
+        &watches,
+        metrics.clone(),
+    );
+    let trigger = Trigger::new(
+        patch_client,
+        external_secret_resource(args.eso_version),
+        TriggerConfig {
+            annotation: args.annotation.clone(),
+            concurrency: args.patch_concurrency,
+            dry_run: args.dry_run,
+            max_retries: args.patch_retries,
+            coalesce_window: args.coalesce_window,
+            ..Default::default()
+        },
+        metrics.clone(),
+    );
+    let state = Arc::new(AppState {
+        verifier,
+        index,
+        watches,
+        trigger,
+        confirmer: Arc::new(SnsConfirmer::default()),
+        metrics,
+        max_body_bytes: args.max_body_bytes,
+        deadline: args.request_deadline,
+        applied: AppState::applied_cache(),
+        ignored_logged: Mutex::new(Default::default()),
+        accepting: AtomicBool::new(true),
+        clock: time::OffsetDateTime::now_utc,
+    });
+
+    let public = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let admin = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding --admin-listen {}", args.admin_listen))?;
+    tracing::info!(listen = %public.local_addr()?, admin = %admin.local_addr()?, topics = ?state.verifier.topics.patterns(), dry_run = args.dry_run, "ssm-resync serving");
+
+    let shutdown = shutdown_signal().shared();
+    let s = state.clone();
+    let draining = shutdown.clone().map(move |_| {
+        s.accepting.store(false, Ordering::Release);
+        tracing::info!("shutting down: readiness off, finishing in-flight deliveries");
+    });
+    let public_srv = axum::serve(public, crate::http::public_router(state.clone()))
+        .with_graceful_shutdown(draining);
+    let admin_srv = axum::serve(admin, crate::http::admin_router(state.clone()))
+        .with_graceful_shutdown(shutdown);
+    tokio::try_join!(async { public_srv.await }, async { admin_srv.await })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
+
+/// `ConfirmSubscription(TopicArn, Token, AuthenticateOnUnsubscribe=true)` through the AWS
+/// SDK, in the topic's own region. Clients are built once per region.
+#[derive(Default)]
+pub struct SnsConfirmer {
+    clients: tokio::sync::Mutex<std::collections::HashMap<String, aws_sdk_sns::Client>>,
+}
+
+impl SnsConfirmer {
+    async fn client(&self, region: &str) -> aws_sdk_sns::Client {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(region) {
+            return c.clone();
+        }
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()))
+            .load()
+            .await;
+        let c = aws_sdk_sns::Client::new(&config);
+        clients.insert(region.to_owned(), c.clone());
+        c
+    }
+}
+
+impl Confirmer for SnsConfirmer {
+    fn confirm<'a>(
+        &'a self,
+        topic_arn: &'a str,
+        token: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<String, String>> {
+        async move {
+            let region = topic_arn
+                .split(':')
+                .nth(3)
+                .filter(|r| !r.is_empty())
+                .ok_or("topic ARN without region")?;
+            let out = self
+                .client(region)
+                .await
+                .confirm_subscription()
+                .topic_arn(topic_arn)
+                .token(token)
+                .authenticate_on_unsubscribe("true")
+                .send()
+                .await
+                .map_err(|e| aws_sdk_sns::error::DisplayErrorContext(e).to_string())?;
+            Ok(out.subscription_arn().unwrap_or_default().to_owned())
+        }
+        .boxed()
+    }
+}
+
+/// The EventBridge "Parameter Store Change" event, as AWS emits it.
+pub fn parameter_store_change(
+    name: &str,
+    operation: &str,
+    region: &str,
+    account: &str,
+) -> serde_json::Value {
+    let sep = if name.starts_with('/') { "" } else { "/" };
+    serde_json::json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Parameter Store Change",
+        "source": "aws.ssm",
+        "account": account,
+        "time": time::OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 ns").format(&time::format_description::well_known::Rfc3339).expect("formats"),
+        "region": region,
+        "resources": [format!("arn:aws:ssm:{region}:{account}:parameter{sep}{name}")],
+        "detail": {"operation": operation, "name": name, "type": "String", "description": ""}
+    })
+}
+
+/// An SNS Notification envelope around `message`, signed when a key is given.
+pub fn notification(
+    message: String,
+    topic_arn: &str,
+    cert_url: &str,
+    key: Option<&SigningKey>,
+) -> Envelope {
+    let mut env = Envelope {
+        kind: "Notification".into(),
+        message_id: uuid::Uuid::new_v4().to_string(),
+        topic_arn: topic_arn.into(),
+        subject: None,
+        message,
+        timestamp: sns_timestamp(time::OffsetDateTime::now_utc()),
+        signature_version: "2".into(),
+        signature: String::new(),
+        signing_cert_url: cert_url.into(),
+        subscribe_url: None,
+        token: None,
+        unsubscribe_url: Some(format!(
+            "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={topic_arn}:00000000-0000-0000-0000-000000000000"
+        )),
+        message_attributes: None,
+    };
+    if let Some(k) = key {
+        k.sign_envelope(&mut env);
+    }
+    env
+}
+
+pub fn sample(args: SampleArgs) -> anyhow::Result<()> {
+    let topic = args
+        .topic_arns
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "arn:aws:sns:us-east-1:123456789012:ssm-resync".into());
+    let account = match args.account {
+        Some(a) => a,
+        None => topic.split(':').nth(4).unwrap_or("123456789012").to_owned(),
+    };
+    let event = parameter_store_change(&args.parameter, &args.operation, &args.region, &account);
+    if args.event_only {
+        println!("{event}");
+        return Ok(());
+    }
+    let key = args
+        .sign_key
+        .as_deref()
+        .map(SigningKey::from_file)
+        .transpose()?;
+    if key.is_none() {
+        eprintln!("warning: no --sign-key: the envelope is unsigned and will be rejected (403)");
+    }
+    let env = notification(event.to_string(), &topic, &args.cert_url, key.as_ref());
+    println!("{}", serde_json::to_string_pretty(&env)?);
+    Ok(())
+}
+
+pub fn write_dev_cert(args: DevCertArgs) -> anyhow::Result<()> {
+    let dc = dev_cert(args.days)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let key = args.out.join("key.pem");
+    let cert = args.out.join("cert.pem");
+    write_private(&key, &dc.key_pem)?;
+    std::fs::write(&cert, dc.cert_pem)?;
+    println!("wrote {} and {}", key.display(), cert.display());
+    println!(
+        "pin it: --sns-signing-cert https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0123456789abcdef0123456789abcdef.pem={}",
+        cert.display()
+    );
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! The trigger: a JSON merge-patch that sets one annotation to a new value, which makes the
+//! operator re-sync at once.
+//!
+//! Coalescing, per resource. A patch makes the operator read every parameter afresh, so it
+//! covers every change that happened before it was sent. A change reported by an SNS
+//! notification happened before the notification's `Timestamp` (SNS stamps the message after
+//! EventBridge handed it the event, tens of milliseconds after the change). Hence:
+//! - a request whose timestamp is not after the start of a successful (or in-flight) patch is
+//!   covered by it: it waits for that patch and sends nothing;
+//! - requests that arrive while a patch is queued, not yet sent, share it;
+//! - otherwise one follow-up patch is queued, sent no sooner than `coalesce_window` after the
+//!   previous one, and every request until it is sent joins it.
+//!
+//! So two notifications for the same resource at the same time produce one patch, and a burst
+//! produces at most one patch per resource per window, without ever skipping a change that
+//! happened after the last patch was sent.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable as _};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::discovery::ApiResource;
+use parking_lot::Mutex;
+use time::OffsetDateTime;
+use tokio::sync::{Semaphore, watch};
+
+use crate::index::{Target, TargetKind};
+use crate::metrics::Metrics;
+
+/// How one requested patch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// The resource no longer exists: nothing left to sync.
+    Gone,
+    DryRun,
+    Failed(Arc<str>),
+}
+
+impl Outcome {
+    pub fn is_ok(&self) -> bool {
+        !matches!(self, Self::Failed(_))
+    }
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Gone => "gone",
+            Self::DryRun => "dry_run",
+            Self::Failed(_) => "failed",
+        }
+    }
+}
+
+type Batch = Arc<watch::Sender<Option<Outcome>>>;
+
+enum Slot {
+    Queued(Batch),
+    Running {
+        started: OffsetDateTime,
+        current: Batch,
+        next: Option<Batch>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct TriggerConfig {
+    pub annotation: String,
+    pub concurrency: usize,
+    pub dry_run: bool,
+    /// Retries for 409/429/5xx and transport errors, with exponential backoff.
+    pub max_retries: usize,
+    pub field_manager: String,
+    /// Least time between two patches of one resource; requests in between share one.
+    pub coalesce_window: Duration,
+}
+
+impl Default for TriggerConfig {
+    fn default() -> Self {
+        Self {
+            annotation: "force-sync".into(),
+            concurrency: 16,
+            dry_run: false,
+            max_retries: 5,
+            field_manager: "ssm-resync".into(),
+            coalesce_window: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Trigger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: kube::Client,
+    external_secret: ApiResource,
+    config: TriggerConfig,
+    permits: Semaphore,
+    slots: Mutex<HashMap<Target, Slot>>,
+    /// Start time of the last successful patch per resource (what it covers), which is
+    /// also when the next one may be sent.
+    covered: moka::sync::Cache<Target, (OffsetDateTime, Instant)>,
+    last_value: Mutex<i128>,
+    metrics: Arc<Metrics>,
+}
+
+impl Trigger {
+    pub fn new(
+        client: kube::Client,
+        external_secret: ApiResource,
+        config: TriggerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                external_secret,
+                permits: Semaphore::new(config.concurrency.max(1)),
+                config,
+                slots: Mutex::new(HashMap::new()),
+                covered: moka::sync::Cache::builder()
+                    .max_capacity(200_000)
+                    .time_to_live(Duration::from_secs(3600))
+                    .build(),
+                last_value: Mutex::new(0),
+                metrics,
+            }),
+        }
+    }
+
+    /// Forces a re-sync of every target for a change that happened before `changed_before`
+    /// (the SNS Timestamp; `None` when unknown); resolves when each patch has ended.
+    pub async fn force_sync(
+        &self,
+        targets: &[Target],
+        changed_before: Option<OffsetDateTime>,
+    ) -> Vec<Outcome> {
+        let receivers: Vec<_> = targets
+            .iter()
+            .map(|t| self.request(t, changed_before))
+            .collect();
+        let mut out = Vec::with_capacity(receivers.len());
+        for mut rx in receivers {
+            let outcome = match rx.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().expect("waited for Some"),
+                Err(_) => Outcome::Failed("patch task ended without a result".into()),
+            };
+            out.push(outcome);
+        }
+        out
+    }
+
+    /// Joins the patch that covers this change, or queues one.
+    fn request(
+        &self,
+        target: &Target,
+        changed_before: Option<OffsetDateTime>,
+    ) -> watch::Receiver<Option<Outcome>> {
+        let covers = |started: OffsetDateTime| changed_before.is_some_and(|t| t <= started);
+        let last = self.inner.covered.get(target);
+        let mut slots = self.inner.slots.lock();
+        match slots.get_mut(target) {
+            Some(Slot::Running {
+                started, current, ..
+            }) if covers(*started) => current.subscribe(),
+            Some(Slot::Queued(batch))
+            | Some(Slot::Running {
+                next: Some(batch), ..
+            }) => batch.subscribe(),
+            Some(Slot::Running { next, .. }) => {
+                let batch: Batch = Arc::new(watch::channel(None).0);
+                let rx = batch.subscribe();
+                *next = Some(batch);
+                rx
+            }
+            None if last.is_some_and(|(started, _)| covers(started)) => {
+                self.inner.metrics.patch("coalesced");
+                watch::channel(Some(Outcome::Applied)).1
+            }
+            None => {
+                let batch: Batch = Arc::new(watch::channel(None).0);
+                let rx = batch.subscribe();
+                slots.insert(target.clone(), Slot::Queued(batch.clone()));
+                tokio::spawn(self.inner.clone().drive(target.clone(), batch));
+                rx
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Runs the patches of one target until none is queued.
+    async fn drive(self: Arc<Self>, target: Target, mut batch: Batch) {
+        loop {
+            // Rate limit per resource: the queue fills while we wait, and all of it shares
+            // this patch.
+            if let Some((_, sent)) = self.covered.get(&target) {
+                tokio::time::sleep_until((sent + self.config.coalesce_window).into()).await;
+            }
+            let permit = self
+                .permits
+                .acquire()
+                .await
+                .expect("semaphore never closed");
+            let started = OffsetDateTime::now_utc();
+            let started_at = Instant::now();
+            self.slots.lock().insert(
+                target.clone(),
+                Slot::Running {
+                    started,
+                    current: batch.clone(),
+                    next: None,
+                },
+            );
+            let outcome = self.patch_with_retries(&target).await;
+            drop(permit);
+            self.metrics
+                .patch_duration
+                .observe(started_at.elapsed().as_secs_f64());
+            self.metrics.patch(outcome.label());
+            if let Outcome::Failed(why) = &outcome {
+                tracing::warn!(target = %target, error = %why, "force-sync patch failed");
+            } else {
+                self.covered.insert(target.clone(), (started, started_at));
+                tracing::info!(target = %target, result = outcome.label(), "force-sync");
+            }
+            // Publish and dequeue under the lock, so no request can join a batch that has
+            // already been answered.
+            let mut slots = self.slots.lock();
+            batch.send_replace(Some(outcome));
+            match slots.remove(&target) {
+                Some(Slot::Running {
+                    next: Some(next), ..
+                }) => {
+                    slots.insert(target.clone(), Slot::Queued(next.clone()));
+                    batch = next;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    async fn patch_with_retries(&self, target: &Target) -> Outcome {
+        if self.config.dry_run {
+            tracing::info!(target = %target, annotation = %self.config.annotation, "dry run: would patch");
+            return Outcome::DryRun;
+        }
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(self.config.max_retries)
+            .with_jitter();
+        let result = (|| self.patch_once(target))
+            .retry(backoff)
+            .when(retryable)
+            .notify(|e, wait| tracing::debug!(target = %target, error = %e, ?wait, "patch retry"))
+            .await;
+        match result {
+            Ok(()) => Outcome::Applied,
+            Err(kube::Error::Api(s)) if s.code == 404 => Outcome::Gone,
+            Err(e) => Outcome::Failed(e.to_string().into()),
+        }
+    }
+
+    async fn patch_once(&self, target: &Target) -> Result<(), kube::Error> {
+        let api: Api<DynamicObject> = match target.kind {
+            TargetKind::ExternalSecret => Api::namespaced_with(
+                self.client.clone(),
+                &target.key.namespace,
+                &self.external_secret,
+            ),
+        };
+        let body = serde_json::json!({
+            "metadata": {"annotations": {self.config.annotation.as_str(): self.next_value()}}
+        });
+        let params = PatchParams {
+            field_manager: Some(self.config.field_manager.clone()),
+            ..Default::default()
+        };
+        api.patch_metadata(&target.key.name, &params, &Patch::Merge(body))
+            .await
+            .map(drop)
+    }
+
+    /// A value never used before by this process (RFC 3339, nanoseconds, strictly
+    /// increasing): the operator re-syncs only when the annotation actually changes.
+    fn next_value(&self) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let mut last = self.last_value.lock();
+        *last = (*last + 1).max(now);
+        time::OffsetDateTime::from_unix_timestamp_nanos(*last)
+            .expect("nanos from now")
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("RFC 3339 formats")
+    }
+}
+
+/// 409 (conflict), 429 (throttled), 5xx and transport errors are worth another try.
+fn retryable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 409 || s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}

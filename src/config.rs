@@ -1,0 +1,174 @@
+//! Command line and environment: every flag has an `SSM_RESYNC_*` equivalent.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::cluster::EsoVersion;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ssm-resync",
+    version,
+    about = "Force-sync ExternalSecrets the moment an AWS SSM parameter changes (EventBridge → SNS → this service → Kubernetes)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook and the admin listener against the current Kubernetes context.
+    Serve(Box<ServeArgs>),
+    /// Print an SNS Notification envelope around a Parameter Store Change event, for curl tests.
+    Sample(SampleArgs),
+    /// Write DIR/key.pem and a self-signed DIR/cert.pem shaped like SNS's signing certificate.
+    DevCert(DevCertArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Public listener: POST /sns only. This is what the load balancer exposes.
+    #[arg(long, env = "SSM_RESYNC_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Admin listener: /healthz, /readyz, /metrics. Never expose it.
+    #[arg(long, env = "SSM_RESYNC_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// SNS topic ARN allowed to drive this service; repeatable (comma-separated in the env
+    /// var). `*` matches within one ARN segment, e.g. arn:aws:sns:*:123456789012:ssm-changes.
+    /// Required: messages from any other topic are rejected even when genuinely signed.
+    #[arg(
+        long = "topic-arn",
+        env = "SSM_RESYNC_TOPIC_ARN",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub topic_arns: Vec<String>,
+
+    /// Pin a signing certificate for a SigningCertURL instead of fetching it: URL=FILE
+    /// (repeatable; comma-separated in the env var). The URL must still have the AWS form and
+    /// the certificate must still pass every check. For tests and local stacks.
+    #[arg(
+        long = "sns-signing-cert",
+        env = "SSM_RESYNC_SNS_SIGNING_CERT",
+        value_delimiter = ',',
+        value_name = "URL=FILE"
+    )]
+    pub signing_certs: Vec<String>,
+
+    /// Annotation set to a new value on every force-sync.
+    #[arg(long, env = "SSM_RESYNC_ANNOTATION", default_value = "force-sync")]
+    pub annotation: String,
+
+    /// Answer each delivery within this time (SNS gives up after 15 s); 503 if patches are
+    /// not all applied by then, so SNS redelivers.
+    #[arg(long, env = "SSM_RESYNC_REQUEST_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_deadline: Duration,
+
+    /// Largest accepted request body; larger ones get 413 without being buffered.
+    #[arg(long, env = "SSM_RESYNC_MAX_BODY_BYTES", default_value_t = 512 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Patches in flight at once against the API server.
+    #[arg(long, env = "SSM_RESYNC_PATCH_CONCURRENCY", default_value_t = 16)]
+    pub patch_concurrency: usize,
+
+    /// Retries of a patch on 409/429/5xx/transport errors (exponential backoff, 100 ms..2 s).
+    #[arg(long, env = "SSM_RESYNC_PATCH_RETRIES", default_value_t = 5)]
+    pub patch_retries: usize,
+
+    /// Least time between two force-sync patches of one resource. The first change patches
+    /// at once; changes arriving within the window share one follow-up patch.
+    #[arg(long, env = "SSM_RESYNC_COALESCE_WINDOW", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub coalesce_window: Duration,
+
+    /// Timeout of one signing-certificate fetch.
+    #[arg(long, env = "SSM_RESYNC_CERT_FETCH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub cert_fetch_timeout: Duration,
+
+    /// external-secrets.io API version to watch and patch (v1beta1 only for old clusters).
+    #[arg(long, env = "SSM_RESYNC_ESO_VERSION", value_enum, default_value = "v1")]
+    pub eso_version: EsoVersion,
+
+    /// Do everything but the patch; log what would be patched.
+    #[arg(long, env = "SSM_RESYNC_DRY_RUN")]
+    pub dry_run: bool,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "SSM_RESYNC_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Validate the flags (and pinned certificates) and exit without connecting anywhere.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Parameter name, e.g. /app/db/password.
+    #[arg(long)]
+    pub parameter: String,
+
+    /// Region the event comes from.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
+
+    /// Account the event comes from (default: the topic's account).
+    #[arg(long)]
+    pub account: Option<String>,
+
+    /// Topic the envelope claims (default: the first of SSM_RESYNC_TOPIC_ARN).
+    #[arg(
+        long = "topic-arn",
+        env = "SSM_RESYNC_TOPIC_ARN",
+        value_delimiter = ','
+    )]
+    pub topic_arns: Vec<String>,
+
+    /// Parameter Store operation.
+    #[arg(long, default_value = "Update", value_parser = ["Create", "Update", "Delete", "LabelParameterVersion"])]
+    pub operation: String,
+
+    /// RSA private key (PEM) to sign with (SignatureVersion 2). Without it the envelope is
+    /// unsigned and the service will answer 403.
+    #[arg(long, env = "SSM_RESYNC_SAMPLE_SIGN_KEY")]
+    pub sign_key: Option<String>,
+
+    /// SigningCertURL to put in the envelope (pin the matching certificate on the server).
+    #[arg(
+        long,
+        env = "SSM_RESYNC_SAMPLE_CERT_URL",
+        default_value = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0123456789abcdef0123456789abcdef.pem"
+    )]
+    pub cert_url: String,
+
+    /// Print only the EventBridge event (what to publish to the topic), not the SNS envelope.
+    #[arg(long)]
+    pub event_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DevCertArgs {
+    /// Directory to write key.pem and cert.pem into (created if missing).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+
+    /// Validity in days.
+    #[arg(long, default_value_t = 3650)]
+    pub days: i64,
+}

@@ -1,0 +1,374 @@
+//! The two listeners: the public webhook (`POST /sns` only) and the admin port
+//! (`/healthz`, `/readyz`, `/metrics`), which is never exposed.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::BodyExt as _;
+use parking_lot::{Mutex, RwLock};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::cluster::patch::{Outcome, Trigger};
+use crate::cluster::watch::Watches;
+use crate::event::{self, Decoded};
+use crate::index::{Index, Target};
+use crate::metrics::{ChangeLabels, Kind, Metrics};
+use crate::sns::{Envelope, MessageType, Reject, Verifier};
+
+/// Confirms a subscription through the SNS API (`ConfirmSubscription`, never a fetch of the
+/// SubscribeURL). A trait so the request path does not depend on the AWS SDK.
+pub trait Confirmer: Send + Sync {
+    fn confirm<'a>(
+        &'a self,
+        topic_arn: &'a str,
+        token: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<String, String>>;
+}
+
+pub struct AppState {
+    pub verifier: Verifier,
+    pub index: Arc<RwLock<Index>>,
+    pub watches: Arc<Watches>,
+    pub trigger: Trigger,
+    pub confirmer: Arc<dyn Confirmer>,
+    pub metrics: Arc<Metrics>,
+    pub max_body_bytes: usize,
+    pub deadline: Duration,
+    /// MessageIds already applied, so SNS redeliveries patch nothing twice.
+    pub applied: moka::sync::Cache<String, ()>,
+    /// Unhandled event types already logged (the log line appears once per type).
+    pub ignored_logged: Mutex<HashSet<String>>,
+    /// Flips to false on shutdown so /readyz fails before the listener closes.
+    pub accepting: std::sync::atomic::AtomicBool,
+    /// Clock for certificate validity; tests may fix it.
+    pub clock: fn() -> OffsetDateTime,
+}
+
+impl AppState {
+    pub fn applied_cache() -> moka::sync::Cache<String, ()> {
+        // Longer than SNS's retry window (1 h), bounded in memory.
+        moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(2 * 3600))
+            .build()
+    }
+}
+
+pub fn public_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/sns", post(sns))
+        .layer(DefaultBodyLimit::disable())
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let unsynced = s.watches.unsynced();
+    if !s.accepting.load(std::sync::atomic::Ordering::Acquire) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if unsynced.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("watches not in sync: {}\n", unsynced.join(", ")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    s.watches.export(&s.metrics);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// The answer to one delivery: status, a JSON body for curl users, and the log line.
+struct Answer {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+fn rejected(s: &AppState, t: &'static str, r: Reject) -> Answer {
+    tracing::warn!(reason = r.reason(), r#type = t, error = %r, "rejected SNS delivery");
+    s.metrics.reject(t, r.reason());
+    Answer {
+        status: r.status(),
+        body: json!({"result": "rejected", "reason": r.reason(), "detail": r.to_string()}),
+    }
+}
+
+fn unavailable(s: &AppState, why: &'static str, detail: String) -> Answer {
+    tracing::warn!(reason = why, detail = %detail, "answering 503 so SNS redelivers");
+    s.metrics.notification("Notification", "failed");
+    Answer {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        body: json!({"result": "retry", "reason": why, "detail": detail}),
+    }
+}
+
+async fn sns(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Answer {
+    let started = Instant::now();
+    let answer = handle(&s, &headers, body).await;
+    s.metrics
+        .request_duration
+        .observe(started.elapsed().as_secs_f64());
+    answer
+}
+
+async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> Answer {
+    let header_type = header_str(headers, "x-amz-sns-message-type");
+    let label = header_type
+        .and_then(MessageType::parse)
+        .map_or("unknown", MessageType::as_str);
+    let bytes = match read_limited(headers, body, s.max_body_bytes).await {
+        Ok(b) => b,
+        Err(r) => return rejected(s, label, r),
+    };
+    if header_str(headers, "x-amz-sns-rawdelivery").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        return rejected(
+            s,
+            label,
+            Reject::RawDelivery(
+                "x-amz-sns-rawdelivery: true; disable RawMessageDelivery on the subscription"
+                    .into(),
+            ),
+        );
+    }
+    let env = match Envelope::parse(&bytes) {
+        Ok(e) => e,
+        Err(r) => return rejected(s, label, r),
+    };
+    let kind = match env.message_type() {
+        Ok(k) => k,
+        Err(r) => return rejected(s, label, r),
+    };
+    let label = kind.as_str();
+    if let Err(r) = headers_agree(headers, &env) {
+        return rejected(s, label, r);
+    }
+    if let Err(r) = s.verifier.verify(&env, (s.clock)()).await {
+        return rejected(s, label, r);
+    }
+    match kind {
+        MessageType::SubscriptionConfirmation => confirm(s, &env).await,
+        MessageType::UnsubscribeConfirmation => {
+            // Recorded, never acted on: re-subscribing would undo an operator's decision.
+            tracing::warn!(topic = %env.topic_arn, message_id = %env.message_id, "UnsubscribeConfirmation received: this endpoint is no longer subscribed; not re-subscribing");
+            s.metrics.notification(label, "recorded");
+            Answer {
+                status: StatusCode::OK,
+                body: json!({"result": "recorded"}),
+            }
+        }
+        MessageType::Notification => notification(s, &env).await,
+    }
+}
+
+async fn confirm(s: &AppState, env: &Envelope) -> Answer {
+    let token = env.token.as_deref().unwrap_or_default();
+    match s.confirmer.confirm(&env.topic_arn, token).await {
+        Ok(subscription) => {
+            tracing::info!(topic = %env.topic_arn, subscription = %subscription, "subscription confirmed");
+            s.metrics
+                .notification("SubscriptionConfirmation", "confirmed");
+            Answer {
+                status: StatusCode::OK,
+                body: json!({"result": "confirmed", "subscription_arn": subscription}),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(topic = %env.topic_arn, error = %e, "ConfirmSubscription failed");
+            s.metrics.notification("SubscriptionConfirmation", "failed");
+            Answer {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: json!({"result": "retry", "reason": "confirm_failed", "detail": e}),
+            }
+        }
+    }
+}
+
+async fn notification(s: &AppState, env: &Envelope) -> Answer {
+    const T: &str = "Notification";
+    if s.applied.contains_key(&env.message_id) {
+        s.metrics.notification(T, "duplicate");
+        return Answer {
+            status: StatusCode::OK,
+            body: json!({"result": "duplicate", "message_id": env.message_id}),
+        };
+    }
+    let changes = match event::decode(&env.message) {
+        Ok(Decoded::Changes(c)) => c,
+        Ok(Decoded::Ignored { kind, detail }) => {
+            s.metrics.events_ignored.get_or_create(&Kind { kind }).inc();
+            s.metrics.notification(T, "ignored");
+            let mut logged = s.ignored_logged.lock();
+            if logged.len() < 1000 && logged.insert(detail.clone()) {
+                tracing::info!(kind, detail = %detail, "ignoring messages of this type (logged once per type)");
+            }
+            return Answer {
+                status: StatusCode::OK,
+                body: json!({"result": "ignored", "kind": kind}),
+            };
+        }
+        Err(e) => return rejected(s, T, Reject::EventMalformed(e.0)),
+    };
+    // An incomplete index could miss a resource: let SNS redeliver once the watches are in sync.
+    if !s.watches.ready() {
+        return unavailable(
+            s,
+            "not_ready",
+            format!("watches not in sync: {}", s.watches.unsynced().join(", ")),
+        );
+    }
+    let mut targets: Vec<Target> = Vec::new();
+    {
+        let index = s.index.read();
+        for c in &changes {
+            s.metrics
+                .changes
+                .get_or_create(&ChangeLabels {
+                    service: c.service.as_str(),
+                    operation: c.operation.as_str(),
+                })
+                .inc();
+            for m in index.lookup(c) {
+                tracing::info!(message_id = %env.message_id, parameter = %c.name, operation = c.operation.as_str(), target = %m.target, reference = %m.reference, store = %m.store, "matched");
+                targets.push(m.target);
+            }
+        }
+    }
+    targets.sort();
+    targets.dedup();
+    s.metrics.targets_matched.inc_by(targets.len() as u64);
+    if targets.is_empty() {
+        tracing::info!(message_id = %env.message_id, parameters = ?changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), "no resource references the changed parameter");
+        s.applied.insert(env.message_id.clone(), ());
+        s.metrics.notification(T, "no_match");
+        return Answer {
+            status: StatusCode::OK,
+            body: json!({"result": "no_match", "changes": changes.len(), "targets": 0}),
+        };
+    }
+    let sent = OffsetDateTime::parse(
+        &env.timestamp,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok();
+    let outcomes =
+        match tokio::time::timeout(s.deadline, s.trigger.force_sync(&targets, sent)).await {
+            Ok(o) => o,
+            Err(_) => {
+                return unavailable(
+                    s,
+                    "deadline_exceeded",
+                    format!(
+                        "patches of {} resources not applied within {:?}",
+                        targets.len(),
+                        s.deadline
+                    ),
+                );
+            }
+        };
+    let failed: Vec<String> = targets
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(t, o)| match o {
+            Outcome::Failed(why) => Some(format!("{t}: {why}")),
+            _ => None,
+        })
+        .collect();
+    if !failed.is_empty() {
+        return unavailable(s, "patch_failed", failed.join("; "));
+    }
+    s.applied.insert(env.message_id.clone(), ());
+    if let Some(sent) = sent {
+        let lag = (OffsetDateTime::now_utc() - sent).as_seconds_f64();
+        s.metrics.end_to_end.observe(lag.max(0.0));
+    }
+    let dry = outcomes.iter().all(|o| *o == Outcome::DryRun);
+    let result = if dry { "dry_run" } else { "applied" };
+    s.metrics.notification(T, result);
+    Answer {
+        status: StatusCode::OK,
+        body: json!({
+            "result": result,
+            "changes": changes.len(),
+            "targets": targets.len(),
+            "patched": targets.iter().zip(&outcomes).filter(|(_, o)| **o == Outcome::Applied).map(|(t, _)| t.to_string()).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// SNS sends the type, id and topic in headers too; a disagreement means someone edited one.
+fn headers_agree(headers: &HeaderMap, env: &Envelope) -> Result<(), Reject> {
+    for (name, body) in [
+        ("x-amz-sns-message-type", &env.kind),
+        ("x-amz-sns-message-id", &env.message_id),
+        ("x-amz-sns-topic-arn", &env.topic_arn),
+    ] {
+        if let Some(h) = header_str(headers, name)
+            && h != body
+        {
+            return Err(Reject::HeaderMismatch(format!(
+                "{name} is {h:?} but the body says {body:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads at most `max` bytes, refusing early on a too-large Content-Length and stopping the
+/// stream as soon as the limit is passed (never buffering more than `max`).
+async fn read_limited(headers: &HeaderMap, body: Body, max: usize) -> Result<bytes::Bytes, Reject> {
+    if let Some(len) = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok())
+        && len > max as u64
+    {
+        return Err(Reject::BodyTooLarge(format!(
+            "Content-Length {len} exceeds {max} bytes"
+        )));
+    }
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Reject::BodyTooLarge(format!("body exceeds {max} bytes")))
+        }
+        Err(e) => Err(Reject::MalformedJson(format!("reading body: {e}"))),
+    }
+}

@@ -1,0 +1,208 @@
+//! The Prometheus registry (OpenMetrics text, prefix `ssm_resync_`). Label values come from
+//! closed sets only; parameter names and resource names never become labels.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeResult {
+    /// Notification | SubscriptionConfirmation | UnsubscribeConfirmation | unknown
+    pub r#type: &'static str,
+    /// applied | no_match | ignored | duplicate | dry_run | confirmed | recorded | rejected | failed
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeLabels {
+    pub service: &'static str,
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Result_ {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    pub notifications: Family<TypeResult, Counter>,
+    pub rejections: Family<Reason, Counter>,
+    pub changes: Family<ChangeLabels, Counter>,
+    pub events_ignored: Family<Kind, Counter>,
+    pub targets_matched: Counter,
+    pub patches: Family<Result_, Counter>,
+    pub patch_duration: Histogram,
+    pub end_to_end: Histogram,
+    pub request_duration: Histogram,
+    pub cert_fetches: Family<Result_, Counter>,
+    pub index_objects: Family<Kind, Gauge>,
+    pub index_references: Gauge,
+    pub watch_events: Family<Kind, Counter>,
+    pub watch_restarts: Family<Kind, Counter>,
+    pub watch_last_event_age: Family<Kind, Gauge<f64, AtomicU64>>,
+    pub watch_synced: Family<Kind, Gauge>,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ssm_resync");
+        let m = Self {
+            notifications: Family::default(),
+            rejections: Family::default(),
+            changes: Family::default(),
+            events_ignored: Family::default(),
+            targets_matched: Counter::default(),
+            patches: Family::default(),
+            // 1 ms .. ~16 s
+            patch_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            end_to_end: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
+            request_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            cert_fetches: Family::default(),
+            index_objects: Family::default(),
+            index_references: Gauge::default(),
+            watch_events: Family::default(),
+            watch_restarts: Family::default(),
+            watch_last_event_age: Family::default(),
+            watch_synced: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "notifications",
+            "SNS deliveries by message type and outcome",
+            m.notifications.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Rejected deliveries by reason",
+            m.rejections.clone(),
+        );
+        registry.register(
+            "changes",
+            "Changes decoded from AWS events",
+            m.changes.clone(),
+        );
+        registry.register(
+            "events_ignored",
+            "Verified messages that carry no change this service acts on, by kind",
+            m.events_ignored.clone(),
+        );
+        registry.register(
+            "targets_matched",
+            "Resources matched by changes",
+            m.targets_matched.clone(),
+        );
+        registry.register("patches", "Force-sync patches by result", m.patches.clone());
+        registry.register(
+            "patch_duration_seconds",
+            "Time to apply one force-sync patch, retries included",
+            m.patch_duration.clone(),
+        );
+        registry.register(
+            "end_to_end_seconds",
+            "From the SNS Timestamp to every patch of the notification applied",
+            m.end_to_end.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer POST /sns",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "cert_fetches",
+            "Signing certificate fetches by result",
+            m.cert_fetches.clone(),
+        );
+        registry.register(
+            "index_objects",
+            "Objects in the index by kind",
+            m.index_objects.clone(),
+        );
+        registry.register(
+            "index_references",
+            "Key references in the index",
+            m.index_references.clone(),
+        );
+        registry.register(
+            "watch_events",
+            "Watch events received by kind",
+            m.watch_events.clone(),
+        );
+        registry.register(
+            "watch_restarts",
+            "Watch (re)starts and errors by kind",
+            m.watch_restarts.clone(),
+        );
+        registry.register(
+            "watch_last_event_age_seconds",
+            "Seconds since the watch of a kind last delivered an event",
+            m.watch_last_event_age.clone(),
+        );
+        registry.register(
+            "watch_synced",
+            "1 once the watch of a kind has listed everything and is in sync",
+            m.watch_synced.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        for reason in crate::sns::Reject::REASONS {
+            m.rejections.get_or_create(&Reason { reason }).get();
+        }
+        let mut m = m;
+        m.registry = registry;
+        m
+    }
+
+    pub fn reject(&self, t: &'static str, reason: &'static str) {
+        self.rejections.get_or_create(&Reason { reason }).inc();
+        self.notification(t, "rejected");
+    }
+
+    pub fn notification(&self, t: &'static str, result: &'static str) {
+        self.notifications
+            .get_or_create(&TypeResult { r#type: t, result })
+            .inc();
+    }
+
+    pub fn patch(&self, result: &'static str) {
+        self.patches.get_or_create(&Result_ { result }).inc();
+    }
+
+    /// OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+}

@@ -1,0 +1,437 @@
+//! Test harness: the local stack (real kube-apiserver + etcd, moto) and a real
+//! `ssm-resync serve` process, over loopback.
+//!
+//! `Stack::shared()` uses the stack named by `SSM_RESYNC_TEST_STACK_DIR` (what `make test`
+//! starts once) or else starts a private one; `Stack::private()` always starts its own (for
+//! tests that stop the API server). A stack that cannot start fails the test: these tests never
+//! skip.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::discovery::ApiResource;
+use serde_json::{Value, json};
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+pub const BIN: &str = env!("CARGO_BIN_EXE_ssm-resync");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Stack {
+    pub dir: PathBuf,
+    pub env: HashMap<String, String>,
+    owned: bool,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Stack {
+    pub fn shared() -> Stack {
+        match std::env::var("SSM_RESYNC_TEST_STACK_DIR") {
+            Ok(dir) if !dir.is_empty() => {
+                let dir = PathBuf::from(dir);
+                let env = read_env(&dir.join("env"));
+                Stack {
+                    dir,
+                    env,
+                    owned: false,
+                    _tmp: None,
+                }
+            }
+            _ => Stack::private(),
+        }
+    }
+
+    pub fn private() -> Stack {
+        let tmp = tempfile::Builder::new()
+            .prefix("ssm-resync-stack-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().to_path_buf();
+        let (etcd, api, moto) = (free_pair_port(), free_port(), free_port());
+        let out = Command::new("bash")
+            .arg(format!("{REPO}/scripts/stack.sh"))
+            .arg("up")
+            .env("STACK_DIR", &dir)
+            .env("STACK_ETCD_PORT", etcd.to_string())
+            .env("STACK_API_PORT", api.to_string())
+            .env("STACK_MOTO_PORT", moto.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scripts/stack.sh");
+        assert!(
+            out.status.success(),
+            "scripts/stack.sh up failed (the local stack is required, not optional):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = read_env(&dir.join("env"));
+        Stack {
+            dir,
+            env,
+            owned: true,
+            _tmp: Some(tmp),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from the stack env"))
+    }
+
+    fn script(&self, cmd: &str) {
+        let st = Command::new("bash")
+            .arg(format!("{REPO}/scripts/stack.sh"))
+            .arg(cmd)
+            .env("STACK_DIR", &self.dir)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "stack.sh {cmd} failed");
+    }
+
+    pub fn stop_apiserver(&self) {
+        assert!(self.owned, "only a private stack may be stopped");
+        self.script("stop-apiserver");
+    }
+
+    pub fn start_apiserver(&self) {
+        assert!(self.owned, "only a private stack may be started");
+        self.script("start-apiserver");
+    }
+
+    pub async fn kube(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(self.get("KUBECONFIG")).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(cfg).unwrap()
+    }
+
+    pub async fn sns(&self) -> aws_sdk_sns::Client {
+        let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.get("AWS_REGION").to_owned()))
+            .endpoint_url(self.get("AWS_ENDPOINT_URL"))
+            .credentials_provider(aws_sdk_sns::config::Credentials::new(
+                self.get("AWS_ACCESS_KEY_ID"),
+                self.get("AWS_SECRET_ACCESS_KEY"),
+                None,
+                None,
+                "test",
+            ))
+            .load()
+            .await;
+        aws_sdk_sns::Client::new(&cfg)
+    }
+
+    /// A fresh topic for one test (moto fails a Publish if any subscriber is gone, so tests
+    /// never share one).
+    pub async fn topic(&self, name: &str) -> String {
+        let out = self
+            .sns()
+            .await
+            .create_topic()
+            .name(name)
+            .send()
+            .await
+            .unwrap();
+        out.topic_arn().unwrap().to_owned()
+    }
+
+    pub fn signing_key(&self) -> ssm_resync::sns::sign::SigningKey {
+        ssm_resync::sns::sign::SigningKey::from_file(self.get("SSM_RESYNC_SAMPLE_SIGN_KEY"))
+            .unwrap()
+    }
+
+    pub fn cert_url(&self) -> &str {
+        self.get("SSM_RESYNC_SAMPLE_CERT_URL")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = Command::new("bash")
+                .arg(format!("{REPO}/scripts/stack.sh"))
+                .args(["down", "--purge"])
+                .env("STACK_DIR", &self.dir)
+                .stdin(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// etcd needs two consecutive free ports (client, peer).
+fn free_pair_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p < 65000 && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn read_env(path: &Path) -> HashMap<String, String> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                v.trim_matches(|c| c == '"' || c == '\'').to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A running `ssm-resync serve`, killed on drop.
+pub struct Service {
+    child: Child,
+    pub url: String,
+    pub admin: String,
+    pub log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+impl Service {
+    pub async fn start(stack: &Stack, topics: &[&str], extra: &[&str]) -> Service {
+        let (port, admin) = (free_port(), free_port());
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("serve.log");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+            .args(topics.iter().map(|t| format!("--topic-arn={t}")))
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info,ssm_resync=debug")
+            .env(
+                "SSM_RESYNC_SNS_SIGNING_CERT",
+                stack.get("SSM_RESYNC_SNS_SIGNING_CERT"),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for k in [
+            "KUBECONFIG",
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            cmd.env(k, stack.get(k));
+        }
+        let child = cmd.spawn().expect("spawning ssm-resync");
+        let svc = Service {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            log,
+            _logdir: logdir,
+        };
+        svc.wait_ready(Duration::from_secs(30)).await;
+        svc
+    }
+
+    pub async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", self.admin)).await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service not ready within {within:?}; log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POSTs a body to /sns the way SNS does (text/plain, the x-amz-sns-* headers).
+    pub async fn post(&self, body: &str) -> (u16, Value) {
+        let env: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/sns", self.url))
+            .header("content-type", "text/plain; charset=UTF-8")
+            .body(body.to_owned());
+        for (h, f) in [
+            ("x-amz-sns-message-type", "Type"),
+            ("x-amz-sns-message-id", "MessageId"),
+            ("x-amz-sns-topic-arn", "TopicArn"),
+        ] {
+            if let Some(v) = env.get(f).and_then(Value::as_str) {
+                req = req.header(h, v);
+            }
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one sample line, e.g. `ssm_resync_patches_total{result="applied"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- ssm-resync log ---\n{}", self.logs());
+        }
+    }
+}
+
+pub fn es_resource() -> ApiResource {
+    ssm_resync::cluster::external_secret_resource(ssm_resync::cluster::EsoVersion::V1)
+}
+
+pub fn ss_resource() -> ApiResource {
+    ssm_resync::cluster::eso_resource(
+        ssm_resync::cluster::EsoVersion::V1,
+        "SecretStore",
+        "secretstores",
+    )
+}
+
+/// A uniquely named namespace (there is no namespace controller: namespaces are never
+/// deleted, so names must not repeat).
+pub async fn namespace(client: &kube::Client, prefix: &str) -> String {
+    let name = format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    name
+}
+
+pub async fn create(client: &kube::Client, ar: &ApiResource, ns: &str, obj: Value) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, ar);
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(obj).unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
+pub async fn secret_store(client: &kube::Client, ns: &str, name: &str, region: &str) {
+    create(
+        client,
+        &ss_resource(),
+        ns,
+        json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "SecretStore",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"provider": {"aws": {"service": "ParameterStore", "region": region}}}
+        }),
+    )
+    .await;
+}
+
+pub async fn external_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    store: &str,
+    keys: &[&str],
+) {
+    let data: Vec<Value> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| json!({"secretKey": format!("k{i}"), "remoteRef": {"key": k}}))
+        .collect();
+    create(client, &es_resource(), ns, json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"refreshInterval": "1h", "secretStoreRef": {"name": store, "kind": "SecretStore"}, "target": {"name": name}, "data": data}
+    }))
+    .await;
+}
+
+/// The ExternalSecret's annotation value, if set.
+pub async fn annotation(client: &kube::Client, ns: &str, name: &str, key: &str) -> Option<String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &es_resource());
+    let obj = api.get(name).await.unwrap();
+    obj.metadata.annotations.and_then(|a| a.get(key).cloned())
+}
+
+/// Polls until the annotation differs from `before`.
+pub async fn wait_annotation_change(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    before: Option<&str>,
+    within: Duration,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = annotation(client, ns, name, "force-sync").await;
+        if let Some(v) = now
+            && Some(v.as_str()) != before
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "annotation of {ns}/{name} did not change within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A signed SNS Notification carrying a Parameter Store Change for `parameter`.
+pub fn signed_change(stack: &Stack, topic: &str, parameter: &str) -> String {
+    let event =
+        ssm_resync::app::parameter_store_change(parameter, "Update", "us-east-1", "123456789012");
+    let key = stack.signing_key();
+    let env = ssm_resync::app::notification(event.to_string(), topic, stack.cert_url(), Some(&key));
+    serde_json::to_string(&env).unwrap()
+}

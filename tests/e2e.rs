@@ -1,0 +1,346 @@
+//! End to end on real parts: kube-apiserver + etcd, moto's SNS, and `ssm-resync serve`
+//! as a separate process, all over loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The whole path as in production: a Parameter Store Change published to the SNS topic,
+/// moto POSTs the signed Notification to the service, the ExternalSecret's annotation changes.
+#[tokio::test]
+async fn publish_to_the_topic_force_syncs_the_external_secret() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let topic = stack
+        .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let ns = namespace(&kube, "e2e-publish").await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    external_secret(&kube, &ns, "db", "aws", &["/e2e/db/password"]).await;
+    external_secret(&kube, &ns, "unrelated", "aws", &["/e2e/other"]).await;
+    let svc = Service::start(&stack, &[&topic], &[]).await;
+
+    let sns = stack.sns().await;
+    sns.subscribe()
+        .topic_arn(&topic)
+        .protocol("http")
+        .endpoint(format!("{}/sns", svc.url))
+        .send()
+        .await
+        .unwrap();
+    let event = ssm_resync::app::parameter_store_change(
+        "/e2e/db/password",
+        "Update",
+        "us-east-1",
+        "123456789012",
+    );
+    // moto delivers synchronously and fails the Publish if the endpoint did not answer 2xx.
+    sns.publish()
+        .topic_arn(&topic)
+        .message(event.to_string())
+        .send()
+        .await
+        .unwrap();
+
+    let value = wait_annotation_change(&kube, &ns, "db", None, Duration::from_secs(10)).await;
+    assert!(
+        time::OffsetDateTime::parse(&value, &time::format_description::well_known::Rfc3339).is_ok(),
+        "{value}"
+    );
+    assert_eq!(
+        annotation(&kube, &ns, "unrelated", "force-sync").await,
+        None,
+        "only the reader is patched"
+    );
+    assert_eq!(
+        svc.metric(r#"ssm_resync_notifications_total{type="Notification",result="applied"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        svc.metric(r#"ssm_resync_patches_total{result="applied"}"#)
+            .await,
+        1.0
+    );
+    assert!(
+        svc.logs().contains("spec.data[0].remoteRef.key"),
+        "the log names the matching reference"
+    );
+}
+
+#[tokio::test]
+async fn a_change_nobody_reads_is_200_and_patches_nothing() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let topic = stack
+        .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let ns = namespace(&kube, "e2e-nomatch").await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    external_secret(&kube, &ns, "db", "aws", &["/e2e/db/password"]).await;
+    let svc = Service::start(&stack, &[&topic], &[]).await;
+
+    let (status, body) = svc
+        .post(&signed_change(&stack, &topic, "/nobody/reads/this"))
+        .await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("no_match")),
+        "{body}"
+    );
+    assert_eq!(annotation(&kube, &ns, "db", "force-sync").await, None);
+    assert_eq!(
+        svc.metric(r#"ssm_resync_patches_total{result="applied"}"#)
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn tampered_or_foreign_messages_are_403_and_patch_nothing() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let topic = stack
+        .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let ns = namespace(&kube, "e2e-tamper").await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    external_secret(&kube, &ns, "db", "aws", &["/e2e/db/password"]).await;
+    let svc = Service::start(&stack, &[&topic], &[]).await;
+
+    let good: Value =
+        serde_json::from_str(&signed_change(&stack, &topic, "/e2e/db/password")).unwrap();
+    let mut tampered = good.clone();
+    tampered["Message"] = json!(
+        good["Message"]
+            .as_str()
+            .unwrap()
+            .replace("Update", "Delete")
+    );
+    let (status, body) = svc.post(&tampered.to_string()).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (403, Some("signature_invalid")),
+        "{body}"
+    );
+
+    // Genuinely signed, but for a topic not on the allow-list.
+    let foreign = signed_change(
+        &stack,
+        "arn:aws:sns:us-east-1:999999999999:attacker",
+        "/e2e/db/password",
+    );
+    let (status, body) = svc.post(&foreign).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (403, Some("topic_not_allowed")),
+        "{body}"
+    );
+
+    let (status, body) = svc.post("{not json").await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (400, Some("malformed_json")),
+        "{body}"
+    );
+
+    assert_eq!(annotation(&kube, &ns, "db", "force-sync").await, None);
+    assert_eq!(
+        svc.metric(r#"ssm_resync_rejections_total{reason="signature_invalid"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        svc.metric(r#"ssm_resync_rejections_total{reason="topic_not_allowed"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        svc.metric(r#"ssm_resync_patches_total{result="applied"}"#)
+            .await,
+        0.0
+    );
+
+    // The untouched message still works: the rejections were about the tampering.
+    let (status, body) = svc.post(&good.to_string()).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn redelivery_of_an_applied_message_patches_nothing_twice() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let topic = stack
+        .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let ns = namespace(&kube, "e2e-dup").await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    external_secret(&kube, &ns, "db", "aws", &["/e2e/db/password"]).await;
+    let svc = Service::start(&stack, &[&topic], &[]).await;
+
+    let msg = signed_change(&stack, &topic, "/e2e/db/password");
+    let (status, body) = svc.post(&msg).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    let first = annotation(&kube, &ns, "db", "force-sync").await.unwrap();
+    let (status, body) = svc.post(&msg).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("duplicate")),
+        "{body}"
+    );
+    assert_eq!(
+        annotation(&kube, &ns, "db", "force-sync").await.unwrap(),
+        first
+    );
+    assert_eq!(
+        svc.metric(r#"ssm_resync_patches_total{result="applied"}"#)
+            .await,
+        1.0
+    );
+}
+
+/// Two notifications for one resource at the same time produce one patch; a change after
+/// that patch was sent gets a patch of its own.
+#[tokio::test]
+async fn simultaneous_notifications_share_one_patch() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let topic = stack
+        .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let ns = namespace(&kube, "e2e-coalesce").await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    external_secret(
+        &kube,
+        &ns,
+        "db",
+        "aws",
+        &["/e2e/db/password", "/e2e/db/user"],
+    )
+    .await;
+    let svc = Service::start(&stack, &[&topic], &["--coalesce-window=100ms"]).await;
+
+    let a = signed_change(&stack, &topic, "/e2e/db/password");
+    let b = signed_change(&stack, &topic, "/e2e/db/user");
+    let ((sa, ba), (sb, bb)) = tokio::join!(svc.post(&a), svc.post(&b));
+    assert_eq!((sa, sb), (200, 200), "{ba} {bb}");
+    assert_eq!(
+        svc.metric(r#"ssm_resync_patches_total{result="applied"}"#)
+            .await,
+        1.0
+    );
+    let first = annotation(&kube, &ns, "db", "force-sync").await.unwrap();
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let c = signed_change(&stack, &topic, "/e2e/db/password");
+    let (sc, bc) = svc.post(&c).await;
+    assert_eq!((sc, bc["result"].as_str()), (200, Some("applied")), "{bc}");
+    assert_eq!(
+        svc.metric(r#"ssm_resync_patches_total{result="applied"}"#)
+            .await,
+        2.0
+    );
+    assert_ne!(
+        annotation(&kube, &ns, "db", "force-sync").await.unwrap(),
+        first
+    );
+}
+
+/// ConfirmSubscription goes through the SNS API, only for an allowed topic.
+#[tokio::test]
+async fn subscription_confirmation_for_an_allowed_topic_is_confirmed() {
+    let stack = Stack::shared();
+    let topic = stack
+        .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let key = stack.signing_key();
+    let mut env = ssm_resync::app::notification(
+        "You have chosen to subscribe".into(),
+        &topic,
+        stack.cert_url(),
+        None,
+    );
+    env.kind = "SubscriptionConfirmation".into();
+    env.token = Some("2336412f37fb687f5d51e6e2425c464de12884".into());
+    env.subscribe_url = Some(format!(
+        "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={topic}&Token=x"
+    ));
+    env.unsubscribe_url = None;
+    key.sign_envelope(&mut env);
+    let (status, body) = svc.post(&serde_json::to_string(&env).unwrap()).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("confirmed")),
+        "{body}"
+    );
+    assert_eq!(
+        svc.metric(
+            r#"ssm_resync_notifications_total{type="SubscriptionConfirmation",result="confirmed"}"#
+        )
+        .await,
+        1.0
+    );
+}
+
+/// API server down: 503 so SNS redelivers; once it is back, the redelivery applies.
+#[tokio::test]
+async fn api_server_outage_answers_503_then_the_redelivery_applies() {
+    let stack = Stack::private();
+    let kube = stack.kube().await;
+    let topic = stack.topic("outage").await;
+    let ns = namespace(&kube, "e2e-outage").await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    external_secret(&kube, &ns, "db", "aws", &["/e2e/db/password"]).await;
+    let svc = Service::start(
+        &stack,
+        &[&topic],
+        &["--patch-retries=2", "--request-deadline=5s"],
+    )
+    .await;
+
+    stack.stop_apiserver();
+    let msg = signed_change(&stack, &topic, "/e2e/db/password");
+    let (status, body) = svc.post(&msg).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        matches!(
+            body["reason"].as_str(),
+            Some("patch_failed" | "deadline_exceeded")
+        ),
+        "{body}"
+    );
+    assert_eq!(
+        svc.metric(r#"ssm_resync_patches_total{result="failed"}"#)
+            .await,
+        1.0
+    );
+
+    stack.start_apiserver();
+    // SNS redelivers the same message (same MessageId) after its retry delay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = svc.post(&msg).await;
+        if status == 200 {
+            assert_eq!(body["result"].as_str(), Some("applied"), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} after the API server returned: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(annotation(&kube, &ns, "db", "force-sync").await.is_some());
+}
