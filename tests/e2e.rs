@@ -14,13 +14,15 @@ use serde_json::{Value, json};
 async fn publish_to_the_topic_force_syncs_the_external_secret() {
     let stack = Stack::shared();
     let kube = stack.kube().await;
+    let p_other = param("/e2e/other");
+    let p_db_password = param("/e2e/db/password");
     let topic = stack
         .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
         .await;
     let ns = namespace(&kube, "e2e-publish").await;
     secret_store(&kube, &ns, "aws", "us-east-1").await;
-    external_secret(&kube, &ns, "db", "aws", &["/e2e/db/password"]).await;
-    external_secret(&kube, &ns, "unrelated", "aws", &["/e2e/other"]).await;
+    external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
+    external_secret(&kube, &ns, "unrelated", "aws", &[&p_other]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
 
     let sns = stack.sns().await;
@@ -32,7 +34,7 @@ async fn publish_to_the_topic_force_syncs_the_external_secret() {
         .await
         .unwrap();
     let event = ssm_resync::app::parameter_store_change(
-        "/e2e/db/password",
+        &p_db_password,
         "Update",
         "us-east-1",
         "123456789012",
@@ -75,12 +77,13 @@ async fn publish_to_the_topic_force_syncs_the_external_secret() {
 async fn a_change_nobody_reads_is_200_and_patches_nothing() {
     let stack = Stack::shared();
     let kube = stack.kube().await;
+    let p_db_password = param("/e2e/db/password");
     let topic = stack
         .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
         .await;
     let ns = namespace(&kube, "e2e-nomatch").await;
     secret_store(&kube, &ns, "aws", "us-east-1").await;
-    external_secret(&kube, &ns, "db", "aws", &["/e2e/db/password"]).await;
+    external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
 
     let (status, body) = svc
@@ -103,16 +106,16 @@ async fn a_change_nobody_reads_is_200_and_patches_nothing() {
 async fn tampered_or_foreign_messages_are_403_and_patch_nothing() {
     let stack = Stack::shared();
     let kube = stack.kube().await;
+    let p_db_password = param("/e2e/db/password");
     let topic = stack
         .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
         .await;
     let ns = namespace(&kube, "e2e-tamper").await;
     secret_store(&kube, &ns, "aws", "us-east-1").await;
-    external_secret(&kube, &ns, "db", "aws", &["/e2e/db/password"]).await;
+    external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
 
-    let good: Value =
-        serde_json::from_str(&signed_change(&stack, &topic, "/e2e/db/password")).unwrap();
+    let good: Value = serde_json::from_str(&signed_change(&stack, &topic, &p_db_password)).unwrap();
     let mut tampered = good.clone();
     tampered["Message"] = json!(
         good["Message"]
@@ -131,7 +134,7 @@ async fn tampered_or_foreign_messages_are_403_and_patch_nothing() {
     let foreign = signed_change(
         &stack,
         "arn:aws:sns:us-east-1:999999999999:attacker",
-        "/e2e/db/password",
+        &p_db_password,
     );
     let (status, body) = svc.post(&foreign).await;
     assert_eq!(
@@ -177,15 +180,16 @@ async fn tampered_or_foreign_messages_are_403_and_patch_nothing() {
 async fn redelivery_of_an_applied_message_patches_nothing_twice() {
     let stack = Stack::shared();
     let kube = stack.kube().await;
+    let p_db_password = param("/e2e/db/password");
     let topic = stack
         .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
         .await;
     let ns = namespace(&kube, "e2e-dup").await;
     secret_store(&kube, &ns, "aws", "us-east-1").await;
-    external_secret(&kube, &ns, "db", "aws", &["/e2e/db/password"]).await;
+    external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
 
-    let msg = signed_change(&stack, &topic, "/e2e/db/password");
+    let msg = signed_change(&stack, &topic, &p_db_password);
     let (status, body) = svc.post(&msg).await;
     assert_eq!(
         (status, body["result"].as_str()),
@@ -216,23 +220,18 @@ async fn redelivery_of_an_applied_message_patches_nothing_twice() {
 async fn simultaneous_notifications_share_one_patch() {
     let stack = Stack::shared();
     let kube = stack.kube().await;
+    let p_db_user = param("/e2e/db/user");
+    let p_db_password = param("/e2e/db/password");
     let topic = stack
         .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
         .await;
     let ns = namespace(&kube, "e2e-coalesce").await;
     secret_store(&kube, &ns, "aws", "us-east-1").await;
-    external_secret(
-        &kube,
-        &ns,
-        "db",
-        "aws",
-        &["/e2e/db/password", "/e2e/db/user"],
-    )
-    .await;
+    external_secret(&kube, &ns, "db", "aws", &[&p_db_password, &p_db_user]).await;
     let svc = Service::start(&stack, &[&topic], &["--coalesce-window=100ms"]).await;
 
-    let a = signed_change(&stack, &topic, "/e2e/db/password");
-    let b = signed_change(&stack, &topic, "/e2e/db/user");
+    let a = signed_change(&stack, &topic, &p_db_password);
+    let b = signed_change(&stack, &topic, &p_db_user);
     let ((sa, ba), (sb, bb)) = tokio::join!(svc.post(&a), svc.post(&b));
     assert_eq!((sa, sb), (200, 200), "{ba} {bb}");
     assert_eq!(
@@ -243,7 +242,7 @@ async fn simultaneous_notifications_share_one_patch() {
     let first = annotation(&kube, &ns, "db", "force-sync").await.unwrap();
 
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let c = signed_change(&stack, &topic, "/e2e/db/password");
+    let c = signed_change(&stack, &topic, &p_db_password);
     let (sc, bc) = svc.post(&c).await;
     assert_eq!((sc, bc["result"].as_str()), (200, Some("applied")), "{bc}");
     assert_eq!(
@@ -299,10 +298,11 @@ async fn subscription_confirmation_for_an_allowed_topic_is_confirmed() {
 async fn api_server_outage_answers_503_then_the_redelivery_applies() {
     let stack = Stack::private();
     let kube = stack.kube().await;
+    let p_db_password = param("/e2e/db/password");
     let topic = stack.topic("outage").await;
     let ns = namespace(&kube, "e2e-outage").await;
     secret_store(&kube, &ns, "aws", "us-east-1").await;
-    external_secret(&kube, &ns, "db", "aws", &["/e2e/db/password"]).await;
+    external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
     let svc = Service::start(
         &stack,
         &[&topic],
@@ -311,7 +311,7 @@ async fn api_server_outage_answers_503_then_the_redelivery_applies() {
     .await;
 
     stack.stop_apiserver();
-    let msg = signed_change(&stack, &topic, "/e2e/db/password");
+    let msg = signed_change(&stack, &topic, &p_db_password);
     let (status, body) = svc.post(&msg).await;
     assert_eq!(status, 503, "{body}");
     assert!(

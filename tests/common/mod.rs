@@ -435,3 +435,9 @@ pub fn signed_change(stack: &Stack, topic: &str, parameter: &str) -> String {
     let env = ssm_resync::app::notification(event.to_string(), topic, stack.cert_url(), Some(&key));
     serde_json::to_string(&env).unwrap()
 }
+
+/// A parameter name no other test uses: every service on a shared stack watches every
+/// namespace, so two tests reading the same key would patch each other's resources.
+pub fn param(base: &str) -> String {
+    format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}

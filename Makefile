@@ -1,0 +1,22 @@
+# The two commands: `make run` (the demo on the local stack) and `make test` (everything).
+.PHONY: run test stack-up stack-down stack-status build
+
+run:
+	scripts/demo.sh
+
+test:
+	scripts/test.sh
+
+stack-up:
+	scripts/install-deps.sh
+	scripts/build-kube-apiserver.sh >/dev/null
+	scripts/stack.sh up
+
+stack-down:
+	scripts/stack.sh down
+
+stack-status:
+	scripts/stack.sh status
+
+build:
+	cargo build --locked --release --bin ssm-resync
