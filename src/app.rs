@@ -256,9 +256,15 @@ pub fn sample(args: SampleArgs) -> anyhow::Result<()> {
         Some(a) => a,
         None => topic.split(':').nth(4).unwrap_or("123456789012").to_owned(),
     };
-    let event = parameter_store_change(&args.parameter, &args.operation, &args.region, &account);
+    let message = match (&args.message, &args.parameter) {
+        (Some(file), _) => read_message(file)?,
+        (None, Some(name)) => {
+            parameter_store_change(name, &args.operation, &args.region, &account).to_string()
+        }
+        (None, None) => anyhow::bail!("--parameter or --message is required"),
+    };
     if args.event_only {
-        println!("{event}");
+        println!("{message}");
         return Ok(());
     }
     let key = args
@@ -269,9 +275,18 @@ pub fn sample(args: SampleArgs) -> anyhow::Result<()> {
     if key.is_none() {
         eprintln!("warning: no --sign-key: the envelope is unsigned and will be rejected (403)");
     }
-    let env = notification(event.to_string(), &topic, &args.cert_url, key.as_ref());
+    let env = notification(message, &topic, &args.cert_url, key.as_ref());
     println!("{}", serde_json::to_string_pretty(&env)?);
     Ok(())
+}
+
+fn read_message(file: &str) -> anyhow::Result<String> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
+    };
+    Ok(text.trim().to_owned())
 }
 
 pub fn write_dev_cert(args: DevCertArgs) -> anyhow::Result<()> {

@@ -121,8 +121,13 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct SampleArgs {
     /// Parameter name, e.g. /app/db/password.
-    #[arg(long)]
-    pub parameter: String,
+    #[arg(long, required_unless_present = "message", conflicts_with = "message")]
+    pub parameter: Option<String>,
+
+    /// Wrap this message instead (a file, or - for stdin), e.g. the plain test format
+    /// {"parameters": ["/app/db/password"], "region": "us-east-1"}.
+    #[arg(long, value_name = "FILE")]
+    pub message: Option<String>,
 
     /// Region the event comes from.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
