@@ -26,6 +26,40 @@ pub enum Command {
     Sample(SampleArgs),
     /// Write DIR/key.pem and a self-signed DIR/cert.pem shaped like SNS's signing certificate.
     DevCert(DevCertArgs),
+    /// SNS tools.
+    #[command(subcommand)]
+    Sns(SnsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnsCommand {
+    /// Verify one SNS message body offline, as `serve` would: prints `valid` (exit 0) or
+    /// `invalid: <reason>` (exit 1) with the reason from the same set the server uses.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The message body as SNS POSTed it (`-` for stdin).
+    pub file: String,
+
+    /// Use this PEM certificate instead of fetching SigningCertURL. Replaces only the fetch:
+    /// the URL policy, subject and validity checks still apply.
+    #[arg(long)]
+    pub cert: Option<String>,
+
+    /// Check certificate validity and message age as of this time (RFC 3339), e.g. the
+    /// message's own Timestamp for an archived message.
+    #[arg(long)]
+    pub at: Option<String>,
+
+    /// Topics to allow (repeatable). Without any, the topic check is skipped and said so.
+    #[arg(long = "topic-arn")]
+    pub topic_arns: Vec<String>,
+
+    /// Reject messages older than this (as the server's --max-message-age).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub max_message_age: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,6 +125,11 @@ pub struct ServeArgs {
     /// at once; changes arriving within the window share one follow-up patch.
     #[arg(long, env = "SSM_RESYNC_COALESCE_WINDOW", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub coalesce_window: Duration,
+
+    /// Reject messages whose Timestamp is older than this (replay protection; SNS retries
+    /// for at most an hour, keeping the original Timestamp).
+    #[arg(long, env = "SSM_RESYNC_MAX_MESSAGE_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub max_message_age: Duration,
 
     /// Timeout of one signing-certificate fetch.
     #[arg(long, env = "SSM_RESYNC_CERT_FETCH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]

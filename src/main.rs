@@ -1,5 +1,5 @@
 use clap::Parser as _;
-use ssm_resync::config::{Cli, Command, LogFormat};
+use ssm_resync::config::{Cli, Command, LogFormat, SnsCommand};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -13,6 +13,7 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => ssm_resync::app::serve(*args).await,
         Command::Sample(args) => ssm_resync::app::sample(args),
         Command::DevCert(args) => ssm_resync::app::write_dev_cert(args),
+        Command::Sns(SnsCommand::Verify(args)) => return ssm_resync::app::verify_file(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -176,6 +176,8 @@ pub struct CertStore {
     pinned: HashMap<String, Arc<SigningCert>>,
     cache: moka::future::Cache<String, Arc<SigningCert>>,
     http: reqwest::Client,
+    /// `sns verify --cert`: the body every fetch returns, instead of a request.
+    fixed_body: Option<Vec<u8>>,
     max_bytes: usize,
     fetches: Arc<dyn Fn(&'static str) + Send + Sync>,
 }
@@ -199,6 +201,16 @@ pub struct CertStoreConfig {
     pub fetch_timeout: Duration,
     pub max_bytes: usize,
     pub capacity: u64,
+    /// Tests only: resolve the SNS host to a loopback server and trust its CA instead of the
+    /// system roots. The URL policy is unchanged; production never sets this.
+    #[doc(hidden)]
+    pub test_tls: Option<TestTls>,
+}
+
+#[doc(hidden)]
+pub struct TestTls {
+    pub resolve: Vec<(String, std::net::SocketAddr)>,
+    pub root_pem: Vec<u8>,
 }
 
 impl Default for CertStoreConfig {
@@ -207,18 +219,25 @@ impl Default for CertStoreConfig {
             fetch_timeout: Duration::from_secs(5),
             max_bytes: 16 * 1024,
             capacity: 256,
+            test_tls: None,
         }
     }
 }
 
 impl CertStore {
     pub fn new(config: CertStoreConfig) -> Self {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(config.fetch_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .https_only(true)
-            .build()
-            .expect("TLS client builds");
+            .https_only(true);
+        if let Some(t) = &config.test_tls {
+            for (host, addr) in &t.resolve {
+                http = http.resolve(host, *addr);
+            }
+            let root = reqwest::Certificate::from_pem(&t.root_pem).expect("test root PEM");
+            http = http.tls_certs_only([root]);
+        }
+        let http = http.build().expect("TLS client builds");
         Self {
             pinned: HashMap::new(),
             cache: moka::future::Cache::builder()
@@ -226,9 +245,17 @@ impl CertStore {
                 .expire_after(UntilNotAfter)
                 .build(),
             http,
+            fixed_body: None,
             max_bytes: config.max_bytes,
             fetches: Arc::new(|_| {}),
         }
+    }
+
+    /// Answers every fetch with `body` instead of a request (offline verification). Only the
+    /// fetch is replaced: the URL policy and every certificate check still apply.
+    pub fn with_fixed_body(mut self, body: Vec<u8>) -> Self {
+        self.fixed_body = Some(body);
+        self
     }
 
     /// Called with "ok" or "error" for each certificate fetch (for the metric).
@@ -283,6 +310,9 @@ impl CertStore {
     }
 
     async fn fetch_body(&self, url: &str) -> Result<Vec<u8>, Reject> {
+        if let Some(body) = &self.fixed_body {
+            return Ok(body.clone());
+        }
         let unavailable = |e: String| Reject::CertUnavailable(format!("GET {url}: {e}"));
         let mut resp = self
             .http
@@ -313,5 +343,113 @@ impl CertStore {
             body.extend_from_slice(&chunk);
         }
         Ok(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const GOOD: &str = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-7ff5318490ec183fbaddaa2a969abfda.pem";
+
+    #[test]
+    fn real_urls_pass_and_name_their_region() {
+        assert_eq!(check_cert_url(GOOD).unwrap(), "us-east-1");
+        for (url, region) in [
+            (
+                "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+                "us-gov-west-1",
+            ),
+            (
+                "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+                "cn-north-1",
+            ),
+            (
+                "https://sns.ap-southeast-2.amazonaws.com/SimpleNotificationService-0.pem",
+                "ap-southeast-2",
+            ),
+        ] {
+            assert_eq!(check_cert_url(url).unwrap(), region, "{url}");
+        }
+    }
+
+    /// Every known validator bypass, each a real-world trick.
+    #[test]
+    fn known_bypasses_fail() {
+        let hex = "SimpleNotificationService-7ff5318490ec183fbaddaa2a969abfda.pem";
+        for url in [
+            format!("http://sns.us-east-1.amazonaws.com/{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com.evil.example/{hex}"),
+            format!("https://evil.example/sns.us-east-1.amazonaws.com/{hex}"),
+            format!("https://s3.amazonaws.com/sns/{hex}"),
+            format!("https://sns.s3-us-west-2.amazonaws.com/{hex}"),
+            format!("https://sns.s3.us-west-2.amazonaws.com/{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com@evil.example/{hex}"),
+            format!("https://evil.example@sns.us-east-1.amazonaws.com/{hex}"),
+            format!("https://user:pw@sns.us-east-1.amazonaws.com/{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com:443/{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com:8443/{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com/{hex}?x=.pem"),
+            format!("https://sns.us-east-1.amazonaws.com/evil?x=/{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com/{hex}#frag"),
+            format!("https://sns.us-east-1.amazonaws.com/%2e%2e/{hex}"),
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-7ff5%2e.pem".into(),
+            format!("https://sns%2eus-east-1.amazonaws.com/{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com/../{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com\\@evil.example/{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com/{hex}.txt"),
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-7ff5.pem.exe".into(),
+            "https://sns.us-east-1.amazonaws.com/cert.pem".into(),
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-XYZ.pem".into(),
+            format!("HTTPS://SNS.US-EAST-1.AMAZONAWS.COM/{hex}"),
+            format!(" https://sns.us-east-1.amazonaws.com/{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com/{hex}\n"),
+            format!("https://sns.us-east-1.amazonaws.com//{hex}"),
+            format!("https://sns..amazonaws.com/{hex}"),
+            format!("https://sns.amazonaws.com/{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com.cn.evil/{hex}"),
+            format!("https:///sns.us-east-1.amazonaws.com/{hex}"),
+            format!("https://sns.us-east-1.amazonaws.com/{hex}/"),
+            format!("https://sns.us-east-1.amazonaws.com/{hex}%00"),
+            String::new(),
+        ] {
+            let err = check_cert_url(&url).expect_err(&url);
+            assert_eq!(err.reason(), "cert_url_rejected");
+        }
+    }
+
+    proptest! {
+        /// Any URL of the documented shape passes.
+        #[test]
+        fn documented_shape_passes(
+            geo in "[a-z]{2}", words in proptest::collection::vec("[a-z]{3,9}", 1..3),
+            n in 1u8..20, cn in any::<bool>(), hex in "[0-9a-f]{1,64}",
+        ) {
+            let region = format!("{geo}-{}-{n}", words.join("-"));
+            let url = format!("https://sns.{region}.amazonaws.com{}/SimpleNotificationService-{hex}.pem", if cn { ".cn" } else { "" });
+            prop_assert_eq!(check_cert_url(&url).unwrap(), region.as_str());
+        }
+
+        /// Inserting any character that can carry a host, port, query, fragment, escape or
+        /// path change anywhere into a valid URL makes it fail.
+        #[test]
+        fn injected_url_syntax_fails(pos in 0usize..GOOD.len(), c in prop::sample::select(vec!['@', ':', '?', '#', '%', '\\', '/', ' ', '.', '\n', '\0', '&', '='])) {
+            let mut url = GOOD.to_owned();
+            let pos = (0..=pos).rev().find(|p| url.is_char_boundary(*p)).unwrap();
+            url.insert(pos, c);
+            // None of these characters fits the grammar anywhere, so every insertion must fail;
+            // the message names the URL that slipped through.
+            prop_assert!(check_cert_url(&url).is_err(), "accepted {url:?}");
+        }
+
+        /// Arbitrary strings are accepted only if they have the documented shape.
+        #[test]
+        fn arbitrary_strings_are_rejected_unless_shaped(s in ".{0,200}") {
+            if check_cert_url(&s).is_ok() {
+                prop_assert!(s.starts_with("https://sns.") && s.ends_with(".pem"));
+                prop_assert!(!s.contains(['@', '?', '#', '%', '\\']) && s.matches(':').count() == 1);
+            }
+        }
     }
 }

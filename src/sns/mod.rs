@@ -46,6 +46,10 @@ pub enum Reject {
     TopicNotAllowed(String),
     #[error("malformed event: {0}")]
     EventMalformed(String),
+    #[error("message too old: {0}")]
+    MessageTooOld(String),
+    #[error("bad Timestamp: {0}")]
+    TimestampInvalid(String),
 }
 
 impl Reject {
@@ -65,6 +69,8 @@ impl Reject {
         "signature_invalid",
         "topic_not_allowed",
         "event_malformed",
+        "message_too_old",
+        "timestamp_invalid",
     ];
 
     /// The stable label value.
@@ -84,6 +90,8 @@ impl Reject {
             Self::SignatureInvalid(_) => "signature_invalid",
             Self::TopicNotAllowed(_) => "topic_not_allowed",
             Self::EventMalformed(_) => "event_malformed",
+            Self::MessageTooOld(_) => "message_too_old",
+            Self::TimestampInvalid(_) => "timestamp_invalid",
         }
     }
 
@@ -104,7 +112,9 @@ impl Reject {
             | Self::CertUrl(_)
             | Self::CertInvalid(_)
             | Self::SignatureInvalid(_)
-            | Self::TopicNotAllowed(_) => StatusCode::FORBIDDEN,
+            | Self::TopicNotAllowed(_)
+            | Self::MessageTooOld(_)
+            | Self::TimestampInvalid(_) => StatusCode::FORBIDDEN,
         }
     }
 }

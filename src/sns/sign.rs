@@ -77,15 +77,29 @@ pub struct DevCert {
 }
 
 pub fn dev_cert(valid_days: i64) -> anyhow::Result<DevCert> {
+    let now = OffsetDateTime::now_utc();
+    cert_with(
+        "sns.amazonaws.com",
+        now - time::Duration::days(1),
+        now + time::Duration::days(valid_days),
+    )
+}
+
+/// A self-signed RSA certificate with the given subject CN and validity (tests use it for
+/// wrong-subject, expired and not-yet-valid certificates).
+pub fn cert_with(
+    common_name: &str,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> anyhow::Result<DevCert> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "sns.amazonaws.com");
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(valid_days);
+        .push(rcgen::DnType::CommonName, common_name);
+    params.not_before = not_before;
+    params.not_after = not_after;
     let cert = params.self_signed(&key)?;
     Ok(DevCert {
         key_pem: key.serialize_pem(),

@@ -3,20 +3,63 @@
 //! is ever acted on.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::{CertStore, Envelope, Reject, TopicPolicy};
 
 pub struct Verifier {
     pub topics: TopicPolicy,
     pub certs: Arc<CertStore>,
+    /// Older messages are rejected (`message_too_old`): replay protection. SNS retries for at
+    /// most an hour, keeping the original Timestamp.
+    pub max_age: Duration,
 }
+
+/// How far a Timestamp may lie in the future (clock skew between AWS and this node).
+pub const FUTURE_TOLERANCE: Duration = Duration::from_secs(300);
 
 impl Verifier {
     pub fn new(topics: TopicPolicy, certs: Arc<CertStore>) -> Self {
-        Self { topics, certs }
+        Self {
+            topics,
+            certs,
+            max_age: Duration::from_secs(3600),
+        }
+    }
+
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// Rejects a Timestamp that does not parse, is older than `max_age` or lies further in
+    /// the future than the clock-skew tolerance.
+    fn check_age(&self, env: &Envelope, now: OffsetDateTime) -> Result<(), Reject> {
+        let sent = OffsetDateTime::parse(&env.timestamp, &Rfc3339).map_err(|e| {
+            Reject::TimestampInvalid(format!(
+                "expected RFC 3339 like 2022-07-28T21:23:58.317Z, got {:?}: {e}",
+                super::envelope::truncate(&env.timestamp, 64)
+            ))
+        })?;
+        let age = now - sent;
+        if age > self.max_age {
+            return Err(Reject::MessageTooOld(format!(
+                "sent {sent}, {}s ago; the limit is {}s",
+                age.whole_seconds(),
+                self.max_age.as_secs()
+            )));
+        }
+        if -age > FUTURE_TOLERANCE {
+            return Err(Reject::TimestampInvalid(format!(
+                "sent {sent}, {}s in the future",
+                (-age).whole_seconds()
+            )));
+        }
+        Ok(())
     }
 
     /// Verifies `env` as of `now`. On success the envelope's signed fields are authentic and
@@ -40,6 +83,7 @@ impl Verifier {
                 super::envelope::truncate(&env.topic_arn, 256)
             )));
         }
+        self.check_age(env, now)?;
         let signature = base64::engine::general_purpose::STANDARD
             .decode(env.signature.as_bytes())
             .map_err(|e| Reject::SignatureEncoding(e.to_string()))?;

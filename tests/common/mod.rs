@@ -208,6 +208,16 @@ pub struct Service {
 
 impl Service {
     pub async fn start(stack: &Stack, topics: &[&str], extra: &[&str]) -> Service {
+        Self::start_with(stack, topics, extra, &[]).await
+    }
+
+    /// As `start`, with environment variables set after the stack's (e.g. a proxy).
+    pub async fn start_with(
+        stack: &Stack,
+        topics: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Service {
         let (port, admin) = (free_port(), free_port());
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("serve.log");
@@ -235,6 +245,9 @@ impl Service {
             "AWS_SECRET_ACCESS_KEY",
         ] {
             cmd.env(k, stack.get(k));
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawning ssm-resync");
         let svc = Service {
@@ -267,6 +280,19 @@ impl Service {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POSTs raw bytes with exactly the given headers.
+    pub async fn post_raw(&self, body: reqwest::Body, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = reqwest::Client::new()
+            .post(format!("{}/sns", self.url))
+            .body(body);
+        for (h, v) in headers {
+            req = req.header(*h, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.unwrap_or(Value::Null))
     }
 
     /// POSTs a body to /sns the way SNS does (text/plain, the x-amz-sns-* headers).
