@@ -9,10 +9,11 @@ use futures::FutureExt as _;
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 
-use crate::cluster::external_secret_resource;
+use crate::cluster::events::Events;
+use crate::cluster::patch::Resources;
 use crate::cluster::patch::{Trigger, TriggerConfig};
 use crate::cluster::watch::{self, Watches};
-use crate::config::{DevCertArgs, SampleArgs, ServeArgs, VerifyArgs};
+use crate::config::{DevCertArgs, ExplainArgs, Output, SampleArgs, ServeArgs, VerifyArgs};
 use crate::http::{AppState, Confirmer};
 use crate::index::Index;
 use crate::metrics::Metrics;
@@ -68,9 +69,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     patch_config.read_timeout = Some(Duration::from_secs(5));
     patch_config.write_timeout = Some(Duration::from_secs(5));
     let patch_client = kube::Client::try_from(patch_config)?;
+    let events = if args.events && !args.dry_run {
+        Events::new(
+            patch_client.clone(),
+            args.event_interval,
+            format!("external-secrets.io/{}", args.eso_version.as_str()),
+            metrics.clone(),
+        )
+    } else {
+        Events::disabled(metrics.clone())
+    };
 
     let index = Arc::new(RwLock::new(Index::new()));
-    let watches = Arc::new(Watches::new());
+    let watches = Arc::new(Watches::new(args.kes));
     watch::spawn_all(
         watch_client,
         args.eso_version,
@@ -80,7 +91,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let trigger = Trigger::new(
         patch_client,
-        external_secret_resource(args.eso_version),
+        Resources::new(args.eso_version),
         TriggerConfig {
             annotation: args.annotation.clone(),
             concurrency: args.patch_concurrency,
@@ -96,6 +107,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         index,
         watches,
         trigger,
+        events,
         confirmer: Arc::new(SnsConfirmer::default()),
         metrics,
         max_body_bytes: args.max_body_bytes,
@@ -369,4 +381,27 @@ async fn verify_file_inner(args: VerifyArgs) -> anyhow::Result<Result<(), crate:
     }
     let verifier = Verifier::new(topics, Arc::new(certs)).with_max_age(args.max_message_age);
     Ok(verifier.verify(&env, now).await)
+}
+
+/// `ssm-resync explain`.
+pub async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
+    let text = if args.file == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file))?
+    };
+    let changes = crate::explain::changes_from(&text)?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
+    let index = crate::explain::index_from_cluster(&client, args.eso_version, args.kes).await?;
+    let result = crate::explain::explain_all(&index, &changes);
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::explain::to_json(&result))?
+        ),
+        Output::Table => print!("{}", crate::explain::to_table(&changes, &result)),
+    }
+    Ok(())
 }

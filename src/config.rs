@@ -29,6 +29,33 @@ pub enum Command {
     /// SNS tools.
     #[command(subcommand)]
     Sns(SnsCommand),
+    /// Show which resources a change would force-sync and why (and the near misses), from
+    /// the cluster of the current kubeconfig. Patches nothing.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// An SNS envelope (its Message is used; the signature is not checked) or a bare event
+    /// (EventBridge or the plain test format); `-` for stdin.
+    pub file: String,
+
+    #[arg(long, short, value_enum, default_value = "table")]
+    pub output: Output,
+
+    /// external-secrets.io API version to read.
+    #[arg(long, env = "SSM_RESYNC_ESO_VERSION", value_enum, default_value = "v1")]
+    pub eso_version: EsoVersion,
+
+    /// Also read kubernetes-external-secrets (kubernetes-client.io/v1) ExternalSecrets.
+    #[arg(long, env = "SSM_RESYNC_KES")]
+    pub kes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +165,19 @@ pub struct ServeArgs {
     /// external-secrets.io API version to watch and patch (v1beta1 only for old clusters).
     #[arg(long, env = "SSM_RESYNC_ESO_VERSION", value_enum, default_value = "v1")]
     pub eso_version: EsoVersion,
+
+    /// Also watch and force-sync kubernetes-external-secrets (kubernetes-client.io/v1
+    /// ExternalSecret). Its CRD must exist, or readiness never comes.
+    #[arg(long, env = "SSM_RESYNC_KES")]
+    pub kes: bool,
+
+    /// Record Kubernetes Events (ForceSync, NotForceable) on the resources acted on.
+    #[arg(long, env = "SSM_RESYNC_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub events: bool,
+
+    /// At most one Kubernetes Event per resource and reason within this interval.
+    #[arg(long, env = "SSM_RESYNC_EVENT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub event_interval: Duration,
 
     /// Do everything but the patch; log what would be patched.
     #[arg(long, env = "SSM_RESYNC_DRY_RUN")]

@@ -16,10 +16,11 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::cluster::events::Events;
 use crate::cluster::patch::{Outcome, Trigger};
 use crate::cluster::watch::Watches;
 use crate::event::{self, Decoded};
-use crate::index::{Index, Target};
+use crate::index::{Index, Match, Target};
 use crate::metrics::{ChangeLabels, Kind, Metrics};
 use crate::sns::{Envelope, MessageType, Reject, Verifier};
 
@@ -38,6 +39,7 @@ pub struct AppState {
     pub index: Arc<RwLock<Index>>,
     pub watches: Arc<Watches>,
     pub trigger: Trigger,
+    pub events: Events,
     pub confirmer: Arc<dyn Confirmer>,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
@@ -250,7 +252,9 @@ async fn notification(s: &AppState, env: &Envelope) -> Answer {
             format!("watches not in sync: {}", s.watches.unsynced().join(", ")),
         );
     }
-    let mut targets: Vec<Target> = Vec::new();
+    // Each target once, with the first match that named it and the parameter it read.
+    let mut matched: Vec<(Match, String)> = Vec::new();
+    let mut unforceable = 0;
     {
         let index = s.index.read();
         for c in &changes {
@@ -261,22 +265,30 @@ async fn notification(s: &AppState, env: &Envelope) -> Answer {
                     operation: c.operation.as_str(),
                 })
                 .inc();
-            for m in index.lookup(c) {
-                tracing::info!(message_id = %env.message_id, parameter = %c.name, operation = c.operation.as_str(), target = %m.target, reference = %m.reference, store = %m.store, "matched");
-                targets.push(m.target);
+            let found = index.lookup(c);
+            for m in found.unforceable {
+                tracing::warn!(message_id = %env.message_id, parameter = %c.name, target = %m.target, reference = %m.reference, reason = %m.reason, "matched, but this resource ignores force-sync: not patched");
+                s.metrics.unforceable.inc();
+                s.events.not_forceable(&m, &c.name, &env.message_id);
+                unforceable += 1;
+            }
+            for m in found.targets {
+                tracing::info!(message_id = %env.message_id, parameter = %c.name, operation = c.operation.as_str(), target = %m.target, reference = %m.reference, reason = %m.reason, "matched");
+                if !matched.iter().any(|(o, _)| o.target == m.target) {
+                    matched.push((m, c.name.clone()));
+                }
             }
         }
     }
-    targets.sort();
-    targets.dedup();
+    let targets: Vec<Target> = matched.iter().map(|(m, _)| m.target.clone()).collect();
     s.metrics.targets_matched.inc_by(targets.len() as u64);
     if targets.is_empty() {
-        tracing::info!(message_id = %env.message_id, parameters = ?changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), "no resource references the changed parameter");
+        tracing::info!(message_id = %env.message_id, parameters = ?changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), unforceable, "no resource to force-sync for the changed parameter");
         s.applied.insert(env.message_id.clone(), ());
         s.metrics.notification(T, "no_match");
         return Answer {
             status: StatusCode::OK,
-            body: json!({"result": "no_match", "changes": changes.len(), "targets": 0}),
+            body: json!({"result": "no_match", "changes": changes.len(), "targets": 0, "unforceable": unforceable}),
         };
     }
     let sent = OffsetDateTime::parse(
@@ -311,6 +323,11 @@ async fn notification(s: &AppState, env: &Envelope) -> Answer {
         return unavailable(s, "patch_failed", failed.join("; "));
     }
     s.applied.insert(env.message_id.clone(), ());
+    for ((m, parameter), outcome) in matched.iter().zip(&outcomes) {
+        if *outcome == Outcome::Applied {
+            s.events.force_sync(m, parameter, &env.message_id);
+        }
+    }
     if let Some(sent) = sent {
         let lag = (OffsetDateTime::now_utc() - sent).as_seconds_f64();
         s.metrics.end_to_end.observe(lag.max(0.0));
@@ -324,6 +341,7 @@ async fn notification(s: &AppState, env: &Envelope) -> Answer {
             "result": result,
             "changes": changes.len(),
             "targets": targets.len(),
+            "unforceable": unforceable,
             "patched": targets.iter().zip(&outcomes).filter(|(_, o)| **o == Outcome::Applied).map(|(t, _)| t.to_string()).collect::<Vec<_>>(),
         }),
     }

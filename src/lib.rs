@@ -9,6 +9,7 @@ pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod event;
+pub mod explain;
 pub mod http;
 pub mod index;
 pub mod metrics;

@@ -14,6 +14,7 @@ async fn main() -> std::process::ExitCode {
         Command::Sample(args) => ssm_resync::app::sample(args),
         Command::DevCert(args) => ssm_resync::app::write_dev_cert(args),
         Command::Sns(SnsCommand::Verify(args)) => return ssm_resync::app::verify_file(args).await,
+        Command::Explain(args) => ssm_resync::app::explain(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

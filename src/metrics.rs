@@ -56,6 +56,8 @@ pub struct Metrics {
     pub watch_restarts: Family<Kind, Counter>,
     pub watch_last_event_age: Family<Kind, Gauge<f64, AtomicU64>>,
     pub watch_synced: Family<Kind, Gauge>,
+    pub kube_events: Family<Result_, Counter>,
+    pub unforceable: Counter,
     registry: Registry,
 }
 
@@ -92,6 +94,8 @@ impl Metrics {
             watch_restarts: Family::default(),
             watch_last_event_age: Family::default(),
             watch_synced: Family::default(),
+            kube_events: Family::default(),
+            unforceable: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -169,6 +173,16 @@ impl Metrics {
             "watch_synced",
             "1 once the watch of a kind has listed everything and is in sync",
             m.watch_synced.clone(),
+        );
+        registry.register(
+            "kube_events",
+            "Kubernetes Events by result (published, suppressed by the per-resource interval, failed)",
+            m.kube_events.clone(),
+        );
+        registry.register(
+            "unforceable",
+            "Matched resources that ignore a force-sync (CreatedOnce, refreshInterval 0, immutable): reported, not patched",
+            m.unforceable.clone(),
         );
         registry.register(
             "build",

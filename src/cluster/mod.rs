@@ -1,6 +1,7 @@
 //! The Kubernetes side: watches that keep the index current, and the patcher that forces a
 //! re-sync.
 
+pub mod events;
 pub mod patch;
 pub mod watch;
 
@@ -35,4 +36,19 @@ pub fn eso_resource(version: EsoVersion, kind: &str, plural: &str) -> ApiResourc
 
 pub fn external_secret_resource(version: EsoVersion) -> ApiResource {
     eso_resource(version, "ExternalSecret", "externalsecrets")
+}
+
+pub fn cluster_external_secret_resource(version: EsoVersion) -> ApiResource {
+    eso_resource(version, "ClusterExternalSecret", "clusterexternalsecrets")
+}
+
+/// kubernetes-external-secrets' ExternalSecret.
+pub fn kes_resource() -> ApiResource {
+    ApiResource {
+        group: "kubernetes-client.io".into(),
+        version: "v1".into(),
+        api_version: "kubernetes-client.io/v1".into(),
+        kind: "ExternalSecret".into(),
+        plural: "externalsecrets".into(),
+    }
 }

@@ -94,9 +94,31 @@ pub struct Trigger {
     inner: Arc<Inner>,
 }
 
+/// The API resources the trigger patches.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub external_secret: ApiResource,
+    pub cluster_external_secret: ApiResource,
+    pub kes_external_secret: ApiResource,
+}
+
+impl Resources {
+    pub fn new(version: super::EsoVersion) -> Self {
+        Self {
+            external_secret: super::external_secret_resource(version),
+            cluster_external_secret: super::cluster_external_secret_resource(version),
+            kes_external_secret: super::kes_resource(),
+        }
+    }
+}
+
+/// The annotation ESO mirrors from a ClusterExternalSecret to every ExternalSecret it owns
+/// (ESO docs, "ClusterExternalSecret: Synchronizing corresponding ExternalSecrets").
+pub const CES_FORCE_SYNC: &str = "external-secrets.io/force-sync";
+
 struct Inner {
     client: kube::Client,
-    external_secret: ApiResource,
+    resources: Resources,
     config: TriggerConfig,
     permits: Semaphore,
     slots: Mutex<HashMap<Target, Slot>>,
@@ -110,14 +132,14 @@ struct Inner {
 impl Trigger {
     pub fn new(
         client: kube::Client,
-        external_secret: ApiResource,
+        resources: Resources,
         config: TriggerConfig,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client,
-                external_secret,
+                resources,
                 permits: Semaphore::new(config.concurrency.max(1)),
                 config,
                 slots: Mutex::new(HashMap::new()),
@@ -266,23 +288,47 @@ impl Inner {
     }
 
     async fn patch_once(&self, target: &Target) -> Result<(), kube::Error> {
-        let api: Api<DynamicObject> = match target.kind {
-            TargetKind::ExternalSecret => Api::namespaced_with(
-                self.client.clone(),
-                &target.key.namespace,
-                &self.external_secret,
-            ),
-        };
-        let body = serde_json::json!({
-            "metadata": {"annotations": {self.config.annotation.as_str(): self.next_value()}}
-        });
         let params = PatchParams {
             field_manager: Some(self.config.field_manager.clone()),
             ..Default::default()
         };
-        api.patch_metadata(&target.key.name, &params, &Patch::Merge(body))
-            .await
-            .map(drop)
+        let c = self.client.clone();
+        let r = &self.resources;
+        let annotate =
+            |key: &str| serde_json::json!({"metadata": {"annotations": {key: self.next_value()}}});
+        match target.kind {
+            TargetKind::ExternalSecret => {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(c, &target.namespace, &r.external_secret);
+                api.patch_metadata(
+                    &target.name,
+                    &params,
+                    &Patch::Merge(annotate(&self.config.annotation)),
+                )
+                .await
+                .map(drop)
+            }
+            TargetKind::ClusterExternalSecret => {
+                let api: Api<DynamicObject> = Api::all_with(c, &r.cluster_external_secret);
+                api.patch_metadata(
+                    &target.name,
+                    &params,
+                    &Patch::Merge(annotate(CES_FORCE_SYNC)),
+                )
+                .await
+                .map(drop)
+            }
+            TargetKind::KesExternalSecret => {
+                // KES ignores annotations: its poller polls at once only when
+                // status.observedGeneration < metadata.generation (docs/kes.md).
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(c, &target.namespace, &r.kes_external_secret);
+                let body = serde_json::json!({"status": {"observedGeneration": 0}});
+                api.patch_status(&target.name, &params, &Patch::Merge(body))
+                    .await
+                    .map(drop)
+            }
+        }
     }
 
     /// A value never used before by this process (RFC 3339, nanoseconds, strictly

@@ -13,8 +13,8 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{EsoVersion, eso_resource};
-use crate::index::{ExternalSecret, Index, Store};
+use super::{EsoVersion, eso_resource, kes_resource};
+use crate::index::{Index, Reader, ReaderKind, Store};
 use crate::metrics::{Kind, Metrics};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,28 +22,35 @@ pub enum WatchKind {
     ExternalSecret,
     SecretStore,
     ClusterSecretStore,
+    /// kubernetes-client.io/v1 ExternalSecret (kubernetes-external-secrets), with `--kes`.
+    KesExternalSecret,
 }
 
 impl WatchKind {
-    pub const ALL: [WatchKind; 3] = [
+    pub const ESO: [WatchKind; 3] = [
         Self::ExternalSecret,
         Self::SecretStore,
         Self::ClusterSecretStore,
     ];
 
+    /// The metric label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ExternalSecret => "ExternalSecret",
             Self::SecretStore => "SecretStore",
             Self::ClusterSecretStore => "ClusterSecretStore",
+            Self::KesExternalSecret => "KesExternalSecret",
         }
     }
 
-    fn plural(self) -> &'static str {
+    fn resource(self, version: EsoVersion) -> kube::discovery::ApiResource {
         match self {
-            Self::ExternalSecret => "externalsecrets",
-            Self::SecretStore => "secretstores",
-            Self::ClusterSecretStore => "clustersecretstores",
+            Self::ExternalSecret => eso_resource(version, "ExternalSecret", "externalsecrets"),
+            Self::SecretStore => eso_resource(version, "SecretStore", "secretstores"),
+            Self::ClusterSecretStore => {
+                eso_resource(version, "ClusterSecretStore", "clustersecretstores")
+            }
+            Self::KesExternalSecret => kes_resource(),
         }
     }
 }
@@ -79,11 +86,16 @@ pub struct Watches {
 }
 
 impl Watches {
-    pub fn new() -> Self {
+    /// The ESO kinds, plus kubernetes-external-secrets when `kes`.
+    pub fn new(kes: bool) -> Self {
+        let mut kinds = WatchKind::ESO.to_vec();
+        if kes {
+            kinds.push(WatchKind::KesExternalSecret);
+        }
         Self {
-            states: WatchKind::ALL
-                .iter()
-                .map(|k| Arc::new(WatchState::new(*k)))
+            states: kinds
+                .into_iter()
+                .map(|k| Arc::new(WatchState::new(k)))
                 .collect(),
         }
     }
@@ -119,12 +131,6 @@ impl Watches {
     }
 }
 
-impl Default for Watches {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Starts one watch task per kind. They run until the runtime stops.
 pub fn spawn_all(
     client: kube::Client,
@@ -134,7 +140,7 @@ pub fn spawn_all(
     metrics: Arc<Metrics>,
 ) {
     for state in &watches.states {
-        let ar = eso_resource(version, state.kind.as_str(), state.kind.plural());
+        let ar = state.kind.resource(version);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         tokio::spawn(run(api, state.clone(), index.clone(), metrics.clone()));
     }
@@ -196,8 +202,12 @@ fn to_value(obj: DynamicObject) -> Value {
 
 fn replace(kind: WatchKind, objects: Vec<Value>, index: &mut Index) {
     match kind {
-        WatchKind::ExternalSecret => {
-            index.replace_external_secrets(objects.iter().filter_map(parse_es).collect())
+        WatchKind::ExternalSecret | WatchKind::KesExternalSecret => {
+            let readers = objects
+                .iter()
+                .filter_map(|o| parse_reader(kind, o))
+                .collect();
+            index.replace_readers(reader_kind(kind), readers)
         }
         WatchKind::SecretStore | WatchKind::ClusterSecretStore => {
             let cluster = kind == WatchKind::ClusterSecretStore;
@@ -214,9 +224,9 @@ fn replace(kind: WatchKind, objects: Vec<Value>, index: &mut Index) {
 
 fn apply(kind: WatchKind, obj: &Value, index: &mut Index) {
     match kind {
-        WatchKind::ExternalSecret => {
-            if let Some(es) = parse_es(obj) {
-                index.apply_external_secret(es)
+        WatchKind::ExternalSecret | WatchKind::KesExternalSecret => {
+            if let Some(r) = parse_reader(kind, obj) {
+                index.apply_reader(r)
             }
         }
         WatchKind::SecretStore | WatchKind::ClusterSecretStore => {
@@ -231,20 +241,29 @@ fn delete(kind: WatchKind, obj: &Value, index: &mut Index) {
     let Ok((namespace, name)) = crate::index::model::meta(obj) else {
         return;
     };
+    let ns = namespace.as_deref().unwrap_or_default();
     match kind {
-        WatchKind::ExternalSecret => {
-            index.delete_external_secret(namespace.as_deref().unwrap_or_default(), &name)
+        WatchKind::ExternalSecret | WatchKind::KesExternalSecret => {
+            index.delete_reader(reader_kind(kind), ns, &name)
         }
-        WatchKind::SecretStore => index.delete_store(&crate::index::StoreId::namespaced(
-            namespace.as_deref().unwrap_or_default(),
-            &name,
-        )),
+        WatchKind::SecretStore => index.delete_store(&crate::index::StoreId::namespaced(ns, &name)),
         WatchKind::ClusterSecretStore => index.delete_store(&crate::index::StoreId::cluster(&name)),
     }
 }
 
-fn parse_es(obj: &Value) -> Option<ExternalSecret> {
-    ExternalSecret::from_object(obj)
+fn reader_kind(kind: WatchKind) -> ReaderKind {
+    match kind {
+        WatchKind::KesExternalSecret => ReaderKind::KesExternalSecret,
+        _ => ReaderKind::ExternalSecret,
+    }
+}
+
+fn parse_reader(kind: WatchKind, obj: &Value) -> Option<Reader> {
+    let parsed = match kind {
+        WatchKind::KesExternalSecret => Reader::from_kes(obj),
+        _ => Reader::from_external_secret(obj),
+    };
+    parsed
         .map_err(|e| tracing::warn!(error = %e, "skipping unreadable ExternalSecret"))
         .ok()
 }

@@ -33,6 +33,17 @@ pub enum Operation {
     Update,
     Delete,
     LabelParameterVersion,
+    /// Parameter Store Policy Action `Expiration`: SSM deleted the parameter.
+    Expiration,
+    /// Secrets Manager: a staging label (AWSCURRENT, AWSPREVIOUS, ...) moved.
+    LabelUpdated,
+    /// Secrets Manager API calls (CloudTrail), by name.
+    PutSecretValue,
+    UpdateSecret,
+    RotateSecret,
+    DeleteSecret,
+    RestoreSecret,
+    UpdateSecretVersionStage,
 }
 
 impl Operation {
@@ -52,6 +63,27 @@ impl Operation {
             Self::Update => "Update",
             Self::Delete => "Delete",
             Self::LabelParameterVersion => "LabelParameterVersion",
+            Self::Expiration => "Expiration",
+            Self::LabelUpdated => "LabelUpdated",
+            Self::PutSecretValue => "PutSecretValue",
+            Self::UpdateSecret => "UpdateSecret",
+            Self::RotateSecret => "RotateSecret",
+            Self::DeleteSecret => "DeleteSecret",
+            Self::RestoreSecret => "RestoreSecret",
+            Self::UpdateSecretVersionStage => "UpdateSecretVersionStage",
+        }
+    }
+
+    /// The Secrets Manager API calls that change what a reader would get.
+    fn secrets_manager_call(s: &str) -> Option<Self> {
+        match s {
+            "PutSecretValue" => Some(Self::PutSecretValue),
+            "UpdateSecret" => Some(Self::UpdateSecret),
+            "RotateSecret" => Some(Self::RotateSecret),
+            "DeleteSecret" => Some(Self::DeleteSecret),
+            "RestoreSecret" => Some(Self::RestoreSecret),
+            "UpdateSecretVersionStage" => Some(Self::UpdateSecretVersionStage),
+            _ => None,
         }
     }
 }
@@ -118,6 +150,13 @@ pub fn decode(message: &str) -> Result<Decoded, EventError> {
             ("aws.ssm", "Parameter Store Change") => {
                 parameter_store_change(&value).map(|c| Decoded::Changes(vec![c]))
             }
+            ("aws.ssm", "Parameter Store Policy Action") => parameter_policy_action(&value),
+            ("aws.secretsmanager", "Secret Label Updated") => {
+                secret_label_updated(&value).map(|c| Decoded::Changes(vec![c]))
+            }
+            ("aws.secretsmanager", "AWS API Call via CloudTrail") => {
+                secrets_manager_api_call(&value)
+            }
             _ => Ok(Decoded::Ignored {
                 kind: "unhandled_event",
                 detail: format!("source={source:?} detail-type={detail_type:?}"),
@@ -159,6 +198,144 @@ fn parameter_store_change(event: &Value) -> Result<Change, EventError> {
         name: check_name(&name)?,
         operation,
     })
+}
+
+/// `Parameter Store Policy Action`: `Expiration` means SSM deleted the parameter (a change,
+/// like Delete); `ExpirationNotification` and `NoChangeNotification` are reminders, counted
+/// and not acted on. The name is in `detail.name` or `detail.parameter-name` depending on the
+/// source, else in `resources[0]`.
+fn parameter_policy_action(event: &Value) -> Result<Decoded, EventError> {
+    let policy = event
+        .pointer("/detail/policy-type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            EventError("Parameter Store Policy Action without `detail.policy-type`".into())
+        })?;
+    match policy {
+        "Expiration" => {}
+        "ExpirationNotification" | "NoChangeNotification" => {
+            return Ok(Decoded::Ignored {
+                kind: "policy_notification",
+                detail: format!("policy-type={policy}"),
+            });
+        }
+        other => {
+            return Err(EventError(format!(
+                "unknown detail.policy-type {:?}",
+                clip(other)
+            )));
+        }
+    }
+    let name = match ["/detail/name", "/detail/parameter-name"]
+        .iter()
+        .find_map(|p| event.pointer(p).and_then(Value::as_str))
+    {
+        Some(n) => n.to_owned(),
+        None => name_from_arn(event)?,
+    };
+    Ok(Decoded::Changes(vec![Change {
+        service: Service::ParameterStore,
+        region: check_region(field(event, "region")?)?,
+        account: optional_account(event.get("account"))?,
+        name: check_name(&name)?,
+        operation: Operation::Expiration,
+    }]))
+}
+
+/// Secrets Manager's own event when a staging label moves (rotation, UpdateSecretVersionStage).
+fn secret_label_updated(event: &Value) -> Result<Change, EventError> {
+    let name = event
+        .pointer("/detail/name")
+        .or_else(|| event.pointer("/detail/secretId"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| EventError("Secret Label Updated without `detail.name`".into()))?;
+    Ok(Change {
+        service: Service::SecretsManager,
+        region: check_region(field(event, "region")?)?,
+        account: optional_account(event.get("account"))?,
+        name: secret_name(name)?,
+        operation: Operation::LabelUpdated,
+    })
+}
+
+/// CloudTrail's record of a Secrets Manager API call. Only successful calls that change what
+/// readers get are changes; everything else (GetSecretValue, failed calls) is ignored.
+fn secrets_manager_api_call(event: &Value) -> Result<Decoded, EventError> {
+    let detail = event
+        .get("detail")
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            EventError("AWS API Call via CloudTrail without a `detail` object".into())
+        })?;
+    let name = detail
+        .get("eventName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if detail.get("eventSource").and_then(Value::as_str) != Some("secretsmanager.amazonaws.com") {
+        return Ok(Decoded::Ignored {
+            kind: "unhandled_event",
+            detail: "CloudTrail call outside secretsmanager".into(),
+        });
+    }
+    let Some(operation) = Operation::secrets_manager_call(name) else {
+        return Ok(Decoded::Ignored {
+            kind: "unhandled_api_call",
+            detail: format!("secretsmanager {name}"),
+        });
+    };
+    if detail.get("errorCode").is_some_and(|e| !e.is_null()) {
+        return Ok(Decoded::Ignored {
+            kind: "failed_api_call",
+            detail: format!("secretsmanager {name} failed"),
+        });
+    }
+    let secret = event
+        .pointer("/detail/requestParameters/secretId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            EventError(format!(
+                "{name} without `detail.requestParameters.secretId`"
+            ))
+        })?;
+    let region = match event.get("region").and_then(Value::as_str) {
+        Some(r) => r,
+        None => event
+            .pointer("/detail/awsRegion")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    };
+    Ok(Decoded::Changes(vec![Change {
+        service: Service::SecretsManager,
+        region: check_region(region)?,
+        account: optional_account(event.get("account"))?,
+        name: secret_name(secret)?,
+        operation,
+    }]))
+}
+
+static SECRET_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9/_+=.@\-]{1,512}$").expect("static regex"));
+
+/// A secret's name from a name or an ARN (`arn:aws:secretsmanager:<region>:<account>:secret:<name>-XXXXXX`).
+fn secret_name(id: &str) -> Result<String, EventError> {
+    let name = match id.strip_prefix("arn:") {
+        Some(rest) => {
+            let resource = rest.splitn(5, ':').nth(4).unwrap_or_default();
+            let name = resource
+                .strip_prefix("secret:")
+                .ok_or_else(|| EventError(format!("not a secret ARN: {:?}", clip(id))))?;
+            crate::index::strip_secret_suffix(name).to_owned()
+        }
+        None => id.to_owned(),
+    };
+    if SECRET_NAME.is_match(&name) {
+        Ok(name)
+    } else {
+        Err(EventError(format!(
+            "secret name must be 1-512 of [A-Za-z0-9/_+=.@-], got {:?}",
+            clip(&name)
+        )))
+    }
 }
 
 /// `arn:aws:ssm:<region>:<account>:parameter/<name>`: the ARN inserts a `/` only when the

@@ -142,3 +142,119 @@ fn plain_format_errors_say_what_was_expected() {
         assert!(err.0.contains(want), "{m}: {err}");
     }
 }
+
+fn decoded(v: Value) -> Decoded {
+    decode(&v.to_string()).unwrap()
+}
+
+#[test]
+fn policy_action_expiration_is_a_change_notifications_are_not() {
+    let base = |policy: &str, detail: Value| {
+        let mut d = detail;
+        d["policy-type"] = json!(policy);
+        json!({"source": "aws.ssm", "detail-type": "Parameter Store Policy Action", "region": "us-east-1",
+            "account": "123456789012", "resources": ["arn:aws:ssm:us-east-1:123456789012:parameter/from/arn"], "detail": d})
+    };
+    for (detail, want) in [
+        (json!({"name": "/a/b"}), "/a/b"),
+        (json!({"parameter-name": "/c/d"}), "/c/d"),
+        (json!({}), "/from/arn"),
+    ] {
+        let Decoded::Changes(c) = decoded(base("Expiration", detail)) else {
+            panic!()
+        };
+        assert_eq!(
+            (c[0].name.as_str(), c[0].operation),
+            (want, Operation::Expiration)
+        );
+    }
+    for p in ["ExpirationNotification", "NoChangeNotification"] {
+        assert!(matches!(
+            decoded(base(p, json!({"name": "/a"}))),
+            Decoded::Ignored {
+                kind: "policy_notification",
+                ..
+            }
+        ));
+    }
+    assert!(decode(&base("Bogus", json!({"name": "/a"})).to_string()).is_err());
+}
+
+#[test]
+fn secret_label_updated_by_name_or_arn() {
+    for (name, want) in [
+        ("prod/db", "prod/db"),
+        (
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf",
+            "prod/db",
+        ),
+    ] {
+        let e = json!({"source": "aws.secretsmanager", "detail-type": "Secret Label Updated", "region": "us-east-1",
+            "account": "123456789012", "detail": {"name": name, "labelUpdated": "AWSCURRENT", "versionId": "v2"}});
+        let Decoded::Changes(c) = decoded(e) else {
+            panic!()
+        };
+        assert_eq!(c[0].service, Service::SecretsManager);
+        assert_eq!(
+            (c[0].name.as_str(), c[0].operation),
+            (want, Operation::LabelUpdated)
+        );
+    }
+}
+
+#[test]
+fn cloudtrail_secrets_manager_calls() {
+    let call = |event_name: &str, secret_id: &str, error: Option<&str>| {
+        let mut d = json!({"eventSource": "secretsmanager.amazonaws.com", "eventName": event_name, "awsRegion": "eu-west-1",
+            "requestParameters": {"secretId": secret_id}});
+        if let Some(e) = error {
+            d["errorCode"] = json!(e);
+        }
+        json!({"source": "aws.secretsmanager", "detail-type": "AWS API Call via CloudTrail", "region": "eu-west-1",
+            "account": "123456789012", "detail": d})
+    };
+    for op in [
+        "PutSecretValue",
+        "UpdateSecret",
+        "RotateSecret",
+        "DeleteSecret",
+        "RestoreSecret",
+        "UpdateSecretVersionStage",
+    ] {
+        let Decoded::Changes(c) = decoded(call(
+            op,
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:app/key-x1Y2z3",
+            None,
+        )) else {
+            panic!("{op}")
+        };
+        assert_eq!(
+            (
+                c[0].name.as_str(),
+                c[0].operation.as_str(),
+                c[0].region.as_str()
+            ),
+            ("app/key", op, "eu-west-1")
+        );
+    }
+    assert!(matches!(
+        decoded(call("GetSecretValue", "app/key", None)),
+        Decoded::Ignored {
+            kind: "unhandled_api_call",
+            ..
+        }
+    ));
+    assert!(matches!(
+        decoded(call("PutSecretValue", "app/key", Some("AccessDenied"))),
+        Decoded::Ignored {
+            kind: "failed_api_call",
+            ..
+        }
+    ));
+    // A name that only looks like it has a suffix keeps it: only ARNs carry the random suffix.
+    let Decoded::Changes(c) = decoded(call("PutSecretValue", "db-abcdef", None)) else {
+        panic!()
+    };
+    assert_eq!(c[0].name, "db-abcdef");
+    assert!(decode(&call("PutSecretValue", "bad name!", None).to_string()).is_err());
+}

@@ -1,67 +1,120 @@
 //! The reverse index: which resources read which AWS key. Pure and synchronous: fed by
-//! `apply_*` / `delete_*` (from watches, or from literal values in tests) and asked
-//! `lookup(&Change)`. The store a reference resolves through is looked up at query time, so
-//! region and service changes of a store take effect at once; only a store's `prefix` is
-//! baked into the name a reference is filed under, and a store change re-files exactly the
-//! ExternalSecrets that reference that store.
+//! `apply_*` / `delete_*` / `replace_*` (from watches, or literal values in tests) and asked
+//! `lookup(&Change)`.
+//!
+//! Filing: a key reference is filed under its *effective* name (store prefix + key, any
+//! `:version` removed, leading `/` dropped), a `find.path` under its normalised path, and a
+//! regexp-only or tags-only `find` in a short list scanned on every lookup. A lookup is one
+//! hash probe for the name, one per ancestor path, and the scan list; each candidate is then
+//! checked against its store's service, region, account and namespace conditions, which are
+//! read at lookup time (so a store edit applies at once). Only a store's prefix is baked into
+//! the filing; a store change re-files exactly the resources that reference that store.
 
 pub mod model;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::event::{Change, Service};
-pub use model::{AwsProvider, AwsService, ExternalSecret, Reference, Store, StoreId, StoreKind};
+use regex::Regex;
 
-/// A resource that can be patched.
+use crate::event::{Change, Service};
+pub use model::{
+    AwsProvider, AwsService, Binding, Condition, Find, Owner, Reader, ReaderKind, Reference,
+    Selector, Store, StoreId,
+};
+
+/// A resource the index holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey {
+pub struct ResourceKey {
+    pub kind: ReaderKind,
     pub namespace: String,
     pub name: String,
 }
 
-impl std::fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
+/// What gets patched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TargetKind {
     ExternalSecret,
+    /// Patched instead of its children, which it rewrites.
+    ClusterExternalSecret,
+    /// kubernetes-external-secrets.
+    KesExternalSecret,
 }
 
 impl TargetKind {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::ExternalSecret => "ExternalSecret",
+            Self::ExternalSecret | Self::KesExternalSecret => "ExternalSecret",
+            Self::ClusterExternalSecret => "ClusterExternalSecret",
+        }
+    }
+
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Self::ExternalSecret | Self::ClusterExternalSecret => "external-secrets.io",
+            Self::KesExternalSecret => "kubernetes-client.io/v1",
         }
     }
 }
 
-/// What to patch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Target {
     pub kind: TargetKind,
-    pub key: ObjectKey,
+    /// Empty for cluster-scoped kinds.
+    pub namespace: String,
+    pub name: String,
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.kind.as_str(), self.key)
+        match self.kind {
+            TargetKind::ClusterExternalSecret => write!(f, "ClusterExternalSecret {}", self.name),
+            TargetKind::KesExternalSecret => {
+                write!(
+                    f,
+                    "ExternalSecret.kubernetes-client.io {}/{}",
+                    self.namespace, self.name
+                )
+            }
+            TargetKind::ExternalSecret => {
+                write!(f, "ExternalSecret {}/{}", self.namespace, self.name)
+            }
+        }
     }
 }
 
-/// One matched resource and the reference that made it match.
+/// One matched resource and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
     pub target: Target,
-    /// Where in the resource, e.g. `spec.data[0].remoteRef.key`.
+    /// The resource holding the reference (a ClusterExternalSecret's child for CES targets).
+    pub reader: ResourceKey,
+    /// Where in the reader, e.g. `spec.data[0].remoteRef.key`.
     pub reference: String,
-    pub store: StoreId,
+    pub reason: String,
+    /// The target's uid, when known (for Kubernetes Events).
+    pub uid: Option<String>,
 }
 
-/// Key scope written into an ARN-form key (`arn:aws:ssm:<region>:<account>:parameter/...`).
+/// A reference to the same name that did not match, and what differed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NearMiss {
+    pub reader: ResourceKey,
+    pub reference: String,
+    pub reason: String,
+}
+
+/// The answer to a lookup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookup {
+    /// To patch, each target once.
+    pub targets: Vec<Match>,
+    /// Would match, but a force-sync cannot work on them (reported, not patched).
+    pub unforceable: Vec<Match>,
+    /// Same name, other store/region/service/account/namespace (only with `explain`).
+    pub near_misses: Vec<NearMiss>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ArnScope {
     region: String,
@@ -70,28 +123,40 @@ struct ArnScope {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    es: Arc<ObjectKey>,
+    key: Arc<ResourceKey>,
     reference: u32,
     arn: Option<Box<ArnScope>>,
+    /// `find.name.regexp`, when the find has one.
+    regex: Option<Arc<Regex>>,
+    /// For path entries: whether grandchildren count.
+    recursive: bool,
+    /// `find.tags` (undecidable from an event).
+    tags: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Filed {
+    Name(Box<str>),
+    Path(Box<str>),
+    Scan,
 }
 
 #[derive(Debug, Default)]
 pub struct Index {
     stores: HashMap<StoreId, Store>,
-    secrets: HashMap<Arc<ObjectKey>, ExternalSecret>,
-    /// Which ExternalSecrets reference a store (present or not).
-    by_store: HashMap<StoreId, HashSet<Arc<ObjectKey>>>,
-    /// Normalised effective name → the references filed under it.
+    readers: HashMap<Arc<ResourceKey>, Reader>,
+    by_store: HashMap<StoreId, HashSet<Arc<ResourceKey>>>,
     by_name: HashMap<Box<str>, Vec<Entry>>,
-    /// The names each ExternalSecret is filed under, for removal.
-    filed: HashMap<Arc<ObjectKey>, Vec<Box<str>>>,
-    /// Total filed references, kept so `stats` is O(1).
+    by_path: HashMap<Box<str>, Vec<Entry>>,
+    scans: Vec<Entry>,
+    filed: HashMap<Arc<ResourceKey>, Vec<Filed>>,
     references: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
     pub external_secrets: usize,
+    pub kes_external_secrets: usize,
     pub stores: usize,
     pub references: usize,
     pub names: usize,
@@ -102,11 +167,11 @@ pub fn normalize(name: &str) -> &str {
     name.strip_prefix('/').unwrap_or(name)
 }
 
-/// The SSM name a key resolves to under a store prefix: `prefix + key`, any `:version` or
-/// `:label` selector removed, leading `/` normalised; ARN keys carry their own scope.
+/// The name a key resolves to under a store prefix: `prefix + key`, any `:version` or
+/// `:label` selector removed, leading `/` normalised; ARN keys carry their own scope (and a
+/// Secrets Manager ARN's random `-XXXXXX` suffix is dropped).
 fn effective_name(prefix: &str, key: &str) -> Option<(String, Option<ArnScope>)> {
     if let Some(rest) = key.strip_prefix("arn:") {
-        // arn:<partition>:ssm:<region>:<account>:parameter/<name>[:<version>]
         let mut parts = rest.splitn(5, ':');
         let (_partition, service, region, account, resource) = (
             parts.next()?,
@@ -115,23 +180,46 @@ fn effective_name(prefix: &str, key: &str) -> Option<(String, Option<ArnScope>)>
             parts.next()?,
             parts.next()?,
         );
-        if service != "ssm" {
-            return None;
-        }
-        let name = resource.strip_prefix("parameter")?;
-        let name = name.split(':').next().unwrap_or(name);
-        return Some((
-            normalize(name).to_owned(),
-            Some(ArnScope {
-                region: region.to_owned(),
-                account: account.to_owned(),
-            }),
-        ));
+        let name = match service {
+            // parameter/<name>[:<version>]
+            "ssm" => resource
+                .strip_prefix("parameter")?
+                .split(':')
+                .next()?
+                .to_owned(),
+            // secret:<name>-XXXXXX[:...]
+            "secretsmanager" => {
+                strip_secret_suffix(resource.strip_prefix("secret:")?.split(':').next()?).to_owned()
+            }
+            _ => return None,
+        };
+        let scope = ArnScope {
+            region: region.to_owned(),
+            account: account.to_owned(),
+        };
+        return Some((normalize(&name).to_owned(), Some(scope)));
     }
     let full = format!("{prefix}{key}");
-    let name = full.split(':').next().unwrap_or(&full);
-    let name = normalize(name);
+    let name = normalize(full.split(':').next().unwrap_or(&full));
     (!name.is_empty()).then(|| (name.to_owned(), None))
+}
+
+/// `name-AbCdEf` → `name`: Secrets Manager appends six random characters to secret ARNs.
+pub fn strip_secret_suffix(name: &str) -> &str {
+    match name.rsplit_once('-') {
+        Some((base, suffix))
+            if suffix.len() == 6
+                && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+                && !base.is_empty() =>
+        {
+            base
+        }
+        _ => name,
+    }
+}
+
+fn normalize_path(path: &str) -> String {
+    normalize(path).trim_end_matches('/').to_owned()
 }
 
 impl Index {
@@ -140,8 +228,14 @@ impl Index {
     }
 
     pub fn stats(&self) -> Stats {
+        let kes = self
+            .readers
+            .keys()
+            .filter(|k| k.kind == ReaderKind::KesExternalSecret)
+            .count();
         Stats {
-            external_secrets: self.secrets.len(),
+            external_secrets: self.readers.len() - kes,
+            kes_external_secrets: kes,
             stores: self.stores.len(),
             references: self.references,
             names: self.by_name.len(),
@@ -181,113 +275,228 @@ impl Index {
         }
     }
 
-    pub fn apply_external_secret(&mut self, es: ExternalSecret) {
-        let key = Arc::new(ObjectKey {
-            namespace: es.namespace.clone(),
-            name: es.name.clone(),
+    pub fn apply_reader(&mut self, reader: Reader) {
+        let key = Arc::new(ResourceKey {
+            kind: reader.kind,
+            namespace: reader.namespace.clone(),
+            name: reader.name.clone(),
         });
-        self.unfile(&key);
-        if let Some(old) = self.secrets.remove(&key) {
-            for r in &old.references {
-                self.unlink_store(&r.store, &key);
+        self.remove_reader(&key);
+        for r in &reader.references {
+            if let Binding::Store(s) = &r.binding {
+                self.by_store
+                    .entry(s.clone())
+                    .or_default()
+                    .insert(key.clone());
             }
         }
-        for r in &es.references {
-            self.by_store
-                .entry(r.store.clone())
-                .or_default()
-                .insert(key.clone());
-        }
-        self.secrets.insert(key.clone(), es);
+        self.readers.insert(key.clone(), reader);
         self.file(&key);
     }
 
-    pub fn delete_external_secret(&mut self, namespace: &str, name: &str) {
-        let key = ObjectKey {
+    pub fn delete_reader(&mut self, kind: ReaderKind, namespace: &str, name: &str) {
+        self.remove_reader(&ResourceKey {
+            kind,
             namespace: namespace.into(),
             name: name.into(),
-        };
-        self.unfile(&key);
-        if let Some((key, old)) = self.secrets.remove_entry(&key) {
-            for r in &old.references {
-                self.unlink_store(&r.store, &key);
-            }
-        }
+        });
     }
 
-    /// Makes the ExternalSecrets exactly `list` (after a watch re-list).
-    pub fn replace_external_secrets(&mut self, list: Vec<ExternalSecret>) {
-        let keep: HashSet<ObjectKey> = list
+    /// Makes the readers of one kind exactly `list` (after a watch re-list).
+    pub fn replace_readers(&mut self, kind: ReaderKind, list: Vec<Reader>) {
+        let keep: HashSet<(String, String)> = list
             .iter()
-            .map(|e| ObjectKey {
-                namespace: e.namespace.clone(),
-                name: e.name.clone(),
-            })
+            .map(|r| (r.namespace.clone(), r.name.clone()))
             .collect();
-        let gone: Vec<ObjectKey> = self
-            .secrets
+        let gone: Vec<ResourceKey> = self
+            .readers
             .keys()
-            .filter(|k| !keep.contains(k.as_ref()))
+            .filter(|k| k.kind == kind && !keep.contains(&(k.namespace.clone(), k.name.clone())))
             .map(|k| (**k).clone())
             .collect();
         for k in gone {
-            self.delete_external_secret(&k.namespace, &k.name);
+            self.remove_reader(&k);
         }
-        for es in list {
-            self.apply_external_secret(es);
+        for r in list {
+            self.apply_reader(r);
         }
     }
 
-    /// Every resource that reads the changed key, each once, with the first reference that
-    /// matched.
-    pub fn lookup(&self, change: &Change) -> Vec<Match> {
-        let Some(entries) = self.by_name.get(normalize(&change.name)) else {
-            return Vec::new();
-        };
-        let mut out: Vec<Match> = Vec::new();
-        for entry in entries {
-            let Some(es) = self.secrets.get(&entry.es) else {
-                continue;
+    /// The resources to force-sync for a change, and those that match but cannot be forced.
+    pub fn lookup(&self, change: &Change) -> Lookup {
+        self.evaluate(change, false)
+    }
+
+    /// `lookup` plus the near misses: references to the same name whose store, region,
+    /// service, account or namespace did not fit.
+    pub fn explain(&self, change: &Change) -> Lookup {
+        self.evaluate(change, true)
+    }
+
+    fn evaluate(&self, change: &Change, misses: bool) -> Lookup {
+        let name = normalize(&change.name);
+        let mut out = Lookup::default();
+        let mut seen: HashSet<Target> = HashSet::new();
+        let mut consider = |entry: &Entry, how: &str| {
+            let Some(reader) = self.readers.get(&entry.key) else {
+                return;
             };
-            let reference = &es.references[entry.reference as usize];
-            if !self.store_serves(&reference.store, change) {
-                continue;
-            }
-            if let Some(arn) = &entry.arn
-                && (arn.region != change.region
-                    || change.account.as_ref().is_some_and(|a| *a != arn.account))
+            let reference = &reader.references[entry.reference as usize];
+            if let Some(re) = &entry.regex
+                && !re.is_match(&change.name)
             {
-                continue;
+                return;
             }
-            let target = Target {
-                kind: TargetKind::ExternalSecret,
-                key: (*entry.es).clone(),
-            };
-            if out.iter().any(|m| m.target == target) {
-                continue;
+            let verdict = self
+                .scope(&reference.binding, &reader.namespace, change)
+                .and_then(|scope| match &entry.arn {
+                    Some(arn) if arn.region != change.region => Err(format!(
+                        "the key's ARN names region {}, the event {}",
+                        arn.region, change.region
+                    )),
+                    Some(arn) if change.account.as_ref().is_some_and(|a| *a != arn.account) => {
+                        Err(format!(
+                            "the key's ARN names account {}, the event {}",
+                            arn.account,
+                            change.account.as_deref().unwrap_or_default()
+                        ))
+                    }
+                    _ => Ok(scope),
+                });
+            match verdict {
+                Ok(scope) => {
+                    let target = match (&reader.parent, reader.kind) {
+                        (Some(parent), _) => Target {
+                            kind: TargetKind::ClusterExternalSecret,
+                            namespace: String::new(),
+                            name: parent.name.clone(),
+                        },
+                        (None, ReaderKind::KesExternalSecret) => Target {
+                            kind: TargetKind::KesExternalSecret,
+                            namespace: reader.namespace.clone(),
+                            name: reader.name.clone(),
+                        },
+                        (None, ReaderKind::ExternalSecret) => Target {
+                            kind: TargetKind::ExternalSecret,
+                            namespace: reader.namespace.clone(),
+                            name: reader.name.clone(),
+                        },
+                    };
+                    if !seen.insert(target.clone()) {
+                        return;
+                    }
+                    let tags = if entry.tags {
+                        "; find.tags cannot be decided from an event, so any change in scope matches"
+                    } else {
+                        ""
+                    };
+                    let uid = match &reader.parent {
+                        Some(p) => p.uid.clone(),
+                        None => reader.uid.clone(),
+                    };
+                    let m = Match {
+                        uid,
+                        target,
+                        reader: (*entry.key).clone(),
+                        reference: reference.path.clone(),
+                        reason: format!("{how} via {scope}{tags}"),
+                    };
+                    match &reader.unforceable {
+                        Some(why) => out.unforceable.push(Match {
+                            reason: why.clone(),
+                            ..m
+                        }),
+                        None => out.targets.push(m),
+                    }
+                }
+                Err(why) if misses => out.near_misses.push(NearMiss {
+                    reader: (*entry.key).clone(),
+                    reference: reference.path.clone(),
+                    reason: why,
+                }),
+                Err(_) => {}
             }
-            out.push(Match {
-                target,
-                reference: reference.path.clone(),
-                store: reference.store.clone(),
-            });
+        };
+        if let Some(entries) = self.by_name.get(name) {
+            for e in entries {
+                consider(e, "key");
+            }
+        }
+        // Every ancestor path of the name: "", "a", "a/b" for "a/b/c".
+        let mut ancestors = vec![""];
+        ancestors.extend(name.match_indices('/').map(|(i, _)| &name[..i]));
+        let parent = ancestors.last().copied();
+        for a in ancestors {
+            if let Some(entries) = self.by_path.get(a) {
+                for e in entries.iter().filter(|e| e.recursive || Some(a) == parent) {
+                    consider(e, "path");
+                }
+            }
+        }
+        for e in &self.scans {
+            consider(
+                e,
+                if e.regex.is_some() {
+                    "name regexp"
+                } else {
+                    "tags"
+                },
+            );
         }
         out
     }
 
-    fn store_serves(&self, id: &StoreId, change: &Change) -> bool {
-        let Some(aws) = self.stores.get(id).and_then(|s| s.aws.as_ref()) else {
-            return false;
+    /// Whether the binding reads from where the change happened; `Err` says what differed.
+    fn scope(&self, binding: &Binding, namespace: &str, change: &Change) -> Result<String, String> {
+        let (aws, label) = match binding {
+            Binding::Inline(aws) => (aws, "backend".to_owned()),
+            Binding::Store(id) => match self.stores.get(id) {
+                None => return Err(format!("{id} does not exist")),
+                Some(Store { aws: None, .. }) => return Err(format!("{id} is not an AWS store")),
+                Some(Store { aws: Some(aws), .. }) => (aws, id.to_string()),
+            },
         };
         let service = match change.service {
             Service::ParameterStore => AwsService::ParameterStore,
             Service::SecretsManager => AwsService::SecretsManager,
         };
-        aws.service == service && aws.region.as_ref().is_none_or(|r| *r == change.region)
+        if aws.service != service {
+            return Err(format!(
+                "{label} reads {}, the change is in {}",
+                aws.service.as_str(),
+                service.as_str()
+            ));
+        }
+        if let Some(r) = &aws.region
+            && *r != change.region
+        {
+            return Err(format!(
+                "{label} reads region {r}, the change is in {}",
+                change.region
+            ));
+        }
+        if let (Some(a), Some(b)) = (&aws.account, &change.account)
+            && a != b
+        {
+            return Err(format!(
+                "{label} assumes a role in account {a}, the change is in {b}"
+            ));
+        }
+        if !aws.conditions.is_empty()
+            && !aws
+                .conditions
+                .iter()
+                .any(|c| condition_allows(c, namespace))
+        {
+            return Err(format!(
+                "{label} conditions do not allow namespace {namespace}"
+            ));
+        }
+        Ok(format!("{label} ({})", aws.describe()))
     }
 
     fn refile_store(&mut self, id: &StoreId) {
-        let keys: Vec<Arc<ObjectKey>> = self
+        let keys: Vec<Arc<ResourceKey>> = self
             .by_store
             .get(id)
             .map(|s| s.iter().cloned().collect())
@@ -298,51 +507,120 @@ impl Index {
         }
     }
 
-    fn file(&mut self, key: &Arc<ObjectKey>) {
-        let Some(es) = self.secrets.get(key) else {
+    fn file(&mut self, key: &Arc<ResourceKey>) {
+        let Some(reader) = self.readers.get(key) else {
             return;
         };
-        let mut names = Vec::with_capacity(es.references.len());
-        for (i, r) in es.references.iter().enumerate() {
-            let prefix = prefix_of(self.stores.get(&r.store));
-            let Some((name, arn)) = effective_name(prefix, &r.key) else {
-                continue;
-            };
-            let name: Box<str> = name.into();
-            self.by_name.entry(name.clone()).or_default().push(Entry {
-                es: key.clone(),
+        let mut filed = Vec::with_capacity(reader.references.len());
+        for (i, r) in reader.references.iter().enumerate() {
+            let entry = |arn, regex, recursive, tags| Entry {
+                key: key.clone(),
                 reference: i as u32,
-                arn: arn.map(Box::new),
-            });
-            names.push(name);
+                arn,
+                regex,
+                recursive,
+                tags,
+            };
+            match &r.selector {
+                Selector::Key(k) => {
+                    let prefix = match &r.binding {
+                        Binding::Store(s) => prefix_of(self.stores.get(s)),
+                        Binding::Inline(aws) => aws.prefix.as_str(),
+                    };
+                    let Some((name, arn)) = effective_name(prefix, k) else {
+                        continue;
+                    };
+                    let name: Box<str> = name.into();
+                    self.by_name.entry(name.clone()).or_default().push(entry(
+                        arn.map(Box::new),
+                        None,
+                        false,
+                        false,
+                    ));
+                    filed.push(Filed::Name(name));
+                }
+                Selector::Find(f) => {
+                    let regex = match f.name_regexp.as_deref().map(Regex::new) {
+                        Some(Ok(re)) => Some(Arc::new(re)),
+                        Some(Err(e)) => {
+                            tracing::warn!(resource = ?key, reference = %r.path, error = %e, "invalid find.name.regexp; reference ignored");
+                            continue;
+                        }
+                        None => None,
+                    };
+                    match &f.path {
+                        Some(p) => {
+                            let p: Box<str> = normalize_path(p).into();
+                            self.by_path.entry(p.clone()).or_default().push(entry(
+                                None,
+                                regex,
+                                f.recursive,
+                                f.tags,
+                            ));
+                            filed.push(Filed::Path(p));
+                        }
+                        None => {
+                            self.scans.push(entry(None, regex, true, f.tags));
+                            filed.push(Filed::Scan);
+                        }
+                    }
+                }
+            }
         }
-        self.references += names.len();
-        self.filed.insert(key.clone(), names);
+        self.references += filed.len();
+        self.filed.insert(key.clone(), filed);
     }
 
-    fn unfile(&mut self, key: &ObjectKey) {
-        let Some(names) = self.filed.remove(key) else {
+    fn unfile(&mut self, key: &ResourceKey) {
+        let Some(filed) = self.filed.remove(key) else {
             return;
         };
-        self.references -= names.len();
-        for name in names {
-            if let Some(entries) = self.by_name.get_mut(&name) {
-                entries.retain(|e| *e.es != *key);
+        self.references -= filed.len();
+        let mut scans = false;
+        for f in filed {
+            let (map, k) = match f {
+                Filed::Name(k) => (&mut self.by_name, k),
+                Filed::Path(k) => (&mut self.by_path, k),
+                Filed::Scan => {
+                    scans = true;
+                    continue;
+                }
+            };
+            if let Some(entries) = map.get_mut(&k) {
+                entries.retain(|e| *e.key != *key);
                 if entries.is_empty() {
-                    self.by_name.remove(&name);
+                    map.remove(&k);
+                }
+            }
+        }
+        if scans {
+            self.scans.retain(|e| *e.key != *key);
+        }
+    }
+
+    fn remove_reader(&mut self, key: &ResourceKey) {
+        self.unfile(key);
+        if let Some((key, old)) = self.readers.remove_entry(key) {
+            for r in &old.references {
+                if let Binding::Store(s) = &r.binding
+                    && let Some(set) = self.by_store.get_mut(s)
+                {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        self.by_store.remove(s);
+                    }
                 }
             }
         }
     }
+}
 
-    fn unlink_store(&mut self, store: &StoreId, key: &ObjectKey) {
-        if let Some(set) = self.by_store.get_mut(store) {
-            set.remove(key);
-            if set.is_empty() {
-                self.by_store.remove(store);
-            }
-        }
-    }
+fn condition_allows(c: &Condition, namespace: &str) -> bool {
+    c.has_selector
+        || c.namespaces.iter().any(|n| n == namespace)
+        || c.namespace_regexes
+            .iter()
+            .any(|r| Regex::new(r).is_ok_and(|re| re.is_match(namespace)))
 }
 
 fn prefix_of(store: Option<&Store>) -> &str {

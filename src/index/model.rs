@@ -4,22 +4,6 @@
 
 use serde_json::Value;
 
-/// A store reference as written in an ExternalSecret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StoreKind {
-    SecretStore,
-    ClusterSecretStore,
-}
-
-impl StoreKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SecretStore => "SecretStore",
-            Self::ClusterSecretStore => "ClusterSecretStore",
-        }
-    }
-}
-
 /// A store, identified the way ESO resolves it: a SecretStore by namespace and name, a
 /// ClusterSecretStore by name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,12 +28,6 @@ impl StoreId {
             name: name.into(),
         }
     }
-    pub fn resolve(kind: StoreKind, es_namespace: &str, name: &str) -> Self {
-        match kind {
-            StoreKind::SecretStore => Self::namespaced(es_namespace, name),
-            StoreKind::ClusterSecretStore => Self::cluster(name),
-        }
-    }
 }
 
 impl std::fmt::Display for StoreId {
@@ -68,15 +46,53 @@ pub enum AwsService {
     SecretsManager,
 }
 
-/// `spec.provider.aws` of a store; `None` for stores of other providers.
+impl AwsService {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ParameterStore => "ParameterStore",
+            Self::SecretsManager => "SecretsManager",
+        }
+    }
+}
+
+/// One entry of a ClusterSecretStore's `spec.conditions`: the namespaces allowed to use it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Condition {
+    pub namespaces: Vec<String>,
+    pub namespace_regexes: Vec<String>,
+    /// A label selector: namespace labels are not watched, so such a condition is assumed to
+    /// allow every namespace (a spurious re-sync costs less than a missed one).
+    pub has_selector: bool,
+}
+
+/// Where and as whom a reader reads AWS: a store's `spec.provider.aws`, or a KES object's
+/// own `backendType`/`region`/`roleArn`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsProvider {
     pub service: AwsService,
-    /// `None` when the store leaves it to the SDK's environment: then any region matches,
-    /// since a missed re-sync is worse than a spurious one.
+    /// `None` when left to the SDK's environment: then any region matches.
     pub region: Option<String>,
-    /// Prepended verbatim to every key (ESO semantics).
+    /// Prepended verbatim to every key (ESO semantics); not applied to `find`.
     pub prefix: String,
+    /// The account of `role` / `roleArn` when one is set: events from other accounts do not
+    /// match.
+    pub account: Option<String>,
+    /// ClusterSecretStore `spec.conditions`; empty means every namespace.
+    pub conditions: Vec<Condition>,
+}
+
+impl AwsProvider {
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{}, {}",
+            self.service.as_str(),
+            self.region.as_deref().unwrap_or("any region")
+        );
+        if let Some(a) = &self.account {
+            s.push_str(&format!(", account {a}"));
+        }
+        s
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,96 +121,290 @@ impl Store {
                 "SecretsManager" => AwsService::SecretsManager,
                 _ => return None,
             };
+            let conditions = if cluster {
+                array(obj.get("spec").unwrap_or(&Value::Null), "conditions")
+                    .iter()
+                    .map(|c| Condition {
+                        namespaces: strings(c.get("namespaces")),
+                        namespace_regexes: strings(c.get("namespaceRegexes")),
+                        has_selector: c.get("namespaceSelector").is_some_and(|s| !s.is_null()),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             Some(AwsProvider {
                 service,
-                region: aws
-                    .get("region")
-                    .and_then(Value::as_str)
-                    .filter(|r| !r.is_empty())
-                    .map(String::from),
+                region: non_empty(aws.get("region")),
                 prefix: aws
                     .get("prefix")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned(),
+                account: non_empty(aws.get("role"))
+                    .as_deref()
+                    .and_then(account_of_arn),
+                conditions,
             })
         });
         Ok(Self { id, aws })
     }
 }
 
-/// One way an ExternalSecret reads a key.
+/// How a reference selects keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// One key (`remoteRef.key`, `extract.key`, KES `data[].key`, `dataFrom[]`).
+    Key(String),
+    /// `dataFrom[].find` (ESO) or `data[].path` (KES).
+    Find(Find),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Find {
+    /// A hierarchy prefix (`find.path`, KES `path`).
+    pub path: Option<String>,
+    /// KES `recursive: false` reads only the direct children of `path`.
+    pub recursive: bool,
+    /// `find.name.regexp`, matched against the full name.
+    pub name_regexp: Option<String>,
+    /// `find.tags`: tags are not in the event, so any change in scope may be one of them.
+    pub tags: bool,
+}
+
+/// Which store a reference reads through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    Store(StoreId),
+    /// KES: the object names its backend itself.
+    Inline(AwsProvider),
+}
+
+/// One way a resource reads AWS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
     /// Where in the object, e.g. `spec.data[0].remoteRef.key`.
     pub path: String,
-    /// The key as written (store prefix not applied).
-    pub key: String,
-    pub store: StoreId,
+    pub selector: Selector,
+    pub binding: Binding,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReaderKind {
+    /// external-secrets.io ExternalSecret.
+    ExternalSecret,
+    /// kubernetes-client.io ExternalSecret (kubernetes-external-secrets).
+    KesExternalSecret,
+}
+
+/// An owning object, from `metadata.ownerReferences`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExternalSecret {
+pub struct Owner {
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+/// A resource that reads AWS keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    pub kind: ReaderKind,
     pub namespace: String,
     pub name: String,
+    pub uid: Option<String>,
+    /// The ClusterExternalSecret that owns this ExternalSecret: it is patched instead.
+    pub parent: Option<Owner>,
     pub references: Vec<Reference>,
+    /// Why a force-sync cannot work on this resource, if it cannot.
+    pub unforceable: Option<String>,
 }
 
-impl ExternalSecret {
+impl Reader {
     /// Reads an external-secrets.io ExternalSecret. Entries that read from a generator, or
     /// name no store at all, reference no AWS key and are skipped.
-    pub fn from_object(obj: &Value) -> Result<Self, String> {
+    pub fn from_external_secret(obj: &Value) -> Result<Self, String> {
         let (namespace, name) = meta(obj)?;
         let namespace = namespace.ok_or("ExternalSecret without namespace")?;
-        let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+        let null = Value::Null;
+        let spec = obj.get("spec").unwrap_or(&null);
         let default_store = store_ref(spec.get("secretStoreRef"), &namespace);
-        let mut references = Vec::new();
         let entry_store = |entry: &Value| match entry.pointer("/sourceRef/storeRef") {
             Some(r) => store_ref(Some(r), &namespace),
             None if entry.pointer("/sourceRef/generatorRef").is_some() => None,
             None => default_store.clone(),
         };
-        for (i, entry) in array(&spec, "data").iter().enumerate() {
+        let mut references = Vec::new();
+        for (i, entry) in array(spec, "data").iter().enumerate() {
             if let (Some(key), Some(store)) = (
                 entry.pointer("/remoteRef/key").and_then(Value::as_str),
                 entry_store(entry),
             ) {
                 references.push(Reference {
                     path: format!("spec.data[{i}].remoteRef.key"),
-                    key: key.to_owned(),
-                    store,
+                    selector: Selector::Key(key.to_owned()),
+                    binding: Binding::Store(store),
                 });
             }
         }
-        for (i, entry) in array(&spec, "dataFrom").iter().enumerate() {
-            if let (Some(key), Some(store)) = (
-                entry.pointer("/extract/key").and_then(Value::as_str),
-                entry_store(entry),
-            ) {
+        for (i, entry) in array(spec, "dataFrom").iter().enumerate() {
+            let Some(store) = entry_store(entry) else {
+                continue;
+            };
+            if let Some(key) = entry.pointer("/extract/key").and_then(Value::as_str) {
                 references.push(Reference {
                     path: format!("spec.dataFrom[{i}].extract.key"),
-                    key: key.to_owned(),
-                    store,
+                    selector: Selector::Key(key.to_owned()),
+                    binding: Binding::Store(store.clone()),
                 });
+            }
+            if let Some(find) = entry.get("find").filter(|f| f.is_object()) {
+                let f = Find {
+                    path: non_empty(find.get("path")),
+                    recursive: true,
+                    name_regexp: non_empty(find.pointer("/name/regexp")),
+                    tags: find
+                        .get("tags")
+                        .and_then(Value::as_object)
+                        .is_some_and(|t| !t.is_empty()),
+                };
+                if f.path.is_some() || f.name_regexp.is_some() || f.tags {
+                    references.push(Reference {
+                        path: format!("spec.dataFrom[{i}].find"),
+                        selector: Selector::Find(f),
+                        binding: Binding::Store(store),
+                    });
+                }
+            }
+        }
+        let parent = array(obj.get("metadata").unwrap_or(&null), "ownerReferences")
+            .iter()
+            .find(|o| {
+                o.get("kind").and_then(Value::as_str) == Some("ClusterExternalSecret")
+                    && o.get("apiVersion")
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| v.starts_with("external-secrets.io/"))
+            })
+            .and_then(|o| {
+                Some(Owner {
+                    name: o.get("name")?.as_str()?.to_owned(),
+                    uid: non_empty(o.get("uid")),
+                })
+            });
+        Ok(Self {
+            kind: ReaderKind::ExternalSecret,
+            namespace,
+            name,
+            uid: non_empty(obj.pointer("/metadata/uid")),
+            parent,
+            references,
+            unforceable: unforceable(spec),
+        })
+    }
+
+    /// Reads a kubernetes-client.io/v1 ExternalSecret (KES).
+    pub fn from_kes(obj: &Value) -> Result<Self, String> {
+        let (namespace, name) = meta(obj)?;
+        let namespace = namespace.ok_or("ExternalSecret without namespace")?;
+        let null = Value::Null;
+        let spec = obj.get("spec").unwrap_or(&null);
+        let service = match spec.get("backendType").and_then(Value::as_str) {
+            Some("systemManager") => Some(AwsService::ParameterStore),
+            Some("secretsManager") => Some(AwsService::SecretsManager),
+            _ => None,
+        };
+        let mut references = Vec::new();
+        if let Some(service) = service {
+            let provider = AwsProvider {
+                service,
+                region: non_empty(spec.get("region")),
+                prefix: String::new(),
+                account: non_empty(spec.get("roleArn"))
+                    .as_deref()
+                    .and_then(account_of_arn),
+                conditions: Vec::new(),
+            };
+            for (i, entry) in array(spec, "data").iter().enumerate() {
+                if let Some(key) = entry.get("key").and_then(Value::as_str) {
+                    references.push(Reference {
+                        path: format!("spec.data[{i}].key"),
+                        selector: Selector::Key(key.to_owned()),
+                        binding: Binding::Inline(provider.clone()),
+                    });
+                } else if let Some(path) = non_empty(entry.get("path")) {
+                    references.push(Reference {
+                        path: format!("spec.data[{i}].path"),
+                        selector: Selector::Find(Find {
+                            path: Some(path),
+                            recursive: entry
+                                .get("recursive")
+                                .and_then(Value::as_bool)
+                                .unwrap_or(false),
+                            ..Default::default()
+                        }),
+                        binding: Binding::Inline(provider.clone()),
+                    });
+                }
+            }
+            for (i, key) in array(spec, "dataFrom").iter().enumerate() {
+                if let Some(key) = key.as_str() {
+                    references.push(Reference {
+                        path: format!("spec.dataFrom[{i}]"),
+                        selector: Selector::Key(key.to_owned()),
+                        binding: Binding::Inline(provider.clone()),
+                    });
+                }
             }
         }
         Ok(Self {
+            kind: ReaderKind::KesExternalSecret,
             namespace,
             name,
+            uid: non_empty(obj.pointer("/metadata/uid")),
+            parent: None,
             references,
+            unforceable: None,
         })
     }
+}
+
+/// Why ESO would ignore a force-sync annotation on this spec (None: it will re-sync).
+fn unforceable(spec: &Value) -> Option<String> {
+    if spec.pointer("/target/immutable").and_then(Value::as_bool) == Some(true) {
+        return Some("target.immutable: true, the Secret cannot be updated".into());
+    }
+    match spec.get("refreshPolicy").and_then(Value::as_str) {
+        Some("CreatedOnce") => Some("refreshPolicy: CreatedOnce never re-syncs".into()),
+        Some("OnChange") => None,
+        _ => {
+            let interval = spec.get("refreshInterval").and_then(Value::as_str);
+            interval.filter(|i| is_zero_duration(i)).map(|i| {
+                format!("refreshPolicy Periodic with refreshInterval {i:?} ignores annotation changes (ESO >= 0.11); use refreshPolicy: OnChange")
+            })
+        }
+    }
+}
+
+/// Go duration strings that mean zero: "0", "0s", "0h0m0s".
+fn is_zero_duration(s: &str) -> bool {
+    let digits: Vec<char> = s.chars().filter(char::is_ascii_digit).collect();
+    !digits.is_empty()
+        && digits.iter().all(|c| *c == '0')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')
+}
+
+/// The account of an IAM ARN (`arn:aws:iam::123456789012:role/x`).
+pub fn account_of_arn(arn: &str) -> Option<String> {
+    let account = arn.split(':').nth(4)?;
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then(|| account.to_owned())
 }
 
 fn store_ref(v: Option<&Value>, namespace: &str) -> Option<StoreId> {
     let v = v?;
     let name = v.get("name")?.as_str()?;
-    let kind = match v.get("kind").and_then(Value::as_str) {
-        None | Some("SecretStore") => StoreKind::SecretStore,
-        Some("ClusterSecretStore") => StoreKind::ClusterSecretStore,
-        Some(_) => return None,
-    };
-    Some(StoreId::resolve(kind, namespace, name))
+    match v.get("kind").and_then(Value::as_str) {
+        None | Some("SecretStore") => Some(StoreId::namespaced(namespace, name)),
+        Some("ClusterSecretStore") => Some(StoreId::cluster(name)),
+        Some(_) => None,
+    }
 }
 
 fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
@@ -202,6 +412,23 @@ fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or_default()
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn non_empty(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
 }
 
 /// `(namespace, name)` from `metadata`.

@@ -1,0 +1,202 @@
+//! `ssm-resync explain EVENT_FILE`: which resources a change would force-sync, through which
+//! reference and why, plus the near misses (same name, other store, region, service, account
+//! or namespace) and the matches that ignore force-sync. Reads the cluster; patches nothing.
+
+use anyhow::Context as _;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::discovery::ApiResource;
+use serde_json::{Value, json};
+
+use crate::cluster::watch::WatchKind;
+use crate::cluster::{EsoVersion, eso_resource, kes_resource};
+use crate::event::{Change, Decoded};
+use crate::index::{Index, Lookup, Match, NearMiss, Reader, ReaderKind, Store, TargetKind};
+
+/// Decodes a file holding an SNS envelope (its `Message` is used; the signature is not
+/// checked here) or a bare event.
+pub fn changes_from(text: &str) -> anyhow::Result<Vec<Change>> {
+    let value: Value = serde_json::from_str(text).context("the file is not JSON")?;
+    let message = match (
+        value.get("Type"),
+        value.get("Message").and_then(Value::as_str),
+    ) {
+        (Some(_), Some(m)) => m.to_owned(),
+        _ => text.to_owned(),
+    };
+    match crate::event::decode(&message).map_err(|e| anyhow::anyhow!("malformed event: {e}"))? {
+        Decoded::Changes(c) => Ok(c),
+        Decoded::Ignored { kind, detail } => {
+            anyhow::bail!("this service ignores such messages ({kind}: {detail})")
+        }
+    }
+}
+
+/// Lists every object of a resource, page by page.
+async fn list_all(client: &kube::Client, ar: &ApiResource) -> anyhow::Result<Vec<Value>> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
+    let mut out = Vec::new();
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = api
+            .list(&params)
+            .await
+            .with_context(|| format!("listing {}", ar.plural))?;
+        out.extend(
+            page.items
+                .into_iter()
+                .map(|o| serde_json::to_value(o).unwrap_or(Value::Null)),
+        );
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Builds the index from one list of each watched kind.
+pub async fn index_from_cluster(
+    client: &kube::Client,
+    version: EsoVersion,
+    kes: bool,
+) -> anyhow::Result<Index> {
+    let mut index = Index::new();
+    for (kind, plural, cluster) in [
+        ("SecretStore", "secretstores", false),
+        ("ClusterSecretStore", "clustersecretstores", true),
+    ] {
+        let stores = list_all(client, &eso_resource(version, kind, plural)).await?;
+        index.replace_stores(
+            cluster,
+            stores
+                .iter()
+                .filter_map(|o| Store::from_object(o, cluster).ok())
+                .collect(),
+        );
+    }
+    let es = list_all(
+        client,
+        &eso_resource(
+            version,
+            WatchKind::ExternalSecret.as_str(),
+            "externalsecrets",
+        ),
+    )
+    .await?;
+    index.replace_readers(
+        ReaderKind::ExternalSecret,
+        es.iter()
+            .filter_map(|o| Reader::from_external_secret(o).ok())
+            .collect(),
+    );
+    if kes {
+        let objs = list_all(client, &kes_resource()).await?;
+        index.replace_readers(
+            ReaderKind::KesExternalSecret,
+            objs.iter()
+                .filter_map(|o| Reader::from_kes(o).ok())
+                .collect(),
+        );
+    }
+    Ok(index)
+}
+
+/// All changes' lookups merged, each target once.
+pub fn explain_all(index: &Index, changes: &[Change]) -> Lookup {
+    let mut all = Lookup::default();
+    for c in changes {
+        let l = index.explain(c);
+        for m in l.targets {
+            if !all.targets.iter().any(|t| t.target == m.target) {
+                all.targets.push(m);
+            }
+        }
+        all.unforceable.extend(l.unforceable);
+        all.near_misses.extend(l.near_misses);
+    }
+    all
+}
+
+fn target_json(m: &Match) -> Value {
+    json!({
+        "kind": m.target.kind.as_str(),
+        "api_version": m.target.kind.api_version(),
+        "namespace": (m.target.kind != TargetKind::ClusterExternalSecret).then_some(&m.target.namespace),
+        "name": m.target.name,
+        "reference": m.reference,
+        "reader": format!("{}/{}", m.reader.namespace, m.reader.name),
+        "reason": m.reason,
+    })
+}
+
+fn miss_json(n: &NearMiss) -> Value {
+    json!({
+        "kind": "ExternalSecret",
+        "api_version": match n.reader.kind { ReaderKind::ExternalSecret => "external-secrets.io", ReaderKind::KesExternalSecret => "kubernetes-client.io/v1" },
+        "namespace": n.reader.namespace,
+        "name": n.reader.name,
+        "reference": n.reference,
+        "reason": n.reason,
+    })
+}
+
+pub fn to_json(l: &Lookup) -> Value {
+    json!({
+        "targets": l.targets.iter().map(target_json).collect::<Vec<_>>(),
+        "near_misses": l.near_misses.iter().map(miss_json).collect::<Vec<_>>(),
+        "unforceable": l.unforceable.iter().map(target_json).collect::<Vec<_>>(),
+    })
+}
+
+pub fn to_table(changes: &[Change], l: &Lookup) -> String {
+    let mut out = String::new();
+    for c in changes {
+        out.push_str(&format!(
+            "change: {} {} in {} (account {}, {})\n",
+            c.service.as_str(),
+            c.name,
+            c.region,
+            c.account.as_deref().unwrap_or("unknown"),
+            c.operation.as_str()
+        ));
+    }
+    let section = |out: &mut String, title: &str, rows: Vec<[String; 3]>| {
+        out.push_str(&format!("\n{title} ({})\n", rows.len()));
+        if rows.is_empty() {
+            out.push_str("  none\n");
+        }
+        for [what, reference, why] in rows {
+            out.push_str(&format!("  {what:<48} {reference:<34} {why}\n"));
+        }
+    };
+    section(
+        &mut out,
+        "WOULD FORCE-SYNC",
+        l.targets
+            .iter()
+            .map(|m| [m.target.to_string(), m.reference.clone(), m.reason.clone()])
+            .collect(),
+    );
+    section(
+        &mut out,
+        "MATCH BUT IGNORE FORCE-SYNC",
+        l.unforceable
+            .iter()
+            .map(|m| [m.target.to_string(), m.reference.clone(), m.reason.clone()])
+            .collect(),
+    );
+    section(
+        &mut out,
+        "NEAR MISSES",
+        l.near_misses
+            .iter()
+            .map(|n| {
+                [
+                    format!("ExternalSecret {}/{}", n.reader.namespace, n.reader.name),
+                    n.reference.clone(),
+                    n.reason.clone(),
+                ]
+            })
+            .collect(),
+    );
+    out
+}

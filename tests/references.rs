@@ -1,0 +1,362 @@
+//! Every way a resource reads AWS, on the real API server: ClusterExternalSecret parents,
+//! kubernetes-external-secrets, `find.path` with a Create event, Secrets Manager, resources
+//! that ignore force-sync, Kubernetes Events, and `explain`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+fn signed(stack: &Stack, topic: &str, message: Value) -> String {
+    let env = ssm_resync::app::notification(
+        message.to_string(),
+        topic,
+        stack.cert_url(),
+        Some(&stack.signing_key()),
+    );
+    serde_json::to_string(&env).unwrap()
+}
+
+fn ssm_event(name: &str, op: &str) -> Value {
+    ssm_resync::app::parameter_store_change(name, op, "us-east-1", "123456789012")
+}
+
+async fn events_for(kube: &kube::Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(kube.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+async fn wait_for<T, F: AsyncFn() -> Option<T>>(what: &str, f: F) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_external_secret_child_match_patches_the_parent_once() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let topic = stack
+        .topic(&format!("ref-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let p = param("/ref/ces/db");
+    let css_name = format!("css-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let css = ssm_resync::cluster::eso_resource(
+        ssm_resync::cluster::EsoVersion::V1,
+        "ClusterSecretStore",
+        "clustersecretstores",
+    );
+    Api::<DynamicObject>::all_with(kube.clone(), &css)
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": css_name},
+            "spec": {"provider": {"aws": {"service": "ParameterStore", "region": "us-east-1"}}}
+        })).unwrap())
+        .await
+        .unwrap();
+    let ces_ar =
+        ssm_resync::cluster::cluster_external_secret_resource(ssm_resync::cluster::EsoVersion::V1);
+    let ces_name = format!("ces-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let spec = json!({"secretStoreRef": {"name": css_name, "kind": "ClusterSecretStore"}, "target": {"name": "db"},
+        "data": [{"secretKey": "pw", "remoteRef": {"key": p}}]});
+    let ces = Api::<DynamicObject>::all_with(kube.clone(), &ces_ar)
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret", "metadata": {"name": ces_name},
+            "spec": {"namespaceSelectors": [{"matchLabels": {"x": "y"}}], "externalSecretSpec": spec}
+        })).unwrap())
+        .await
+        .unwrap();
+    // The children ESO would create: same spec, owned by the parent.
+    let mut children = Vec::new();
+    for _ in 0..2 {
+        let ns = namespace(&kube, "ref-ces").await;
+        create(&kube, &es_resource(), &ns, json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": {"name": "db", "namespace": ns, "ownerReferences": [{"apiVersion": "external-secrets.io/v1",
+                "kind": "ClusterExternalSecret", "name": ces_name, "uid": ces.metadata.uid.clone().unwrap(), "controller": true}]},
+            "spec": spec
+        })).await;
+        children.push(ns);
+    }
+    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let (status, body) = svc
+        .post(&signed(&stack, &topic, ssm_event(&p, "Update")))
+        .await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    assert_eq!(body["targets"], 1, "{body}");
+    let parent = Api::<DynamicObject>::all_with(kube.clone(), &ces_ar)
+        .get(&ces_name)
+        .await
+        .unwrap();
+    let annotations = parent.metadata.annotations.unwrap_or_default();
+    assert!(
+        annotations.contains_key("external-secrets.io/force-sync"),
+        "{annotations:?}"
+    );
+    for ns in &children {
+        assert_eq!(
+            annotation(&kube, ns, "db", "force-sync").await,
+            None,
+            "children are left to the parent"
+        );
+    }
+    assert_eq!(
+        svc.metric(r#"ssm_resync_patches_total{result="applied"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_find_path_reader_is_synced_by_a_create_event_below_its_path() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let topic = stack
+        .topic(&format!("ref-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let tree = param("/ref/tree");
+    let ns = namespace(&kube, "ref-find").await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    create(&kube, &es_resource(), &ns, json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": "all", "namespace": ns},
+        "spec": {"secretStoreRef": {"name": "aws", "kind": "SecretStore"}, "dataFrom": [{"find": {"path": tree}}]}
+    })).await;
+    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let (status, body) = svc
+        .post(&signed(
+            &stack,
+            &topic,
+            ssm_event(&format!("{tree}/brand-new"), "Create"),
+        ))
+        .await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    assert!(annotation(&kube, &ns, "all", "force-sync").await.is_some());
+    let (status, body) = svc
+        .post(&signed(
+            &stack,
+            &topic,
+            ssm_event(&format!("{tree}-sibling/x"), "Create"),
+        ))
+        .await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("no_match")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_secrets_manager_cloudtrail_event_syncs_secrets_manager_readers() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let topic = stack
+        .topic(&format!("ref-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let secret = param("prod/api-key").trim_start_matches('/').to_owned();
+    let ns = namespace(&kube, "ref-sm").await;
+    create(&kube, &ss_resource(), &ns, json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "SecretStore", "metadata": {"name": "sm", "namespace": ns},
+        "spec": {"provider": {"aws": {"service": "SecretsManager", "region": "us-east-1"}}}
+    })).await;
+    external_secret(&kube, &ns, "api", "sm", &[&secret]).await;
+    // Same name read through Parameter Store: must not be touched by a Secrets Manager change.
+    secret_store(&kube, &ns, "ps", "us-east-1").await;
+    external_secret(&kube, &ns, "ssm-reader", "ps", &[&secret]).await;
+    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let event = json!({"version": "0", "source": "aws.secretsmanager", "detail-type": "AWS API Call via CloudTrail",
+        "account": "123456789012", "region": "us-east-1",
+        "detail": {"eventSource": "secretsmanager.amazonaws.com", "eventName": "PutSecretValue", "awsRegion": "us-east-1",
+            "requestParameters": {"secretId": format!("arn:aws:secretsmanager:us-east-1:123456789012:secret:{secret}-Ab1Cd2")}}});
+    let (status, body) = svc.post(&signed(&stack, &topic, event)).await;
+    assert_eq!(
+        (status, body["result"].as_str(), body["targets"].as_u64()),
+        (200, Some("applied"), Some(1)),
+        "{body}"
+    );
+    assert!(annotation(&kube, &ns, "api", "force-sync").await.is_some());
+    assert_eq!(
+        annotation(&kube, &ns, "ssm-reader", "force-sync").await,
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_kes_external_secret_is_made_to_poll_through_its_status() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let topic = stack
+        .topic(&format!("ref-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let p = param("/ref/kes/db");
+    let ns = namespace(&kube, "ref-kes").await;
+    let kes = ssm_resync::cluster::kes_resource();
+    let api: Api<DynamicObject> = Api::namespaced_with(kube.clone(), &ns, &kes);
+    let obj = api
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "kubernetes-client.io/v1", "kind": "ExternalSecret", "metadata": {"name": "legacy", "namespace": ns},
+            "spec": {"backendType": "systemManager", "region": "us-east-1", "data": [{"key": p, "name": "password"}]}
+        })).unwrap())
+        .await
+        .unwrap();
+    let generation = obj.metadata.generation.unwrap();
+    // As KES leaves it after a poll: in sync with the current generation.
+    api.patch_status("legacy", &PatchParams::default(), &Patch::Merge(json!({"status": {"observedGeneration": generation, "lastSync": "2026-01-01T00:00:00Z", "status": "SUCCESS"}})))
+        .await
+        .unwrap();
+    let svc = Service::start(&stack, &[&topic], &["--kes"]).await;
+    let (status, body) = svc
+        .post(&signed(&stack, &topic, ssm_event(&p, "Update")))
+        .await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    let after = api.get("legacy").await.unwrap();
+    let observed = after.data["status"]["observedGeneration"].as_i64().unwrap();
+    assert!(
+        observed < after.metadata.generation.unwrap(),
+        "KES polls at once only when observedGeneration < generation"
+    );
+    assert_eq!(
+        after.data["spec"], obj.data["spec"],
+        "the spec is never touched (GitOps)"
+    );
+    assert_eq!(after.metadata.annotations, obj.metadata.annotations);
+}
+
+#[tokio::test]
+async fn resources_that_ignore_force_sync_get_an_event_not_a_patch() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let topic = stack
+        .topic(&format!("ref-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let p = param("/ref/once");
+    let ns = namespace(&kube, "ref-once").await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    create(&kube, &es_resource(), &ns, json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": "once", "namespace": ns},
+        "spec": {"refreshPolicy": "CreatedOnce", "secretStoreRef": {"name": "aws", "kind": "SecretStore"},
+            "data": [{"secretKey": "k", "remoteRef": {"key": p}}]}
+    })).await;
+    external_secret(&kube, &ns, "normal", "aws", &[&p]).await;
+    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let msg = signed(&stack, &topic, ssm_event(&p, "Update"));
+    let message_id = serde_json::from_str::<Value>(&msg).unwrap()["MessageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = svc.post(&msg).await;
+    assert_eq!(
+        (
+            status,
+            body["result"].as_str(),
+            body["unforceable"].as_u64()
+        ),
+        (200, Some("applied"), Some(1)),
+        "{body}"
+    );
+    assert_eq!(annotation(&kube, &ns, "once", "force-sync").await, None);
+    assert!(
+        annotation(&kube, &ns, "normal", "force-sync")
+            .await
+            .is_some()
+    );
+    let warned = wait_for("a NotForceable event", async || {
+        events_for(&kube, &ns, "once")
+            .await
+            .into_iter()
+            .find(|(r, _)| r == "NotForceable")
+    })
+    .await;
+    assert!(
+        warned.1.contains("CreatedOnce") && warned.1.contains(&message_id),
+        "{warned:?}"
+    );
+    let synced = wait_for("a ForceSync event", async || {
+        events_for(&kube, &ns, "normal")
+            .await
+            .into_iter()
+            .find(|(r, _)| r == "ForceSync")
+    })
+    .await;
+    assert!(
+        synced.1.contains(&p) && synced.1.contains(&message_id),
+        "{synced:?}"
+    );
+    assert_eq!(svc.metric("ssm_resync_unforceable_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn explain_prints_targets_and_near_misses_as_json() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let p = param("/ref/explain");
+    let ns = namespace(&kube, "ref-explain").await;
+    secret_store(&kube, &ns, "east", "us-east-1").await;
+    secret_store(&kube, &ns, "west", "us-west-2").await;
+    external_secret(&kube, &ns, "hit", "east", &[&p]).await;
+    external_secret(&kube, &ns, "miss", "west", &[&p]).await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), ssm_event(&p, "Update").to_string()).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["explain", "--output", "json"])
+        .arg(file.path())
+        .env("KUBECONFIG", stack.get("KUBECONFIG"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["targets"].as_array().unwrap().len(), 1, "{v:#}");
+    let t = &v["targets"][0];
+    assert_eq!(
+        (
+            t["kind"].as_str(),
+            t["namespace"].as_str(),
+            t["name"].as_str()
+        ),
+        (Some("ExternalSecret"), Some(ns.as_str()), Some("hit"))
+    );
+    assert_eq!(t["reference"], "spec.data[0].remoteRef.key");
+    let misses = v["near_misses"].as_array().unwrap();
+    assert!(
+        misses
+            .iter()
+            .any(|m| m["name"] == "miss" && m["reason"].as_str().unwrap().contains("us-west-2")),
+        "{v:#}"
+    );
+    assert!(
+        annotation(&kube, &ns, "hit", "force-sync").await.is_none(),
+        "explain patches nothing"
+    );
+}
