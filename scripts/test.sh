@@ -10,6 +10,8 @@ cd "$REPO"
 
 scripts/install-deps.sh
 scripts/build-kube-apiserver.sh >/dev/null
+# The KES model (tests/kes) runs on Node.js with kubernetes-client from the npm registry.
+(cd tests/kes && npm ci --ignore-scripts --no-audit --no-fund --silent)
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 

@@ -48,6 +48,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.annotation.is_empty() {
         anyhow::bail!("--annotation must not be empty");
     }
+    if args.watch_stall_timeout < Duration::from_secs(2) {
+        anyhow::bail!(
+            "--watch-stall-timeout must be at least 2s (the server ends each watch after half of it)"
+        );
+    }
     if args.check_config {
         println!(
             "config ok: topics {:?}, {} pinned certificate(s), annotation {:?}, ESO {}",
@@ -63,6 +68,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("loading Kubernetes configuration (in-cluster or KUBECONFIG)")?;
     let watch_client = kube::Client::try_from(kube_config.clone())?;
+    let watch_client_for_lease = watch_client.clone();
     // Patches answer an SNS request: they must fail fast rather than wait out long timeouts.
     let mut patch_config = kube_config;
     patch_config.connect_timeout = Some(Duration::from_secs(3));
@@ -85,6 +91,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     watch::spawn_all(
         watch_client,
         args.eso_version,
+        watch::WatchConfig {
+            stall_timeout: args.watch_stall_timeout,
+        },
         index.clone(),
         &watches,
         metrics.clone(),
@@ -118,6 +127,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         clock: time::OffsetDateTime::now_utc,
     });
 
+    if !args.sweep_interval.is_zero() {
+        let leader = leader_channel(&args, watch_client_for_lease.clone());
+        tokio::spawn(crate::cluster::sweep::run(
+            crate::cluster::sweep::SweepConfig {
+                interval: args.sweep_interval,
+                default_region: std::env::var("AWS_REGION")
+                    .ok()
+                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok()),
+            },
+            state.index.clone(),
+            state.watches.clone(),
+            state.trigger.clone(),
+            state.metrics.clone(),
+            leader,
+        ));
+    }
+
     let public = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding --listen {}", args.listen))?;
@@ -139,6 +165,56 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::try_join!(async { public_srv.await }, async { admin_srv.await })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Whether this replica may sweep: always without a lease; with one, while it holds it.
+fn leader_channel(args: &ServeArgs, client: kube::Client) -> tokio::sync::watch::Receiver<bool> {
+    if args.sweep_lease.is_empty() {
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        std::mem::forget(tx); // never closes: leadership is permanent
+        return rx;
+    }
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let name = args.sweep_lease.clone();
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .map(|h| format!("{h}-{}", std::process::id()))
+        .unwrap_or_else(|_| format!("ssm-resync-{}", std::process::id()));
+    let duration = args.lease_duration.as_secs().max(2);
+    tokio::spawn(async move {
+        loop {
+            let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &name)
+                .with_namespace(&namespace)
+                .with_identity(&identity)
+                .with_duration(duration)
+                .with_grace((duration / 3).max(1))
+                .build()
+                .await;
+            match manager {
+                Ok(m) => {
+                    let (mut state, _task) = m.watch().await;
+                    loop {
+                        let leading = *state.borrow_and_update();
+                        tracing::info!(lease = %name, namespace = %namespace, identity = %identity, leading, "sweep lease");
+                        if tx.send(leading).is_err() || state.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = tx.send(false);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, lease = %name, "cannot use the sweep lease; retrying")
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    rx
 }
 
 async fn shutdown_signal() {

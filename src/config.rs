@@ -179,6 +179,34 @@ pub struct ServeArgs {
     #[arg(long, env = "SSM_RESYNC_EVENT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub event_interval: Duration,
 
+    /// A watch silent (no event, bookmark or clean end) for longer than this is restarted
+    /// with a fresh list; readiness fails until that list is in the index.
+    #[arg(long, env = "SSM_RESYNC_WATCH_STALL_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub watch_stall_timeout: Duration,
+
+    /// Catch-up sweep period: compare referenced parameters' LastModifiedDate (SSM
+    /// DescribeParameters, metadata only) with each reader's last sync and force-sync the
+    /// stale ones; also runs at start-up. 0 disables.
+    #[arg(long, env = "SSM_RESYNC_SWEEP_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Lease (coordination.k8s.io) that elects the one replica that sweeps. Empty: sweep
+    /// without a lease (a single replica).
+    #[arg(
+        long,
+        env = "SSM_RESYNC_SWEEP_LEASE",
+        default_value = "ssm-resync-sweep"
+    )]
+    pub sweep_lease: String,
+
+    /// Namespace of the sweep Lease (default: $POD_NAMESPACE, else "default").
+    #[arg(long, env = "SSM_RESYNC_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Lease duration: how long a dead leader keeps the sweep before another replica takes it.
+    #[arg(long, env = "SSM_RESYNC_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
     /// Do everything but the patch; log what would be patched.
     #[arg(long, env = "SSM_RESYNC_DRY_RUN")]
     pub dry_run: bool,

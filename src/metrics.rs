@@ -54,9 +54,15 @@ pub struct Metrics {
     pub index_references: Gauge,
     pub watch_events: Family<Kind, Counter>,
     pub watch_restarts: Family<Kind, Counter>,
+    pub watch_errors: Family<Kind, Counter>,
+    pub watch_stalls: Family<Kind, Counter>,
     pub watch_last_event_age: Family<Kind, Gauge<f64, AtomicU64>>,
     pub watch_synced: Family<Kind, Gauge>,
     pub kube_events: Family<Result_, Counter>,
+    pub sweep_runs: Family<Result_, Counter>,
+    pub sweep_api_calls: Family<Result_, Counter>,
+    pub sweep_stale: Counter,
+    pub sweep_leader: Gauge,
     pub unforceable: Counter,
     registry: Registry,
 }
@@ -92,9 +98,15 @@ impl Metrics {
             index_references: Gauge::default(),
             watch_events: Family::default(),
             watch_restarts: Family::default(),
+            watch_errors: Family::default(),
+            watch_stalls: Family::default(),
             watch_last_event_age: Family::default(),
             watch_synced: Family::default(),
             kube_events: Family::default(),
+            sweep_runs: Family::default(),
+            sweep_api_calls: Family::default(),
+            sweep_stale: Counter::default(),
+            sweep_leader: Gauge::default(),
             unforceable: Counter::default(),
             registry: Registry::default(),
         };
@@ -161,8 +173,18 @@ impl Metrics {
         );
         registry.register(
             "watch_restarts",
-            "Watch (re)starts and errors by kind",
+            "Lists (the first and every re-list after a stall or an expired version), by kind",
             m.watch_restarts.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Watch sessions ended by an error (re-watched with backoff), by kind",
+            m.watch_errors.clone(),
+        );
+        registry.register(
+            "watch_stalls",
+            "Watches silent beyond --watch-stall-timeout, restarted with a fresh list, by kind",
+            m.watch_stalls.clone(),
         );
         registry.register(
             "watch_last_event_age_seconds",
@@ -178,6 +200,26 @@ impl Metrics {
             "kube_events",
             "Kubernetes Events by result (published, suppressed by the per-resource interval, failed)",
             m.kube_events.clone(),
+        );
+        registry.register(
+            "sweep_runs",
+            "Catch-up sweeps by result",
+            m.sweep_runs.clone(),
+        );
+        registry.register(
+            "sweep_api_calls",
+            "SSM DescribeParameters calls made by the catch-up sweep, by result",
+            m.sweep_api_calls.clone(),
+        );
+        registry.register(
+            "sweep_stale",
+            "Readers found behind their parameters by the sweep (force-synced)",
+            m.sweep_stale.clone(),
+        );
+        registry.register(
+            "sweep_leader",
+            "1 while this replica holds the sweep Lease (or sweeps without one)",
+            m.sweep_leader.clone(),
         );
         registry.register(
             "unforceable",

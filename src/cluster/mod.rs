@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod patch;
+pub mod sweep;
 pub mod watch;
 
 use kube::discovery::ApiResource;

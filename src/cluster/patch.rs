@@ -126,6 +126,7 @@ struct Inner {
     /// also when the next one may be sent.
     covered: moka::sync::Cache<Target, (OffsetDateTime, Instant)>,
     last_value: Mutex<i128>,
+    last_negative: Mutex<i64>,
     metrics: Arc<Metrics>,
 }
 
@@ -148,6 +149,7 @@ impl Trigger {
                     .time_to_live(Duration::from_secs(3600))
                     .build(),
                 last_value: Mutex::new(0),
+                last_negative: Mutex::new(0),
                 metrics,
             }),
         }
@@ -319,16 +321,28 @@ impl Inner {
                 .map(drop)
             }
             TargetKind::KesExternalSecret => {
-                // KES ignores annotations: its poller polls at once only when
-                // status.observedGeneration < metadata.generation (docs/kes.md).
+                // KES ignores annotations: a MODIFIED event re-creates its poller, which polls at
+                // once only when status.observedGeneration < metadata.generation (docs/kes.md).
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(c, &target.namespace, &r.kes_external_secret);
-                let body = serde_json::json!({"status": {"observedGeneration": 0}});
+                // A value never sent before: an unchanged value is a no-op write that emits no
+                // watch event, so a trigger landing mid-poll would be lost.
+                let body =
+                    serde_json::json!({"status": {"observedGeneration": self.next_negative()}});
                 api.patch_status(&target.name, &params, &Patch::Merge(body))
                     .await
                     .map(drop)
             }
         }
+    }
+
+    /// A negative number never used before by this process (minus Unix milliseconds,
+    /// strictly decreasing): below any `metadata.generation`, and different every time.
+    fn next_negative(&self) -> i64 {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let mut last = self.last_negative.lock();
+        *last = (*last - 1).min(-(now as i64));
+        *last
     }
 
     /// A value never used before by this process (RFC 3339, nanoseconds, strictly

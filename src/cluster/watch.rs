@@ -6,12 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt as _;
-use kube::api::{Api, DynamicObject};
-use kube::runtime::WatchStreamExt as _;
-use kube::runtime::watcher::{self, Event};
+use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use super::{EsoVersion, eso_resource, kes_resource};
 use crate::index::{Index, Reader, ReaderKind, Store};
@@ -74,6 +73,9 @@ impl WatchState {
     pub fn synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
     }
+    fn touch(&self) {
+        *self.last_event.lock() = Instant::now();
+    }
     pub fn last_event(&self) -> Instant {
         *self.last_event.lock()
     }
@@ -132,9 +134,27 @@ impl Watches {
 }
 
 /// Starts one watch task per kind. They run until the runtime stops.
+/// How long a watch may stay silent before it is declared stalled and restarted with a fresh
+/// list. The server is asked to end each watch after half of it, so a live connection always
+/// shows a sign of life (an event, a bookmark or a clean end) well within the limit.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchConfig {
+    pub stall_timeout: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            stall_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Starts one watch task per kind. They run until the runtime stops.
 pub fn spawn_all(
     client: kube::Client,
     version: EsoVersion,
+    config: WatchConfig,
     index: Arc<RwLock<Index>>,
     watches: &Watches,
     metrics: Arc<Metrics>,
@@ -142,12 +162,34 @@ pub fn spawn_all(
     for state in &watches.states {
         let ar = state.kind.resource(version);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        tokio::spawn(run(api, state.clone(), index.clone(), metrics.clone()));
+        tokio::spawn(run(
+            api,
+            config,
+            state.clone(),
+            index.clone(),
+            metrics.clone(),
+        ));
     }
 }
 
+/// Why a watch session ended.
+enum End {
+    /// The server closed it cleanly (its timeout): watch again from the last version.
+    Closed,
+    /// The version is too old (410) or unknown: list again.
+    Relist,
+    /// No sign of life within the stall timeout: list again on a fresh connection.
+    Stalled,
+    /// A transport or server error: back off, then watch again from the last version.
+    Error(String),
+}
+
+/// List, then watch from the list's version, forever. Every sign of life (event, bookmark,
+/// clean end of a watch) is recorded; silence beyond the stall timeout restarts the kind
+/// with a fresh list and takes readiness away until that list is in the index.
 async fn run(
     api: Api<DynamicObject>,
+    config: WatchConfig,
     state: Arc<WatchState>,
     index: Arc<RwLock<Index>>,
     metrics: Arc<Metrics>,
@@ -156,43 +198,170 @@ async fn run(
     let label = Kind {
         kind: kind.as_str(),
     };
-    let mut listed: Vec<Value> = Vec::new();
-    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        *state.last_event.lock() = Instant::now();
-        match event {
-            Ok(Event::Init) => {
-                listed.clear();
-                metrics.watch_restarts.get_or_create(&label).inc();
-                tracing::info!(kind = kind.as_str(), "watch listing");
-            }
-            Ok(Event::InitApply(obj)) => {
-                metrics.watch_events.get_or_create(&label).inc();
-                listed.push(to_value(obj));
-            }
-            Ok(Event::InitDone) => {
-                let n = listed.len();
-                replace(kind, std::mem::take(&mut listed), &mut index.write());
+    let mut failures: u32 = 0;
+    let server_timeout = (config.stall_timeout.as_secs() / 2).clamp(1, 290) as u32;
+    'list: loop {
+        metrics.watch_restarts.get_or_create(&label).inc();
+        let mut version = match list(&api, kind, &index, &metrics).await {
+            Ok(v) => {
+                failures = 0;
+                state.touch();
                 state.synced.store(true, Ordering::Release);
-                export_index(&index.read(), &metrics);
-                tracing::info!(kind = kind.as_str(), objects = n, "watch in sync");
-            }
-            Ok(Event::Apply(obj)) => {
-                metrics.watch_events.get_or_create(&label).inc();
-                apply(kind, &to_value(obj), &mut index.write());
-                export_index(&index.read(), &metrics);
-            }
-            Ok(Event::Delete(obj)) => {
-                metrics.watch_events.get_or_create(&label).inc();
-                delete(kind, &to_value(obj), &mut index.write());
-                export_index(&index.read(), &metrics);
+                v
             }
             Err(e) => {
-                metrics.watch_restarts.get_or_create(&label).inc();
-                tracing::warn!(kind = kind.as_str(), error = %e, "watch error; retrying with backoff");
+                tracing::warn!(kind = kind.as_str(), error = %e, "list failed; retrying with backoff");
+                backoff(&mut failures).await;
+                continue 'list;
+            }
+        };
+        loop {
+            let end = watch_once(
+                &api,
+                kind,
+                &mut version,
+                server_timeout,
+                config.stall_timeout,
+                &state,
+                &index,
+                &metrics,
+            )
+            .await;
+            match end {
+                End::Closed => failures = 0,
+                End::Relist => {
+                    tracing::info!(
+                        kind = kind.as_str(),
+                        "resource version expired; listing again"
+                    );
+                    continue 'list;
+                }
+                End::Stalled => {
+                    state.synced.store(false, Ordering::Release);
+                    metrics.watch_stalls.get_or_create(&label).inc();
+                    tracing::error!(kind = kind.as_str(), stall_timeout = ?config.stall_timeout, "watch stalled: no event, bookmark or close; restarting with a fresh list");
+                    continue 'list;
+                }
+                End::Error(e) => {
+                    metrics.watch_errors.get_or_create(&label).inc();
+                    tracing::warn!(kind = kind.as_str(), error = %e, "watch error; watching again with backoff");
+                    backoff(&mut failures).await;
+                }
             }
         }
+    }
+}
+
+/// Exponential backoff with jitter, 200 ms doubling up to 30 s.
+async fn backoff(failures: &mut u32) {
+    let base = 200u64.saturating_mul(1 << (*failures).min(8)).min(30_000);
+    let jitter = rand_jitter(base / 4);
+    *failures += 1;
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+}
+
+fn rand_jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    u64::from(nanos) % max
+}
+
+/// Lists every object (paginated), makes the index equal to the list, and returns the list's
+/// resource version.
+async fn list(
+    api: &Api<DynamicObject>,
+    kind: WatchKind,
+    index: &RwLock<Index>,
+    metrics: &Metrics,
+) -> Result<String, kube::Error> {
+    let mut objects = Vec::new();
+    let mut params = ListParams::default().limit(500);
+    let version = loop {
+        let page = api.list(&params).await?;
+        objects.extend(page.items.into_iter().map(to_value));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => break page.metadata.resource_version.unwrap_or_default(),
+        }
+    };
+    let n = objects.len();
+    metrics
+        .watch_events
+        .get_or_create(&Kind {
+            kind: kind.as_str(),
+        })
+        .inc_by(n as u64);
+    replace(kind, objects, &mut index.write());
+    export_index(&index.read(), metrics);
+    tracing::info!(kind = kind.as_str(), objects = n, version = %version, "listed; in sync");
+    Ok(version)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn watch_once(
+    api: &Api<DynamicObject>,
+    kind: WatchKind,
+    version: &mut String,
+    server_timeout: u32,
+    stall_timeout: Duration,
+    state: &WatchState,
+    index: &RwLock<Index>,
+    metrics: &Metrics,
+) -> End {
+    let label = Kind {
+        kind: kind.as_str(),
+    };
+    let params = WatchParams::default().timeout(server_timeout);
+    // Opening the watch counts against the stall timeout too: a frozen connection can hang
+    // before the first byte as well as after.
+    let stream = match tokio::time::timeout(stall_timeout, api.watch(&params, version)).await {
+        Err(_) => return End::Stalled,
+        Ok(Err(e)) => return End::Error(e.to_string()),
+        Ok(Ok(s)) => s,
+    };
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        let next = match tokio::time::timeout(stall_timeout, stream.next()).await {
+            Err(_) => return End::Stalled,
+            Ok(None) => {
+                state.touch();
+                return End::Closed;
+            }
+            Ok(Some(n)) => n,
+        };
+        state.touch();
+        let event = match next {
+            Ok(e) => e,
+            Err(e) => return End::Error(e.to_string()),
+        };
+        let (obj, deleted) = match event {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) => (o, false),
+            WatchEvent::Deleted(o) => (o, true),
+            WatchEvent::Bookmark(b) => {
+                *version = b.metadata.resource_version;
+                continue;
+            }
+            WatchEvent::Error(status) if status.code == 410 => return End::Relist,
+            WatchEvent::Error(status) => {
+                return End::Error(format!("{} {}", status.code, status.message));
+            }
+        };
+        if let Some(v) = &obj.metadata.resource_version {
+            version.clone_from(v);
+        }
+        metrics.watch_events.get_or_create(&label).inc();
+        let value = to_value(obj);
+        if deleted {
+            delete(kind, &value, &mut index.write());
+        } else {
+            apply(kind, &value, &mut index.write());
+        }
+        export_index(&index.read(), metrics);
     }
 }
 

@@ -615,6 +615,77 @@ impl Index {
     }
 }
 
+/// A parameter a resource reads by name, for the catch-up sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepItem {
+    /// `None` when the store leaves the region to the environment.
+    pub region: Option<String>,
+    /// The SSM name as the resource reads it (store prefix applied, version removed).
+    pub name: String,
+    pub target: Target,
+    pub synced_at: Option<time::OffsetDateTime>,
+}
+
+impl Index {
+    /// Every (parameter, resource) pair read by name from Parameter Store, for resources that
+    /// a force-sync can refresh. Each CES child yields its parent.
+    pub fn sweep_items(&self) -> Vec<SweepItem> {
+        let mut out = Vec::new();
+        for (key, reader) in &self.readers {
+            if reader.unforceable.is_some() {
+                continue;
+            }
+            let target = match (&reader.parent, reader.kind) {
+                (Some(p), _) => Target {
+                    kind: TargetKind::ClusterExternalSecret,
+                    namespace: String::new(),
+                    name: p.name.clone(),
+                },
+                (None, ReaderKind::KesExternalSecret) => Target {
+                    kind: TargetKind::KesExternalSecret,
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                },
+                (None, ReaderKind::ExternalSecret) => Target {
+                    kind: TargetKind::ExternalSecret,
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                },
+            };
+            for r in &reader.references {
+                let Selector::Key(k) = &r.selector else {
+                    continue;
+                };
+                let aws = match &r.binding {
+                    Binding::Inline(aws) => Some(aws),
+                    Binding::Store(id) => self.stores.get(id).and_then(|s| s.aws.as_ref()),
+                };
+                let Some(aws) = aws.filter(|a| a.service == AwsService::ParameterStore) else {
+                    continue;
+                };
+                let Some((name, arn)) = effective_name(&aws.prefix, k) else {
+                    continue;
+                };
+                // SSM names with a hierarchy are fully qualified: they start with `/`.
+                let name =
+                    if name.contains('/') || k.starts_with('/') || aws.prefix.starts_with('/') {
+                        format!("/{name}")
+                    } else {
+                        name
+                    };
+                let region = arn.map(|a| a.region).or_else(|| aws.region.clone());
+                out.push(SweepItem {
+                    region,
+                    name,
+                    target: target.clone(),
+                    synced_at: reader.synced_at,
+                });
+            }
+        }
+        out
+    }
+}
+
 fn condition_allows(c: &Condition, namespace: &str) -> bool {
     c.has_selector
         || c.namespaces.iter().any(|n| n == namespace)

@@ -216,6 +216,13 @@ pub struct Reader {
     pub references: Vec<Reference>,
     /// Why a force-sync cannot work on this resource, if it cannot.
     pub unforceable: Option<String>,
+    /// When the operator last synced it (`status.refreshTime` for ESO, `status.lastSync` for
+    /// KES): the catch-up sweep compares it with the parameters' LastModifiedDate.
+    pub synced_at: Option<time::OffsetDateTime>,
+}
+
+fn timestamp(v: Option<&Value>) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(v?.as_str()?, &time::format_description::well_known::Rfc3339).ok()
 }
 
 impl Reader {
@@ -297,6 +304,7 @@ impl Reader {
             parent,
             references,
             unforceable: unforceable(spec),
+            synced_at: timestamp(obj.pointer("/status/refreshTime")),
         })
     }
 
@@ -362,6 +370,7 @@ impl Reader {
             parent: None,
             references,
             unforceable: None,
+            synced_at: timestamp(obj.pointer("/status/lastSync")),
         })
     }
 }

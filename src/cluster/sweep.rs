@@ -1,0 +1,232 @@
+//! The catch-up sweep: EventBridge delivery is best effort and SNS gives up after an hour,
+//! so at start-up and every `--sweep-interval` the parameters the index references by name
+//! are compared with what their readers last synced: `DescribeParameters` (metadata only,
+//! never values; least privilege is `ssm:DescribeParameters`) gives each one's
+//! LastModifiedDate, the reader's status gives its last sync (`status.refreshTime` for ESO,
+//! `status.lastSync` for KES), and stale readers are force-synced.
+//!
+//! With several replicas only the holder of a `coordination.k8s.io` Lease sweeps.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_ssm::types::ParameterStringFilter;
+use parking_lot::RwLock;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use super::patch::Trigger;
+use super::watch::Watches;
+use crate::index::{Index, SweepItem, Target};
+use crate::metrics::{Metrics, Result_};
+
+/// DescribeParameters accepts at most 50 values per filter.
+pub const BATCH: usize = 50;
+
+#[derive(Debug, Clone)]
+pub struct SweepConfig {
+    pub interval: Duration,
+    /// The region for stores that leave it to the environment.
+    pub default_region: Option<String>,
+}
+
+/// SSM clients per region, for DescribeParameters only.
+pub struct Ssm {
+    clients: tokio::sync::Mutex<HashMap<String, aws_sdk_ssm::Client>>,
+}
+
+impl Ssm {
+    pub fn new() -> Self {
+        Self {
+            clients: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn client(&self, region: &str) -> aws_sdk_ssm::Client {
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(region) {
+            return c.clone();
+        }
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()))
+            // Throttling (40 TPS by default for SSM) is retried with backoff by the SDK.
+            .retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(5))
+            .load()
+            .await;
+        let c = aws_sdk_ssm::Client::new(&config);
+        clients.insert(region.to_owned(), c.clone());
+        c
+    }
+
+    /// LastModifiedDate of each named parameter that exists, in batches of 50.
+    async fn last_modified(
+        &self,
+        region: &str,
+        names: &[String],
+        metrics: &Metrics,
+    ) -> Result<HashMap<String, OffsetDateTime>, String> {
+        let client = self.client(region).await;
+        let mut out = HashMap::new();
+        for batch in names.chunks(BATCH) {
+            let filter = ParameterStringFilter::builder()
+                .key("Name")
+                .option("Equals")
+                .set_values(Some(batch.to_vec()))
+                .build()
+                .map_err(|e| e.to_string())?;
+            let mut token: Option<String> = None;
+            loop {
+                let result = client
+                    .describe_parameters()
+                    .parameter_filters(filter.clone())
+                    .max_results(50)
+                    .set_next_token(token.clone())
+                    .send()
+                    .await;
+                let page = match result {
+                    Ok(p) => {
+                        metrics
+                            .sweep_api_calls
+                            .get_or_create(&Result_ { result: "ok" })
+                            .inc();
+                        p
+                    }
+                    Err(e) => {
+                        metrics
+                            .sweep_api_calls
+                            .get_or_create(&Result_ { result: "error" })
+                            .inc();
+                        return Err(aws_sdk_ssm::error::DisplayErrorContext(e).to_string());
+                    }
+                };
+                for p in page.parameters() {
+                    if let (Some(name), Some(modified)) = (p.name(), p.last_modified_date()) {
+                        let t = OffsetDateTime::from_unix_timestamp_nanos(modified.as_nanos())
+                        .map_err(|e| e.to_string())?;
+                        out.insert(name.to_owned(), t);
+                    }
+                }
+                token = page.next_token().map(String::from);
+                if token.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Default for Ssm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs sweeps forever: the first once every watch is in sync, then every interval, only
+/// while `leader` says this replica holds the Lease (always, without one).
+pub async fn run(
+    config: SweepConfig,
+    index: Arc<RwLock<Index>>,
+    watches: Arc<Watches>,
+    trigger: Trigger,
+    metrics: Arc<Metrics>,
+    mut leader: watch::Receiver<bool>,
+) {
+    let ssm = Ssm::new();
+    // What each target was already forced for, so a reader the operator has not re-synced
+    // yet (or that nothing runs for) is not patched again every interval.
+    let mut forced: HashMap<Target, OffsetDateTime> = HashMap::new();
+    while !watches.ready() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        if *leader.borrow_and_update() {
+            metrics.sweep_leader.set(1);
+            let result = sweep_once(&config, &index, &trigger, &ssm, &metrics, &mut forced).await;
+            let label = if result.is_ok() { "ok" } else { "error" };
+            metrics
+                .sweep_runs
+                .get_or_create(&Result_ { result: label })
+                .inc();
+            match result {
+                Ok(n) => tracing::info!(stale = n, "catch-up sweep done"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "catch-up sweep failed; next at the next interval")
+                }
+            }
+        } else {
+            metrics.sweep_leader.set(0);
+        }
+        // Sleep one interval, or until leadership changes (a new leader sweeps at once).
+        tokio::select! {
+            _ = tokio::time::sleep(config.interval) => {}
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    tracing::warn!("lease manager stopped; sweeping without a lease is refused");
+                    metrics.sweep_leader.set(0);
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
+
+/// One sweep; returns how many readers were stale.
+async fn sweep_once(
+    config: &SweepConfig,
+    index: &RwLock<Index>,
+    trigger: &Trigger,
+    ssm: &Ssm,
+    metrics: &Metrics,
+    forced: &mut HashMap<Target, OffsetDateTime>,
+) -> Result<usize, String> {
+    let items = index.read().sweep_items();
+    let mut by_region: BTreeMap<String, Vec<SweepItem>> = BTreeMap::new();
+    for item in items {
+        let Some(region) = item
+            .region
+            .clone()
+            .or_else(|| config.default_region.clone())
+        else {
+            continue;
+        };
+        by_region.entry(region).or_default().push(item);
+    }
+    let mut stale: HashMap<Target, OffsetDateTime> = HashMap::new();
+    for (region, items) in by_region {
+        let names: Vec<String> = items
+            .iter()
+            .map(|i| i.name.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let modified = ssm.last_modified(&region, &names, metrics).await?;
+        for item in items {
+            let Some(m) = modified.get(&item.name) else {
+                continue;
+            };
+            let behind = item.synced_at.is_none_or(|s| s < *m);
+            let already = forced.get(&item.target).is_some_and(|f| f >= m);
+            if behind && !already {
+                let e = stale.entry(item.target).or_insert(*m);
+                *e = (*e).max(*m);
+            }
+        }
+    }
+    let n = stale.len();
+    metrics.sweep_stale.inc_by(n as u64);
+    let targets: Vec<Target> = stale.keys().cloned().collect();
+    for t in &targets {
+        tracing::info!(target = %t, last_modified = %stale[t], "stale: parameter changed after the last sync; force-syncing");
+    }
+    // A patch started after the parameter's LastModifiedDate covers it.
+    let newest = stale.values().max().copied();
+    let outcomes = trigger.force_sync(&targets, newest).await;
+    for (t, o) in targets.iter().zip(outcomes) {
+        if o.is_ok() {
+            forced.insert(t.clone(), stale[t]);
+        }
+    }
+    Ok(n)
+}
