@@ -1,5 +1,5 @@
 # The two commands: `make run` (the demo on the local stack) and `make test` (everything).
-.PHONY: run test stack-up stack-down stack-status build
+.PHONY: run test stack-up stack-down stack-status build image
 
 run:
 	scripts/demo.sh
@@ -20,3 +20,13 @@ stack-status:
 
 build:
 	cargo build --locked --release --bin ssm-resync
+
+# Needs a Docker engine (multi-stage build, distroless runtime, non-root).
+image:
+	docker build -t ssm-resync:dev .
+
+# Fuzz each target for FUZZ_SECONDS (cargo-fuzz on the stable toolchain via RUSTC_BOOTSTRAP).
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -14,6 +14,9 @@ scripts/build-kube-apiserver.sh >/dev/null
 (cd tests/kes && npm ci --ignore-scripts --no-audit --no-fund --silent)
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+# Deploy artefacts: kustomize renders, Terraform/manifest assertions, checkov, promtool (it
+# also installs Debian's prometheus, which tests/deploy.rs runs).
+scripts/check-deploy.sh
 
 export STACK_DIR=$REPO/target/test-stack
 export STACK_ETCD_PORT=${TEST_STACK_ETCD_PORT:-24790} STACK_API_PORT=${TEST_STACK_API_PORT:-17443} STACK_MOTO_PORT=${TEST_STACK_MOTO_PORT:-16000}

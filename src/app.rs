@@ -121,7 +121,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         max_body_bytes: args.max_body_bytes,
         deadline: args.request_deadline,
-        applied: AppState::applied_cache(),
+        applied: crate::dedupe::Dedupe::new(Duration::from_secs(2 * 3600), 1_000_000),
         ignored_logged: Mutex::new(Default::default()),
         accepting: AtomicBool::new(true),
         clock: time::OffsetDateTime::now_utc,

@@ -45,23 +45,13 @@ pub struct AppState {
     pub max_body_bytes: usize,
     pub deadline: Duration,
     /// MessageIds already applied, so SNS redeliveries patch nothing twice.
-    pub applied: moka::sync::Cache<String, ()>,
+    pub applied: crate::dedupe::Dedupe,
     /// Unhandled event types already logged (the log line appears once per type).
     pub ignored_logged: Mutex<HashSet<String>>,
     /// Flips to false on shutdown so /readyz fails before the listener closes.
     pub accepting: std::sync::atomic::AtomicBool,
     /// Clock for certificate validity; tests may fix it.
     pub clock: fn() -> OffsetDateTime,
-}
-
-impl AppState {
-    pub fn applied_cache() -> moka::sync::Cache<String, ()> {
-        // Longer than SNS's retry window (1 h), bounded in memory.
-        moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(Duration::from_secs(2 * 3600))
-            .build()
-    }
 }
 
 pub fn public_router(state: Arc<AppState>) -> Router {
@@ -221,7 +211,7 @@ async fn confirm(s: &AppState, env: &Envelope) -> Answer {
 
 async fn notification(s: &AppState, env: &Envelope) -> Answer {
     const T: &str = "Notification";
-    if s.applied.contains_key(&env.message_id) {
+    if s.applied.contains(&env.message_id) {
         s.metrics.notification(T, "duplicate");
         return Answer {
             status: StatusCode::OK,
@@ -284,7 +274,7 @@ async fn notification(s: &AppState, env: &Envelope) -> Answer {
     s.metrics.targets_matched.inc_by(targets.len() as u64);
     if targets.is_empty() {
         tracing::info!(message_id = %env.message_id, parameters = ?changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), unforceable, "no resource to force-sync for the changed parameter");
-        s.applied.insert(env.message_id.clone(), ());
+        s.applied.insert(&env.message_id);
         s.metrics.notification(T, "no_match");
         return Answer {
             status: StatusCode::OK,
@@ -322,7 +312,7 @@ async fn notification(s: &AppState, env: &Envelope) -> Answer {
     if !failed.is_empty() {
         return unavailable(s, "patch_failed", failed.join("; "));
     }
-    s.applied.insert(env.message_id.clone(), ());
+    s.applied.insert(&env.message_id);
     for ((m, parameter), outcome) in matched.iter().zip(&outcomes) {
         if *outcome == Outcome::Applied {
             s.events.force_sync(m, parameter, &env.message_id);

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cluster;
 pub mod config;
+pub mod dedupe;
 pub mod event;
 pub mod explain;
 pub mod http;

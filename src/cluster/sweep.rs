@@ -103,7 +103,7 @@ impl Ssm {
                 for p in page.parameters() {
                     if let (Some(name), Some(modified)) = (p.name(), p.last_modified_date()) {
                         let t = OffsetDateTime::from_unix_timestamp_nanos(modified.as_nanos())
-                        .map_err(|e| e.to_string())?;
+                            .map_err(|e| e.to_string())?;
                         out.insert(name.to_owned(), t);
                     }
                 }

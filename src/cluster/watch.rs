@@ -279,27 +279,63 @@ async fn list(
     index: &RwLock<Index>,
     metrics: &Metrics,
 ) -> Result<String, kube::Error> {
-    let mut objects = Vec::new();
+    // Each page is reduced to what the index keeps before the next is fetched: holding every
+    // full object (managedFields and all) at once would set the process's peak memory, and
+    // the allocator keeps a peak.
+    let mut parsed = Listed::default();
+    let mut n = 0;
     let mut params = ListParams::default().limit(500);
     let version = loop {
         let page = api.list(&params).await?;
-        objects.extend(page.items.into_iter().map(to_value));
+        n += page.items.len();
+        for obj in page.items {
+            parsed.push(kind, &to_value(obj));
+        }
         match page.metadata.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
             _ => break page.metadata.resource_version.unwrap_or_default(),
         }
     };
-    let n = objects.len();
     metrics
         .watch_events
         .get_or_create(&Kind {
             kind: kind.as_str(),
         })
         .inc_by(n as u64);
-    replace(kind, objects, &mut index.write());
+    parsed.replace_into(kind, &mut index.write());
     export_index(&index.read(), metrics);
     tracing::info!(kind = kind.as_str(), objects = n, version = %version, "listed; in sync");
     Ok(version)
+}
+
+/// What a list keeps: readers or stores, parsed page by page.
+#[derive(Default)]
+struct Listed {
+    readers: Vec<Reader>,
+    stores: Vec<Store>,
+}
+
+impl Listed {
+    fn push(&mut self, kind: WatchKind, obj: &Value) {
+        match kind {
+            WatchKind::ExternalSecret | WatchKind::KesExternalSecret => {
+                self.readers.extend(parse_reader(kind, obj))
+            }
+            WatchKind::SecretStore | WatchKind::ClusterSecretStore => self
+                .stores
+                .extend(parse_store(obj, kind == WatchKind::ClusterSecretStore)),
+        }
+    }
+
+    fn replace_into(self, kind: WatchKind, index: &mut Index) {
+        match kind {
+            WatchKind::ExternalSecret | WatchKind::KesExternalSecret => {
+                index.replace_readers(reader_kind(kind), self.readers)
+            }
+            WatchKind::SecretStore => index.replace_stores(false, self.stores),
+            WatchKind::ClusterSecretStore => index.replace_stores(true, self.stores),
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -367,28 +403,6 @@ async fn watch_once(
 
 fn to_value(obj: DynamicObject) -> Value {
     serde_json::to_value(obj).unwrap_or(Value::Null)
-}
-
-fn replace(kind: WatchKind, objects: Vec<Value>, index: &mut Index) {
-    match kind {
-        WatchKind::ExternalSecret | WatchKind::KesExternalSecret => {
-            let readers = objects
-                .iter()
-                .filter_map(|o| parse_reader(kind, o))
-                .collect();
-            index.replace_readers(reader_kind(kind), readers)
-        }
-        WatchKind::SecretStore | WatchKind::ClusterSecretStore => {
-            let cluster = kind == WatchKind::ClusterSecretStore;
-            index.replace_stores(
-                cluster,
-                objects
-                    .iter()
-                    .filter_map(|o| parse_store(o, cluster))
-                    .collect(),
-            )
-        }
-    }
 }
 
 fn apply(kind: WatchKind, obj: &Value, index: &mut Index) {

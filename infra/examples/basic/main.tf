@@ -1,0 +1,35 @@
+# Two applies (docs/deploy.md): first without subscription_endpoint (topic, rules, role), then
+# deploy k8s/overlays/eks with the outputs, then apply again with the endpoint so SNS sends the
+# SubscriptionConfirmation to a running service.
+
+provider "aws" {
+  region = var.region
+}
+
+data "aws_eks_cluster" "this" {
+  name = var.cluster_name
+}
+
+data "aws_iam_openid_connect_provider" "this" {
+  url = data.aws_eks_cluster.this.identity[0].oidc[0].issuer
+}
+
+module "ssm_resync" {
+  source = "../../modules/ssm-resync"
+
+  name                    = "ssm-resync"
+  parameter_name_prefixes = var.parameter_name_prefixes
+  enable_secrets_manager  = false
+
+  subscription_endpoint = var.subscription_endpoint
+  alarm_actions         = var.alarm_actions
+  ok_actions            = var.alarm_actions
+
+  oidc_provider_arn         = data.aws_iam_openid_connect_provider.this.arn
+  service_account_namespace = "ssm-resync"
+  service_account_name      = "ssm-resync"
+
+  tags = {
+    app = "ssm-resync"
+  }
+}

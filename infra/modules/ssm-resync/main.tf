@@ -1,0 +1,145 @@
+# EventBridge -> SNS -> HTTPS (ssm-resync). The topic carries change events only: parameter
+# and secret names, never values.
+
+locals {
+  ssm_detail = merge(
+    { operation = var.ssm_operations },
+    length(var.parameter_name_prefixes) == 0 ? {} : {
+      name = [for p in var.parameter_name_prefixes : { prefix = p }]
+    },
+  )
+
+  ssm_event_pattern = {
+    source        = ["aws.ssm"]
+    "detail-type" = ["Parameter Store Change"]
+    detail        = local.ssm_detail
+  }
+
+  secrets_manager_native_pattern = {
+    source        = ["aws.secretsmanager"]
+    "detail-type" = ["Secret Label Updated"]
+  }
+
+  secrets_manager_api_pattern = {
+    source        = ["aws.secretsmanager"]
+    "detail-type" = ["AWS API Call via CloudTrail"]
+    detail = {
+      eventSource = ["secretsmanager.amazonaws.com"]
+      eventName   = var.secrets_manager_event_names
+    }
+  }
+
+  # Every rule allowed to publish (the topic policy's aws:SourceArn condition).
+  rule_arns = concat(
+    [aws_cloudwatch_event_rule.ssm.arn],
+    aws_cloudwatch_event_rule.secrets_manager_native[*].arn,
+    aws_cloudwatch_event_rule.secrets_manager_api[*].arn,
+  )
+}
+
+resource "aws_sns_topic" "this" {
+  #checkov:skip=CKV_AWS_26:Messages hold parameter/secret names and event metadata, never values. EventBridge can only publish to a topic encrypted with a customer-managed key whose policy admits events.amazonaws.com, so encryption is opt-in through var.topic_kms_master_key_id.
+  name              = var.name
+  kms_master_key_id = var.topic_kms_master_key_id
+  tags              = var.tags
+}
+
+# Only EventBridge, and only for this module's rules, may publish. Principals of the account
+# keep the access their IAM policies give them (same-account access needs no topic grant).
+data "aws_iam_policy_document" "topic" {
+  statement {
+    sid     = "EventBridgePublishFromRules"
+    effect  = "Allow"
+    actions = ["sns:Publish"]
+    principals {
+      type        = "Service"
+      identifiers = ["events.amazonaws.com"]
+    }
+    resources = [aws_sns_topic.this.arn]
+    condition {
+      test     = "ArnEquals"
+      variable = "aws:SourceArn"
+      values   = local.rule_arns
+    }
+  }
+}
+
+resource "aws_sns_topic_policy" "this" {
+  arn    = aws_sns_topic.this.arn
+  policy = data.aws_iam_policy_document.topic.json
+}
+
+# --- EventBridge rules ----------------------------------------------------------------
+
+resource "aws_cloudwatch_event_rule" "ssm" {
+  name          = "${var.name}-ssm"
+  description   = "Parameter Store Change events forwarded to ssm-resync"
+  event_pattern = jsonencode(local.ssm_event_pattern)
+  tags          = var.tags
+}
+
+resource "aws_cloudwatch_event_rule" "secrets_manager_native" {
+  count         = var.enable_secrets_manager ? 1 : 0
+  name          = "${var.name}-secretsmanager"
+  description   = "Secrets Manager native events forwarded to ssm-resync"
+  event_pattern = jsonencode(local.secrets_manager_native_pattern)
+  tags          = var.tags
+}
+
+resource "aws_cloudwatch_event_rule" "secrets_manager_api" {
+  count         = var.enable_secrets_manager ? 1 : 0
+  name          = "${var.name}-secretsmanager-api"
+  description   = "Secrets Manager write calls (CloudTrail) forwarded to ssm-resync"
+  event_pattern = jsonencode(local.secrets_manager_api_pattern)
+  tags          = var.tags
+}
+
+# EventBridge retries a failed publish (topic policy or KMS key wrong, SNS throttling) for up
+# to an hour, then parks the event in the same dead-letter queue as undeliverable
+# notifications, so one alarm covers both ends.
+resource "aws_cloudwatch_event_target" "ssm" {
+  rule      = aws_cloudwatch_event_rule.ssm.name
+  target_id = "ssm-resync-sns"
+  arn       = aws_sns_topic.this.arn
+
+  retry_policy {
+    maximum_event_age_in_seconds = 3600
+    maximum_retry_attempts       = 185
+  }
+
+  dead_letter_config {
+    arn = aws_sqs_queue.dlq.arn
+  }
+}
+
+resource "aws_cloudwatch_event_target" "secrets_manager_native" {
+  count     = var.enable_secrets_manager ? 1 : 0
+  rule      = aws_cloudwatch_event_rule.secrets_manager_native[0].name
+  target_id = "ssm-resync-sns"
+  arn       = aws_sns_topic.this.arn
+
+  retry_policy {
+    maximum_event_age_in_seconds = 3600
+    maximum_retry_attempts       = 185
+  }
+
+  dead_letter_config {
+    arn = aws_sqs_queue.dlq.arn
+  }
+}
+
+resource "aws_cloudwatch_event_target" "secrets_manager_api" {
+  count     = var.enable_secrets_manager ? 1 : 0
+  rule      = aws_cloudwatch_event_rule.secrets_manager_api[0].name
+  target_id = "ssm-resync-sns"
+  arn       = aws_sns_topic.this.arn
+
+  retry_policy {
+    maximum_event_age_in_seconds = 3600
+    maximum_retry_attempts       = 185
+  }
+
+  dead_letter_config {
+    arn = aws_sqs_queue.dlq.arn
+  }
+}

@@ -1,0 +1,34 @@
+output "topic_arn" {
+  description = "ARN of the SNS topic: the service's --topic-arn (SSM_RESYNC_TOPIC_ARN in the ConfigMap)."
+  value       = aws_sns_topic.this.arn
+}
+
+output "role_arn" {
+  description = "ARN of the IRSA role: the ServiceAccount's eks.amazonaws.com/role-arn annotation (null when create_irsa_role is false)."
+  value       = one(aws_iam_role.irsa[*].arn)
+}
+
+output "dlq_arn" {
+  description = "ARN of the dead-letter queue of undeliverable notifications and events."
+  value       = aws_sqs_queue.dlq.arn
+}
+
+output "dlq_url" {
+  description = "URL of the dead-letter queue (to inspect or redrive messages)."
+  value       = aws_sqs_queue.dlq.url
+}
+
+output "dlq_alarm_arn" {
+  description = "ARN of the CloudWatch alarm on the dead-letter queue."
+  value       = aws_cloudwatch_metric_alarm.dlq.arn
+}
+
+output "subscription_arn" {
+  description = "ARN of the HTTPS subscription (null without subscription_endpoint)."
+  value       = one(aws_sns_topic_subscription.https[*].arn)
+}
+
+output "rule_arns" {
+  description = "ARNs of the EventBridge rules that publish to the topic."
+  value       = local.rule_arns
+}

@@ -1,0 +1,225 @@
+variable "name" {
+  description = "Name of the SNS topic; also the prefix of every other resource (rules, DLQ, alarm, role)."
+  type        = string
+  default     = "ssm-resync"
+
+  validation {
+    # SQS names are at most 80 characters and the DLQ adds "-dlq"; EventBridge rules 64 with "-secretsmanager-api".
+    condition     = can(regex("^[A-Za-z0-9_-]{1,40}$", var.name))
+    error_message = "name must be 1-40 characters of A-Z, a-z, 0-9, '-' or '_'."
+  }
+}
+
+variable "tags" {
+  description = "Tags applied to every taggable resource."
+  type        = map(string)
+  default     = {}
+}
+
+# --- what is forwarded ------------------------------------------------------------
+
+variable "ssm_operations" {
+  description = "Parameter Store Change operations forwarded to the service."
+  type        = list(string)
+  default     = ["Create", "Update", "Delete", "LabelParameterVersion"]
+
+  validation {
+    condition = length(var.ssm_operations) > 0 && alltrue([
+      for op in var.ssm_operations : contains(["Create", "Update", "Delete", "LabelParameterVersion"], op)
+    ])
+    error_message = "ssm_operations must be a non-empty subset of Create, Update, Delete, LabelParameterVersion."
+  }
+}
+
+variable "parameter_name_prefixes" {
+  description = <<-EOT
+    Forward only parameters whose name starts with one of these prefixes (EventBridge content
+    filtering on detail.name, e.g. ["/prod/", "/shared/"]). Empty: every parameter of the
+    account and region. Parameter names are matched as AWS reports them: hierarchical names
+    start with "/".
+  EOT
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for p in var.parameter_name_prefixes : length(p) > 0])
+    error_message = "parameter_name_prefixes must not contain empty strings (an empty list already means every parameter)."
+  }
+}
+
+variable "enable_secrets_manager" {
+  description = <<-EOT
+    Also forward Secrets Manager changes: the native "Secret Label Updated" event and
+    "AWS API Call via CloudTrail" for the write calls in secrets_manager_event_names. The
+    CloudTrail events reach EventBridge only when a CloudTrail trail records management events
+    in the region.
+  EOT
+  type        = bool
+  default     = false
+}
+
+variable "secrets_manager_event_names" {
+  description = "Secrets Manager API calls (CloudTrail eventName) forwarded when enable_secrets_manager is true."
+  type        = list(string)
+  default     = ["PutSecretValue", "UpdateSecret", "RotateSecret", "DeleteSecret", "RestoreSecret", "UpdateSecretVersionStage"]
+
+  validation {
+    condition = length(var.secrets_manager_event_names) > 0 && alltrue([
+      for n in var.secrets_manager_event_names : contains(["PutSecretValue", "UpdateSecret", "RotateSecret", "DeleteSecret", "RestoreSecret", "UpdateSecretVersionStage"], n)
+    ])
+    error_message = "secrets_manager_event_names must be a non-empty subset of PutSecretValue, UpdateSecret, RotateSecret, DeleteSecret, RestoreSecret, UpdateSecretVersionStage."
+  }
+}
+
+variable "topic_kms_master_key_id" {
+  description = <<-EOT
+    Customer-managed KMS key (ID or ARN) to encrypt the topic with; null leaves it unencrypted
+    (messages carry parameter names, never values). EventBridge can publish to an encrypted
+    topic only when the key policy lets events.amazonaws.com use kms:GenerateDataKey and
+    kms:Decrypt: the AWS-managed alias/aws/sns key does not work.
+  EOT
+  type        = string
+  default     = null
+}
+
+# --- the HTTPS subscription ---------------------------------------------------------
+
+variable "subscription_endpoint" {
+  description = <<-EOT
+    Public HTTPS URL of the service's webhook, e.g. https://ssm-resync.example.com/sns (the
+    ALB of k8s/overlays/eks). null creates no subscription: apply once without it, deploy the
+    service with the topic ARN output, then set it (SNS sends the SubscriptionConfirmation
+    at once and the service must be there to confirm it).
+  EOT
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.subscription_endpoint == null || can(regex("^https://[^/?#@]+/sns$", var.subscription_endpoint))
+    error_message = "subscription_endpoint must be an https:// URL whose path is exactly /sns (the only path the service answers)."
+  }
+}
+
+variable "confirmation_timeout_in_minutes" {
+  description = "How long Terraform waits for the subscription ARN of the HTTPS subscription (the service confirms it on its own)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.confirmation_timeout_in_minutes >= 1 && var.confirmation_timeout_in_minutes <= 60
+    error_message = "confirmation_timeout_in_minutes must be between 1 and 60."
+  }
+}
+
+variable "delivery_retry" {
+  description = <<-EOT
+    healthyRetryPolicy of the HTTPS subscription. The service answers 503 when it could not
+    apply a change (Kubernetes API unreachable), so SNS must keep retrying across an outage;
+    SNS caps the whole retry policy at 3600 s. Defaults: 3 retries 5 s apart, 10 with
+    exponential backoff from 5 s to 120 s, then 19 every 120 s: at most ~58 min in all,
+    after which the message goes to the dead-letter queue. Keep the service's
+    SSM_RESYNC_MAX_MESSAGE_AGE (default 1h) at least this long: older redeliveries are
+    rejected as replays.
+  EOT
+  type = object({
+    num_retries             = optional(number, 32)
+    num_no_delay_retries    = optional(number, 0)
+    num_min_delay_retries   = optional(number, 3)
+    num_max_delay_retries   = optional(number, 19)
+    min_delay_target        = optional(number, 5)
+    max_delay_target        = optional(number, 120)
+    max_receives_per_second = optional(number, 50)
+  })
+  default = {}
+
+  validation {
+    condition = (
+      var.delivery_retry.num_retries >= 0 && var.delivery_retry.num_retries <= 100 &&
+      var.delivery_retry.min_delay_target >= 1 &&
+      var.delivery_retry.max_delay_target >= var.delivery_retry.min_delay_target &&
+      var.delivery_retry.max_delay_target <= 3600 &&
+      var.delivery_retry.num_no_delay_retries + var.delivery_retry.num_min_delay_retries + var.delivery_retry.num_max_delay_retries <= var.delivery_retry.num_retries &&
+      var.delivery_retry.max_receives_per_second >= 1
+    )
+    error_message = "delivery_retry: numRetries 0..100, 1 <= min_delay_target <= max_delay_target <= 3600, the phase counts must not exceed num_retries, max_receives_per_second >= 1."
+  }
+
+  validation {
+    # Upper bound of the whole window: every backoff-phase delay is at most max_delay_target.
+    condition = (
+      var.delivery_retry.num_min_delay_retries * var.delivery_retry.min_delay_target +
+      (var.delivery_retry.num_retries - var.delivery_retry.num_no_delay_retries - var.delivery_retry.num_min_delay_retries) * var.delivery_retry.max_delay_target
+    ) <= 3600
+    error_message = "delivery_retry: the retry window (pre-backoff delays + remaining retries x max_delay_target) must stay within SNS's 3600 s limit."
+  }
+}
+
+variable "dlq_message_retention_seconds" {
+  description = "How long undeliverable notifications stay in the dead-letter queue (SQS allows 60 s to 14 days)."
+  type        = number
+  default     = 1209600
+
+  validation {
+    condition     = var.dlq_message_retention_seconds >= 60 && var.dlq_message_retention_seconds <= 1209600
+    error_message = "dlq_message_retention_seconds must be between 60 and 1209600 (14 days)."
+  }
+}
+
+variable "alarm_actions" {
+  description = "ARNs (e.g. an SNS topic of your paging system) notified when the dead-letter queue is not empty."
+  type        = list(string)
+  default     = []
+}
+
+variable "ok_actions" {
+  description = "ARNs notified when the dead-letter queue alarm returns to OK."
+  type        = list(string)
+  default     = []
+}
+
+# --- IRSA -----------------------------------------------------------------------------
+
+variable "create_irsa_role" {
+  description = "Create the IAM role the service account assumes (IRSA). Needs oidc_provider_arn."
+  type        = bool
+  default     = true
+}
+
+variable "oidc_provider_arn" {
+  description = "ARN of the EKS cluster's IAM OIDC provider, arn:aws:iam::<account>:oidc-provider/oidc.eks.<region>.amazonaws.com/id/<id>."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.oidc_provider_arn == null || can(regex("^arn:aws[a-z-]*:iam::[0-9]{12}:oidc-provider/[^:]+$", var.oidc_provider_arn))
+    error_message = "oidc_provider_arn must look like arn:aws:iam::123456789012:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLE."
+  }
+}
+
+variable "service_account_namespace" {
+  description = "Namespace of the service's Kubernetes ServiceAccount (k8s/base: ssm-resync)."
+  type        = string
+  default     = "ssm-resync"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", var.service_account_namespace))
+    error_message = "service_account_namespace must be a DNS-1123 label."
+  }
+}
+
+variable "service_account_name" {
+  description = "Name of the service's Kubernetes ServiceAccount (k8s/base: ssm-resync)."
+  type        = string
+  default     = "ssm-resync"
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$", var.service_account_name))
+    error_message = "service_account_name must be a DNS-1123 subdomain."
+  }
+}
+
+variable "permissions_boundary_arn" {
+  description = "Permissions boundary attached to the IRSA role, if your account requires one."
+  type        = string
+  default     = null
+}

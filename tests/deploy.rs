@@ -1,0 +1,1094 @@
+//! The deployment artefacts against the real binary and the real API server, so manifests,
+//! RBAC, alert rules and dashboard cannot drift from the code:
+//! - the container args/env of every overlay pass `ssm-resync serve --check-config`;
+//! - the rendered ClusterRole is enough to run (list/watch/patch) and grants no Secrets;
+//! - the rendered objects are accepted by kube-apiserver (server-side dry run);
+//! - every metric the alerts and the dashboard use is really exposed;
+//! - a real Prometheus scrapes the service and loads the alert rules.
+//!
+//! Needs kubectl (kustomize) and, for the last test, Debian's `prometheus` package
+//! (scripts/check-deploy.sh installs it). Static checks of the same files are in
+//! tests/deploy/*.py (scripts/check-deploy.sh).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+
+// --- rendering -------------------------------------------------------------------------
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
+        panic!("running {cmd:?}: {e} (kubectl is required: scripts/install-deps.sh)")
+    })
+}
+
+fn run_stdin(cmd: &mut Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `kubectl kustomize k8s/<dir>` as JSON objects. kubectl converts the YAML itself
+/// (`label --local` removing a label no object has changes nothing and talks to no server),
+/// so the test needs no YAML parser.
+fn kustomize(dir: &str) -> Vec<Value> {
+    let out = run(Command::new("kubectl").args(["kustomize", &format!("{REPO}/k8s/{dir}")]));
+    assert!(
+        out.status.success(),
+        "kubectl kustomize k8s/{dir}: {}",
+        text(&out.stderr)
+    );
+    let yaml = text(&out.stdout);
+    let out = run_stdin(
+        Command::new("kubectl")
+            .args([
+                "label",
+                "--local",
+                "-f",
+                "-",
+                "-o",
+                "json",
+                "ssm-resync.test/absent-",
+            ])
+            .env("KUBECONFIG", "/nonexistent"),
+        &yaml,
+    );
+    assert!(
+        out.status.success(),
+        "kubectl label --local: {}",
+        text(&out.stderr)
+    );
+    let mut objects = Vec::new();
+    for v in serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Value>() {
+        let v = v.unwrap();
+        match v["items"].as_array() {
+            Some(items) if v["kind"] == "List" => objects.extend(items.iter().cloned()),
+            _ => objects.push(v),
+        }
+    }
+    let documents = yaml.lines().filter(|l| l.starts_with("kind: ")).count();
+    assert!(documents > 0, "k8s/{dir} rendered nothing");
+    assert_eq!(
+        objects.len(),
+        documents,
+        "k8s/{dir}: every document converted"
+    );
+    objects
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name_prefix: &str) -> &'a Value {
+    let found: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with(name_prefix)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} named {name_prefix}*");
+    found[0]
+}
+
+fn ssm_resync_container(objects: &[Value]) -> &Value {
+    let dep = find(objects, "Deployment", "ssm-resync");
+    dep["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ssm-resync")
+        .expect("container ssm-resync")
+}
+
+fn config_map<'a>(objects: &'a [Value], name: &str) -> &'a serde_json::Map<String, Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("ConfigMap {name} referenced by the Deployment is not rendered"))
+        ["data"]
+        .as_object()
+        .unwrap()
+}
+
+/// The container's environment as the kubelet builds it: envFrom first, then env (which
+/// wins), ConfigMap references resolved from the rendered ConfigMaps.
+fn container_env(objects: &[Value]) -> BTreeMap<String, String> {
+    let c = ssm_resync_container(objects);
+    let mut env = BTreeMap::new();
+    for from in c["envFrom"].as_array().into_iter().flatten() {
+        let name = from["configMapRef"]["name"]
+            .as_str()
+            .expect("envFrom uses configMapRef only");
+        for (k, v) in config_map(objects, name) {
+            env.insert(k.clone(), v.as_str().unwrap().to_owned());
+        }
+    }
+    for e in c["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap().to_owned();
+        let value = if let Some(v) = e["value"].as_str() {
+            v.to_owned()
+        } else if let Some(r) = e["valueFrom"].get("configMapKeyRef") {
+            let data = config_map(objects, r["name"].as_str().unwrap());
+            let key = r["key"].as_str().unwrap();
+            data.get(key)
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("env {name}: ConfigMap has no key {key}"))
+                .to_owned()
+        } else if let Some(f) = e["valueFrom"].get("fieldRef") {
+            format!("test-{}", f["fieldPath"].as_str().unwrap())
+        } else {
+            panic!("env {name}: unsupported source {e}");
+        };
+        env.insert(name, value);
+    }
+    env
+}
+
+/// Kubernetes' `$(VAR)` expansion of args; `$$` escapes.
+fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
+    let re = regex::Regex::new(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)").unwrap();
+    re.replace_all(arg, |c: &regex::Captures| match c.get(1) {
+        None => "$".to_owned(),
+        Some(v) => env
+            .get(v.as_str())
+            .cloned()
+            .unwrap_or_else(|| c[0].to_owned()),
+    })
+    .into_owned()
+}
+
+/// Every `[env: NAME=` that `serve --help` documents.
+fn serve_env_names() -> BTreeSet<String> {
+    let out = run(Command::new(BIN).args(["serve", "--help"]));
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    let names: BTreeSet<String> = regex::Regex::new(r"\[env:\s*([A-Z0-9_]+)=")
+        .unwrap()
+        .captures_iter(&help)
+        .map(|c| c[1].to_owned())
+        .collect();
+    assert!(names.contains("SSM_RESYNC_TOPIC_ARN"), "{help}");
+    names
+}
+
+#[test]
+fn manifests_args_pass_check_config() {
+    let flags = serve_env_names();
+    for dir in ["overlays/eks", "overlays/local", "base"] {
+        let objects = kustomize(dir);
+        let env = container_env(&objects);
+        for k in env.keys().filter(|k| k.starts_with("SSM_RESYNC_")) {
+            assert!(
+                flags.contains(k),
+                "k8s/{dir}: {k} is not an env var of `ssm-resync serve` (typo or removed flag): {flags:?}"
+            );
+        }
+        let args: Vec<String> = ssm_resync_container(&objects)["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| expand(a.as_str().unwrap(), &env))
+            .collect();
+        assert_eq!(args[0], "serve", "k8s/{dir}");
+        for a in &args {
+            assert!(
+                !a.contains("$("),
+                "k8s/{dir}: unresolved reference in {a:?}"
+            );
+        }
+        let out = run(Command::new(BIN)
+            .args(&args)
+            .arg("--check-config")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(&env));
+        assert!(
+            out.status.success(),
+            "k8s/{dir}: ssm-resync {args:?} --check-config with env {env:?} failed:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let stdout = text(&out.stdout);
+        assert!(stdout.starts_with("config ok"), "{stdout}");
+        assert!(
+            stdout.contains(&env["SSM_RESYNC_TOPIC_ARN"]),
+            "k8s/{dir}: the ConfigMap's topic must reach the binary: {stdout}"
+        );
+    }
+}
+
+// --- the API server ---------------------------------------------------------------------
+
+fn kubectl(kubeconfig: &str) -> Command {
+    let mut c = Command::new("kubectl");
+    c.env("KUBECONFIG", kubeconfig);
+    c
+}
+
+fn as_list(objects: &[Value]) -> String {
+    json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
+}
+
+/// Kinds kube-apiserver v1.20 (the local stack) does not serve; checked by field below.
+const NOT_ON_1_20: [&str; 3] = ["PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"];
+
+/// Real creation of the Namespace (idempotent: namespaces are never deleted on the stack,
+/// and this one has a fixed name) so namespaced objects can be dry-run into it.
+fn ensure_namespace(admin: &str, objects: &[Value]) {
+    let ns = find(objects, "Namespace", "ssm-resync");
+    let out = run_stdin(
+        kubectl(admin).args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=ssm-resync-deploy-test",
+            "-f",
+            "-",
+        ]),
+        &ns.to_string(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+fn dry_run(admin: &str, objects: &[Value]) -> Output {
+    run_stdin(
+        kubectl(admin).args(["apply", "--dry-run=server", "-f", "-"]),
+        &as_list(objects),
+    )
+}
+
+/// kubectl validates against the server's OpenAPI schema (kube-apiserver 1.20 has no
+/// server-side field validation, so kubectl 1.32 falls back to its client-side check) and
+/// then the server admits and validates each object without persisting it. Kinds 1.20 does
+/// not serve are checked by their required fields instead: a PodDisruptionBudget as
+/// policy/v1beta1 (same fields as policy/v1 for minAvailable/selector), ServiceMonitor and
+/// PrometheusRule (no Prometheus Operator CRDs here) against the objects they select.
+#[test]
+fn manifests_are_accepted_by_the_api_server_dry_run() {
+    let stack = Stack::shared();
+    let admin = stack.get("KUBECONFIG");
+    for dir in ["overlays/local", "overlays/eks"] {
+        let objects = kustomize(dir);
+        ensure_namespace(admin, &objects);
+        let (known, later): (Vec<Value>, Vec<Value>) = objects
+            .iter()
+            .cloned()
+            .partition(|o| !NOT_ON_1_20.contains(&o["kind"].as_str().unwrap()));
+        let out = dry_run(admin, &known);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "k8s/{dir}: server dry run failed:\n{stdout}{}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            stdout.matches("(server dry run)").count(),
+            known.len(),
+            "k8s/{dir}: every object dry-run:\n{stdout}"
+        );
+        for o in &later {
+            match o["kind"].as_str().unwrap() {
+                "PodDisruptionBudget" => check_pdb(admin, &objects, o),
+                "ServiceMonitor" => check_service_monitor(&objects, o),
+                "PrometheusRule" => check_prometheus_rule(o),
+                k => unreachable!("{k}"),
+            }
+        }
+    }
+
+    // The check has teeth: an unknown field in the pod spec is refused.
+    let mut objects = kustomize("overlays/local");
+    let dep = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap();
+    dep["spec"]["template"]["spec"]["terminationGracePeriodSecond"] = json!(30);
+    let out = dry_run(admin, std::slice::from_ref(dep));
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("unknown field"),
+        "a misspelt field must fail the dry run: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+fn check_pdb(admin: &str, objects: &[Value], pdb: &Value) {
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let pod_labels =
+        &find(objects, "Deployment", "ssm-resync")["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&pod_labels[k], v, "PDB selects the pods");
+    }
+    let mut v1beta1 = pdb.clone();
+    v1beta1["apiVersion"] = json!("policy/v1beta1");
+    let out = dry_run(admin, &[v1beta1]);
+    assert!(
+        out.status.success(),
+        "PDB (as policy/v1beta1): {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+fn check_service_monitor(objects: &[Value], sm: &Value) {
+    assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+    let selector = sm["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    let selected: Vec<&Value> = objects
+        .iter()
+        .filter(|o| {
+            o["kind"] == "Service"
+                && selector
+                    .iter()
+                    .all(|(k, v)| &o["metadata"]["labels"][k] == v)
+        })
+        .collect();
+    assert_eq!(
+        selected.len(),
+        1,
+        "the ServiceMonitor selects exactly the admin Service"
+    );
+    let svc = selected[0];
+    assert_eq!(svc["metadata"]["name"], "ssm-resync-admin");
+    let endpoints = sm["spec"]["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1);
+    let port = endpoints[0]["port"].as_str().unwrap();
+    assert!(
+        svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == port && p["port"] == 9090),
+        "endpoint port {port} is the admin Service's 9090"
+    );
+    assert_eq!(endpoints[0]["path"], "/metrics");
+}
+
+fn check_prometheus_rule(pr: &Value) {
+    assert_eq!(pr["apiVersion"], "monitoring.coreos.com/v1");
+    let groups = pr["spec"]["groups"].as_array().unwrap();
+    let mut alerts = 0;
+    for g in groups {
+        assert!(g["name"].as_str().is_some_and(|n| !n.is_empty()));
+        for r in g["rules"].as_array().unwrap() {
+            alerts += 1;
+            let name = r["alert"].as_str().expect("alerting rules only");
+            assert!(
+                r["expr"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("ssm_resync") || e.contains("up{")),
+                "{name}"
+            );
+            assert!(r["labels"]["severity"].is_string(), "{name}");
+            assert!(
+                r["annotations"]["runbook_url"].as_str().is_some_and(
+                    |u| u.ends_with(&format!("docs/runbook.md#{}", name.to_lowercase()))
+                ),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(alerts, 8);
+}
+
+// --- RBAC on the real API server ---------------------------------------------------------
+
+/// Deletes the test's cluster-scoped RBAC objects (the stack is shared, and the
+/// `ssm-resync` user must not keep these grants for other tests).
+struct Cleanup {
+    admin: String,
+    objects: Vec<(String, String)>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for (kind, name) in &self.objects {
+            let _ = kubectl(&self.admin)
+                .arg("delete")
+                .args(kind.split_whitespace())
+                .args([name.as_str(), "--ignore-not-found", "--wait=false"])
+                .stdin(Stdio::null())
+                .output();
+        }
+    }
+}
+
+fn can_i(kubeconfig: &str, args: &[&str]) -> bool {
+    let out = run(kubectl(kubeconfig).args(["auth", "can-i"]).args(args));
+    let answer = text(&out.stdout);
+    match answer.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!(
+            "kubectl auth can-i {args:?}: {other:?} {}",
+            text(&out.stderr)
+        ),
+    }
+}
+
+/// A running `ssm-resync serve` with the env given (the common `Service` always uses the
+/// stack's admin kubeconfig and a fixed environment).
+struct Launched {
+    child: Child,
+    url: String,
+    admin: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Launched {
+    async fn start(
+        stack: &Stack,
+        kubeconfig: &str,
+        topics: &[&str],
+        env: &[(&str, &str)],
+    ) -> Launched {
+        let (port, admin) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serve.log");
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+            .args(topics.iter().map(|t| format!("--topic-arn={t}")))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info,ssm_resync=debug")
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "SSM_RESYNC_SNS_SIGNING_CERT",
+                stack.get("SSM_RESYNC_SNS_SIGNING_CERT"),
+            )
+            // AWS calls (the sweep's DescribeParameters, ConfirmSubscription) go to moto.
+            .envs(
+                [
+                    "AWS_ENDPOINT_URL",
+                    "AWS_REGION",
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY",
+                ]
+                .map(|k| (k, stack.get(k))),
+            )
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawning ssm-resync");
+        let svc = Launched {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", svc.admin)).await
+                && r.status() == 200
+            {
+                return svc;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service not ready within 30 s (list/watch refused?); log:\n{}",
+                svc.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (at most 10 s) until `done` holds for the exposition.
+    async fn settle(&self, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(&self.metrics().await) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn post(&self, body: &str) -> (u16, Value) {
+        post(&self.url, body).await
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- ssm-resync log ---\n{}", self.logs());
+        }
+    }
+}
+
+/// POSTs to /sns the way SNS does (text/plain, the x-amz-sns-* headers).
+async fn post(base: &str, body: &str) -> (u16, Value) {
+    let env: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/sns"))
+        .header("content-type", "text/plain; charset=UTF-8")
+        .body(body.to_owned());
+    for (h, f) in [
+        ("x-amz-sns-message-type", "Type"),
+        ("x-amz-sns-message-id", "MessageId"),
+        ("x-amz-sns-topic-arn", "TopicArn"),
+    ] {
+        if let Some(v) = env.get(f).and_then(Value::as_str) {
+            req = req.header(h, v);
+        }
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// A namespace with a SecretStore and one ExternalSecret reading a fresh parameter.
+async fn reader(kube: &kube::Client, prefix: &str) -> (String, String) {
+    let ns = namespace(kube, prefix).await;
+    let parameter = format!("/{}/db/password", unique("deploy"));
+    secret_store(kube, &ns, "aws", "us-east-1").await;
+    external_secret(kube, &ns, "db", "aws", &[&parameter]).await;
+    (ns, parameter)
+}
+
+#[tokio::test]
+async fn rbac_is_enough_and_forbids_secrets() {
+    let stack = Stack::shared();
+    let admin = stack.get("KUBECONFIG").to_owned();
+    let ssm = stack.get("STACK_KUBECONFIG_SSM_RESYNC").to_owned();
+    let kube = stack.kube().await;
+
+    // The rendered ClusterRole and the namespaced Role (leases, in the service's namespace),
+    // under unique names, bound to the stack's `ssm-resync` user (the token the service runs
+    // with below) instead of the ServiceAccount.
+    let rendered = kustomize("overlays/local");
+    ensure_namespace(&admin, &rendered);
+    let name = unique("ssm-resync-deploy-test");
+    let user =
+        json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "ssm-resync"}]);
+    let mut cluster_role = find(&rendered, "ClusterRole", "ssm-resync").clone();
+    cluster_role["metadata"] = json!({"name": name});
+    let mut cluster_binding = find(&rendered, "ClusterRoleBinding", "ssm-resync").clone();
+    cluster_binding["metadata"] = json!({"name": name});
+    cluster_binding["roleRef"]["name"] = json!(name);
+    cluster_binding["subjects"] = user.clone();
+    let mut role = find(&rendered, "Role", "ssm-resync").clone();
+    role["metadata"] = json!({"name": name, "namespace": "ssm-resync"});
+    let mut binding = find(&rendered, "RoleBinding", "ssm-resync").clone();
+    binding["metadata"] = json!({"name": name, "namespace": "ssm-resync"});
+    binding["roleRef"]["name"] = json!(name);
+    binding["subjects"] = user;
+    let _cleanup = Cleanup {
+        admin: admin.clone(),
+        objects: vec![
+            ("clusterrolebinding".into(), name.clone()),
+            ("clusterrole".into(), name.clone()),
+            ("-n=ssm-resync rolebinding".into(), name.clone()),
+            ("-n=ssm-resync role".into(), name.clone()),
+        ],
+    };
+    let out = run_stdin(
+        kubectl(&admin).args(["create", "-f", "-"]),
+        &as_list(&[cluster_role, cluster_binding, role, binding]),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let (ns, parameter) = reader(&kube, "deploy-rbac").await;
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), &ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "db"}, "stringData": {"password": "s3cret"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // The authorizer picks the binding up within milliseconds; wait for it explicitly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !can_i(
+        &ssm,
+        &[
+            "watch",
+            "externalsecrets.external-secrets.io",
+            "--all-namespaces",
+        ],
+    ) {
+        assert!(Instant::now() < deadline, "binding not effective");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for args in [
+        ["list", "externalsecrets.external-secrets.io"],
+        ["patch", "externalsecrets.external-secrets.io"],
+        ["watch", "secretstores.external-secrets.io"],
+        ["watch", "clustersecretstores.external-secrets.io"],
+    ] {
+        assert!(
+            can_i(&ssm, &[args[0], args[1], "--all-namespaces"]),
+            "{args:?}"
+        );
+    }
+    for verb in ["get", "create", "patch"] {
+        assert!(
+            can_i(
+                &ssm,
+                &[verb, "leases.coordination.k8s.io", "-n", "ssm-resync"]
+            ),
+            "{verb} leases"
+        );
+    }
+    assert!(
+        !can_i(
+            &ssm,
+            &["get", "leases.coordination.k8s.io", "-n", "default"]
+        ),
+        "leases only in the service's own namespace"
+    );
+
+    // Ready means every watch listed with these permissions only; then a real change.
+    let topic = stack.topic(&unique("deploy-rbac")).await;
+    // In the pod, POD_NAMESPACE (downward API) is where the service keeps its Lease.
+    let svc = Launched::start(&stack, &ssm, &[&topic], &[("POD_NAMESPACE", "ssm-resync")]).await;
+    let (status, body) = svc.post(&signed_change(&stack, &topic, &parameter)).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    wait_annotation_change(&kube, &ns, "db", None, Duration::from_secs(10)).await;
+    // Give the asynchronous API users their first try before looking for a 403: the
+    // Kubernetes Event of that patch and the sweep's Lease (where this build has them).
+    let flags = serve_env_names();
+    if flags.contains("SSM_RESYNC_EVENTS") {
+        svc.settle(|m| m.contains("ssm_resync_kube_events_total{"))
+            .await;
+    }
+    if flags.contains("SSM_RESYNC_SWEEP_LEASE") {
+        svc.settle(|m| {
+            m.lines()
+                .any(|l| l.starts_with("ssm_resync_sweep_leader") && l.ends_with(" 1"))
+        })
+        .await;
+    }
+    assert!(!svc.logs().contains("Forbidden"), "{}", svc.logs());
+    assert!(
+        !svc.metrics()
+            .await
+            .contains(r#"ssm_resync_kube_events_total{result="failed"}"#),
+        "Kubernetes Events must be allowed: {}",
+        svc.logs()
+    );
+
+    // No Secrets, by any verb, anywhere.
+    for verb in [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ] {
+        assert!(
+            !can_i(&ssm, &[verb, "secrets", "--all-namespaces"]),
+            "the service's role must not {verb} secrets"
+        );
+    }
+    let as_service = {
+        let kc = kube::config::Kubeconfig::read_from(&ssm).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(cfg).unwrap()
+    };
+    let err = Api::<Secret>::namespaced(as_service.clone(), &ns)
+        .get("db")
+        .await
+        .expect_err("GET of a Secret must be refused");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "expected 403, got {err:?}"
+    );
+    let err = Api::<Secret>::all(as_service)
+        .list(&Default::default())
+        .await
+        .expect_err("LIST of Secrets must be refused");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "expected 403, got {err:?}"
+    );
+}
+
+// --- metrics -----------------------------------------------------------------------------
+
+/// Family name -> OpenMetrics type, and every sample name, of an exposition.
+fn exposition(text: &str) -> (HashMap<String, String>, BTreeSet<String>) {
+    let mut families = HashMap::new();
+    let mut samples = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            families.insert(it.next().unwrap().to_owned(), it.next().unwrap().to_owned());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            samples.insert(line[..end].to_owned());
+        }
+    }
+    (families, samples)
+}
+
+/// The family a sample name belongs to, given the types the exposition declares.
+fn family_of<'a>(
+    name: &'a str,
+    families: &HashMap<String, String>,
+) -> Option<(&'a str, &'static str)> {
+    for (suffix, kinds) in [
+        ("_total", &["counter"][..]),
+        ("_bucket", &["histogram"][..]),
+        ("_sum", &["histogram", "summary"][..]),
+        ("_count", &["histogram", "summary"][..]),
+        ("_info", &["info"][..]),
+        ("", &["gauge", "unknown"][..]),
+    ] {
+        if let Some(base) = name.strip_suffix(suffix)
+            && let Some(t) = families.get(base)
+            && kinds.contains(&t.as_str())
+        {
+            return Some((base, kinds[0]));
+        }
+    }
+    None
+}
+
+fn referenced_metrics(path: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    regex::Regex::new(r"\bssm_resync_[a-z0-9_]+")
+        .unwrap()
+        .find_iter(&text)
+        .map(|m| m.as_str().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_used_by_alerts_and_dashboard_exist() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let (ns, parameter) = reader(&kube, "deploy-metrics").await;
+    let topic = stack.topic(&unique("deploy-metrics")).await;
+    // Certificate fetches go through a proxy that refuses at once: the fetch fails (the
+    // cert_fetches{result="error"} series) without any traffic leaving the machine.
+    let dead_proxy = format!("http://127.0.0.1:{}", free_port());
+    let svc = Launched::start(
+        &stack,
+        stack.get("KUBECONFIG"),
+        &[&topic],
+        &[
+            ("HTTPS_PROXY", &dead_proxy),
+            ("https_proxy", &dead_proxy),
+            ("NO_PROXY", "127.0.0.1,localhost"),
+            ("no_proxy", "127.0.0.1,localhost"),
+        ],
+    )
+    .await;
+
+    // Exercise every path a series appears on only once used: an applied change, an
+    // ignored message, a certificate that cannot be fetched.
+    let (status, body) = svc.post(&signed_change(&stack, &topic, &parameter)).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    wait_annotation_change(&kube, &ns, "db", None, Duration::from_secs(10)).await;
+    let key = stack.signing_key();
+    let ignored = ssm_resync::app::notification(
+        "not an AWS event".into(),
+        &topic,
+        stack.cert_url(),
+        Some(&key),
+    );
+    let (status, body) = svc.post(&serde_json::to_string(&ignored).unwrap()).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("ignored")),
+        "{body}"
+    );
+    let unpinned = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-fedcba9876543210fedcba9876543210.pem";
+    let event =
+        ssm_resync::app::parameter_store_change(&parameter, "Update", "us-east-1", "123456789012");
+    let fetch = ssm_resync::app::notification(event.to_string(), &topic, unpinned, Some(&key));
+    let (status, body) = svc.post(&serde_json::to_string(&fetch).unwrap()).await;
+    assert!(
+        status >= 400,
+        "an unfetchable certificate must not be accepted: {status} {body}"
+    );
+
+    let (families, samples) = exposition(&svc.metrics().await);
+
+    // Everything docs/runbook.md and the dashboard describe, by family and type.
+    for (family, kind) in [
+        ("ssm_resync_notifications", "counter"),
+        ("ssm_resync_rejections", "counter"),
+        ("ssm_resync_changes", "counter"),
+        ("ssm_resync_events_ignored", "counter"),
+        ("ssm_resync_targets_matched", "counter"),
+        ("ssm_resync_patches", "counter"),
+        ("ssm_resync_patch_duration_seconds", "histogram"),
+        ("ssm_resync_end_to_end_seconds", "histogram"),
+        ("ssm_resync_request_duration_seconds", "histogram"),
+        ("ssm_resync_cert_fetches", "counter"),
+        ("ssm_resync_index_objects", "gauge"),
+        ("ssm_resync_index_references", "gauge"),
+        ("ssm_resync_watch_events", "counter"),
+        ("ssm_resync_watch_restarts", "counter"),
+        ("ssm_resync_watch_last_event_age_seconds", "gauge"),
+        ("ssm_resync_watch_synced", "gauge"),
+        ("ssm_resync_build", "info"),
+    ] {
+        assert_eq!(
+            families.get(family).map(String::as_str),
+            Some(kind),
+            "{family} in the exposition: {families:?}"
+        );
+    }
+
+    let mut checked = 0;
+    for file in ["k8s/monitoring/rules.yaml", "k8s/monitoring/dashboard.json"] {
+        let names = referenced_metrics(&Path::new(REPO).join(file));
+        assert!(names.len() >= 5, "{file}: {names:?}");
+        for name in names {
+            let family = family_of(&name, &families);
+            assert!(
+                family.is_some(),
+                "{file} uses {name}, which the binary does not expose (families: {families:?})"
+            );
+            assert!(
+                samples.contains(&name),
+                "{file} uses {name}: family {family:?} exists but no such sample was exposed: {samples:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15);
+    for series in [
+        r#"ssm_resync_cert_fetches_total{result="error"}"#,
+        r#"ssm_resync_patches_total{result="applied"}"#,
+    ] {
+        assert!(svc.metrics().await.contains(series), "{series}");
+    }
+}
+
+// --- a real Prometheus -------------------------------------------------------------------
+
+struct Prometheus {
+    child: Child,
+    url: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let bin = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "prometheus is not installed: run scripts/check-deploy.sh (it installs \
+                     Debian's `prometheus` package) or `apt-get install prometheus`"
+                )
+            });
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 rule_files:\n  - {REPO}/k8s/monitoring/rules.yaml\n\
+                 scrape_configs:\n  - job_name: ssm-resync\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = dir.path().join("prometheus.log");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawning prometheus");
+        Prometheus {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    async fn api(&self, path: &str, query: &[(&str, &str)]) -> Option<Value> {
+        let url =
+            url::Url::parse_with_params(&format!("{}/api/v1/{path}", self.url), query).unwrap();
+        let resp = reqwest::get(url).await.ok()?;
+        let v: Value = resp.json().await.ok()?;
+        (v["status"] == "success").then(|| v["data"].clone())
+    }
+
+    async fn query(&self, q: &str) -> Vec<Value> {
+        self.api("query", &[("query", q)])
+            .await
+            .and_then(|d| d["result"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Polls until `check` holds; panics with the log after `within`.
+    async fn until<F, Fut>(&self, what: &str, within: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        while !check().await {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus: {what} not within {within:?}; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn value(sample: &Value) -> f64 {
+    sample["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_the_service_and_loads_the_rules() {
+    let stack = Stack::shared();
+    let topic = stack.topic(&unique("deploy-prom")).await;
+    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let target = svc.admin.trim_start_matches("http://").to_owned();
+    let prom = Prometheus::start(&target);
+
+    prom.until(
+        "up{job=\"ssm-resync\"} == 1",
+        Duration::from_secs(60),
+        || async {
+            prom.query(r#"up{job="ssm-resync"}"#)
+                .await
+                .first()
+                .is_some_and(|s| value(s) == 1.0)
+        },
+    )
+    .await;
+
+    let up_seen = time::OffsetDateTime::now_utc();
+    let info = prom.query("ssm_resync_build_info").await;
+    assert_eq!(info.len(), 1, "{info:?}");
+    assert_eq!(info[0]["metric"]["version"], env!("CARGO_PKG_VERSION"));
+    let synced = prom.query("ssm_resync_watch_synced").await;
+    assert_eq!(synced.len(), 3, "one series per watched kind: {synced:?}");
+    assert!(synced.iter().all(|s| value(s) == 1.0), "{synced:?}");
+    let rejections = prom.query("sum(ssm_resync_rejections_total)").await;
+    assert_eq!(
+        rejections.len(),
+        1,
+        "OpenMetrics counters keep their _total name"
+    );
+
+    // Prometheus 2.42 loads every alert and evaluates it without error; once `up` exists
+    // none is firing or pending against a healthy service (SSMResyncDown's absent() goes
+    // pending on the evaluations before the first scrape, then back to inactive).
+    let rules = || async {
+        prom.api("rules", &[])
+            .await
+            .map(|d| {
+                d["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                    .collect::<Vec<Value>>()
+            })
+            .unwrap_or_default()
+    };
+    let evaluated_after = |r: &Value, t: time::OffsetDateTime| {
+        r["lastEvaluation"].as_str().is_some_and(|e| {
+            time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+                .is_ok_and(|e| e > t)
+        })
+    };
+    prom.until(
+        "all 8 rules evaluated since `up` and inactive",
+        Duration::from_secs(30),
+        || async {
+            let rules = rules().await;
+            rules.len() == 8
+                && rules
+                    .iter()
+                    .all(|r| evaluated_after(r, up_seen) && r["state"] == "inactive")
+        },
+    )
+    .await;
+    for r in rules().await {
+        assert_eq!(r["health"], "ok", "{r}");
+        assert_eq!(r["type"], "alerting", "{r}");
+        assert!(
+            r["lastError"].as_str().unwrap_or_default().is_empty(),
+            "{r}"
+        );
+    }
+}

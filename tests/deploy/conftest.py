@@ -1,0 +1,111 @@
+"""Shared loaders for the deployment checks (run by scripts/check-deploy.sh)."""
+
+import functools
+import pathlib
+import subprocess
+
+import hcl2
+import pytest
+import yaml
+from hcl2 import SerializationOptions
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+MODULE = INFRA / "modules" / "ssm-resync"
+K8S = REPO / "k8s"
+
+# Plain values: no comment or block markers, strings without their HCL quotes
+# (expressions stay "${...}").
+_HCL = SerializationOptions(
+    with_comments=False,
+    explicit_blocks=False,
+    strip_string_quotes=True,
+    preserve_heredocs=False,
+)
+
+
+@functools.lru_cache(maxsize=None)
+def parse_tf(path: pathlib.Path) -> dict:
+    with path.open() as f:
+        return hcl2.load(f, serialization_options=_HCL)
+
+
+def tf_files() -> list[pathlib.Path]:
+    return sorted(INFRA.rglob("*.tf"))
+
+
+class Module:
+    """The blocks of one Terraform directory, by kind."""
+
+    def __init__(self, directory: pathlib.Path):
+        self.docs = {p.name: parse_tf(p) for p in sorted(directory.glob("*.tf"))}
+
+    def _typed(self, kind: str) -> dict[tuple[str, str], dict]:
+        out = {}
+        for doc in self.docs.values():
+            for entry in doc.get(kind, []):
+                for typ, named in entry.items():
+                    for name, body in named.items():
+                        assert (typ, name) not in out, f"duplicate {kind} {typ}.{name}"
+                        out[(typ, name)] = body
+        return out
+
+    def resources(self) -> dict[tuple[str, str], dict]:
+        return self._typed("resource")
+
+    def resource(self, typ: str, name: str) -> dict:
+        return self.resources()[(typ, name)]
+
+    def data(self, typ: str, name: str) -> dict:
+        return self._typed("data")[(typ, name)]
+
+    def policy_documents(self) -> dict[str, dict]:
+        return {name: body for (typ, name), body in self._typed("data").items() if typ == "aws_iam_policy_document"}
+
+    def locals(self) -> dict:
+        out = {}
+        for doc in self.docs.values():
+            for entry in doc.get("locals", []):
+                out.update(entry)
+        return out
+
+    def variables(self) -> dict[str, dict]:
+        out = {}
+        for doc in self.docs.values():
+            for entry in doc.get("variable", []):
+                out.update(entry)
+        return out
+
+    def outputs(self) -> dict[str, dict]:
+        out = {}
+        for doc in self.docs.values():
+            for entry in doc.get("output", []):
+                out.update(entry)
+        return out
+
+
+@pytest.fixture(scope="session")
+def module() -> Module:
+    return Module(MODULE)
+
+
+@functools.lru_cache(maxsize=None)
+def render(overlay: str) -> tuple:
+    """`kubectl kustomize k8s/<overlay>` as a tuple of objects."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(K8S / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return tuple(d for d in yaml.safe_load_all(out) if d)
+
+
+def objects(overlay: str, kind: str) -> list[dict]:
+    return [o for o in render(overlay) if o["kind"] == kind]
+
+
+def one(overlay: str, kind: str, name: str) -> dict:
+    found = [o for o in objects(overlay, kind) if o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{overlay}: expected one {kind}/{name}, found {len(found)}"
+    return found[0]

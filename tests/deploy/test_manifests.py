@@ -1,0 +1,276 @@
+"""Checks of the rendered kustomize output (k8s/overlays/*) and of k8s/monitoring: the
+properties docs/deploy.md promises, on what `kubectl apply -k` would really send."""
+
+import json
+import pathlib
+import re
+
+import pytest
+import yaml
+
+from conftest import K8S, REPO, objects, one, render
+
+OVERLAYS = ["base", "overlays/eks", "overlays/local"]
+ALERTS = {
+    "SSMResyncDown",
+    "SSMResyncNotSynced",
+    "SSMResync503s",
+    "SSMResyncPatchFailures",
+    "SSMResyncRejectionsRising",
+    "SSMResyncCertFetchFailures",
+    "SSMResyncWatchStalled",
+    "SSMResyncNoNotifications",
+}
+EXPECTED_RULES = {
+    ("external-secrets.io", "externalsecrets"): {"list", "watch", "patch"},
+    ("external-secrets.io", "secretstores"): {"list", "watch"},
+    ("external-secrets.io", "clustersecretstores"): {"list", "watch"},
+    ("external-secrets.io", "clusterexternalsecrets"): {"patch"},
+    ("kubernetes-client.io", "externalsecrets"): {"list", "watch"},
+    ("kubernetes-client.io", "externalsecrets/status"): {"patch"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+
+
+def container(overlay: str) -> dict:
+    dep = one(overlay, "Deployment", "ssm-resync")
+    (c,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "ssm-resync"]
+    return c
+
+
+def config(overlay: str) -> dict:
+    (cm,) = [o for o in objects(overlay, "ConfigMap") if o["metadata"]["name"].startswith("ssm-resync-config-")]
+    return cm["data"]
+
+
+def rule_map(rules: list[dict]) -> dict:
+    out = {}
+    for r in rules:
+        for g in r["apiGroups"]:
+            for res in r["resources"]:
+                out.setdefault((g, res), set()).update(r["verbs"])
+    return out
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_renders_into_one_namespace(overlay):
+    docs = render(overlay)
+    assert docs
+    for o in docs:
+        if o["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+            assert o["metadata"].get("namespace") == "ssm-resync", (o["kind"], o["metadata"]["name"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pod_security(overlay):
+    dep = one(overlay, "Deployment", "ssm-resync")
+    pod = dep["spec"]["template"]["spec"]
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert psc["runAsUser"] == 65532
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["serviceAccountName"] == "ssm-resync"
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    sc = container(overlay)["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["runAsUser"] == 65532
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not sc.get("privileged")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_guaranteed_qos(overlay):
+    res = container(overlay)["resources"]
+    assert res["requests"] == res["limits"], "Guaranteed QoS needs requests == limits"
+    assert res["limits"] == {"cpu": "200m", "memory": "128Mi"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ports_probes_args(overlay):
+    c = container(overlay)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http-webhook": 8080, "http-admin": 9090}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-admin"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-admin"}
+    args = c["args"]
+    assert args[0] == "serve"
+    assert "--topic-arn=$(SSM_RESYNC_TOPIC_ARN)" in args
+    assert "--log-format=json" in args
+    assert "--listen=0.0.0.0:8080" in args and "--admin-listen=0.0.0.0:9090" in args
+    env = {e["name"]: e for e in c["env"]}
+    assert env["SSM_RESYNC_TOPIC_ARN"]["valueFrom"]["configMapKeyRef"]["key"] == "SSM_RESYNC_TOPIC_ARN"
+    assert config(overlay)["SSM_RESYNC_TOPIC_ARN"].startswith("arn:aws:sns:")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grace_period_exceeds_request_deadline(overlay):
+    pod = one(overlay, "Deployment", "ssm-resync")["spec"]["template"]["spec"]
+    deadline = config(overlay)["SSM_RESYNC_REQUEST_DEADLINE"]
+    m = re.fullmatch(r"(\d+)s", deadline)
+    assert m, deadline
+    assert pod["terminationGracePeriodSeconds"] == 30
+    assert pod["terminationGracePeriodSeconds"] > int(m.group(1))
+
+
+def test_replicas_spread_and_disruption_budget():
+    dep = one("overlays/eks", "Deployment", "ssm-resync")
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = dep["spec"]["template"]["spec"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    spread = {t["topologyKey"]: t for t in pod["topologySpreadConstraints"]}
+    assert spread["topology.kubernetes.io/zone"]["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert spread["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+    for t in spread.values():
+        assert t["labelSelector"]["matchLabels"].items() <= labels.items()
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    pdb = one("overlays/eks", "PodDisruptionBudget", "ssm-resync")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_only_sns_is_routed_to_the_webhook_port():
+    (ing,) = objects("overlays/eks", "Ingress")
+    a = ing["metadata"]["annotations"]
+    assert a["alb.ingress.kubernetes.io/scheme"] == "internet-facing"
+    assert a["alb.ingress.kubernetes.io/target-type"] == "ip"
+    assert json.loads(a["alb.ingress.kubernetes.io/listen-ports"]) == [{"HTTPS": 443}]
+    assert a["alb.ingress.kubernetes.io/certificate-arn"].startswith("arn:aws:acm:")
+    assert a["alb.ingress.kubernetes.io/ssl-policy"].startswith("ELBSecurityPolicy-TLS13")
+    assert a["alb.ingress.kubernetes.io/healthcheck-port"] == "9090"
+    assert a["alb.ingress.kubernetes.io/healthcheck-path"] == "/readyz"
+    assert "defaultBackend" not in ing["spec"]
+    paths = [p for rule in ing["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert len(paths) == 1
+    (p,) = paths
+    assert p["path"] == "/sns" and p["pathType"] == "Exact"
+    assert p["backend"]["service"] == {"name": "ssm-resync", "port": {"name": "http-webhook"}}
+    # The routed Service has the webhook port only: the admin port cannot be routed through it.
+    svc = one("overlays/eks", "Service", "ssm-resync")
+    assert [(sp["name"], sp["port"], sp["targetPort"]) for sp in svc["spec"]["ports"]] == [
+        ("http-webhook", 8080, "http-webhook")
+    ]
+    admin = one("overlays/eks", "Service", "ssm-resync-admin")
+    assert [(sp["name"], sp["port"]) for sp in admin["spec"]["ports"]] == [("http-admin", 9090)]
+
+
+def test_irsa_only_in_eks():
+    eks = one("overlays/eks", "ServiceAccount", "ssm-resync")
+    assert re.fullmatch(r"arn:aws:iam::\d{12}:role/.+", eks["metadata"]["annotations"]["eks.amazonaws.com/role-arn"])
+    local = one("overlays/local", "ServiceAccount", "ssm-resync")
+    assert "eks.amazonaws.com/role-arn" not in (local["metadata"].get("annotations") or {})
+    assert not objects("overlays/local", "Ingress")
+    assert config("overlays/local")["SSM_RESYNC_TOPIC_ARN"] == "arn:aws:sns:us-east-1:123456789012:ssm-resync-local"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rbac_is_exactly_what_the_code_uses_and_never_secrets(overlay):
+    cr = one(overlay, "ClusterRole", "ssm-resync")
+    assert rule_map(cr["rules"]) == EXPECTED_RULES
+    role = one(overlay, "Role", "ssm-resync-leader-election")
+    assert rule_map(role["rules"]) == {("coordination.k8s.io", "leases"): {"get", "create", "patch"}}
+    for o in objects(overlay, "ClusterRole") + objects(overlay, "Role"):
+        for r in o["rules"]:
+            assert "secrets" not in r["resources"], o["metadata"]["name"]
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in r[field], (o["metadata"]["name"], r)
+            assert "nonResourceURLs" not in r
+    crb = one(overlay, "ClusterRoleBinding", "ssm-resync")
+    assert crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ssm-resync"}
+    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "ssm-resync", "namespace": "ssm-resync"}]
+
+
+def test_network_policies():
+    pols = {p["metadata"]["name"]: p["spec"] for p in objects("overlays/eks", "NetworkPolicy")}
+    base = pols["ssm-resync"]
+    assert set(base["policyTypes"]) == {"Ingress", "Egress"}
+    (admin,) = base["ingress"]
+    assert admin["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    assert admin["ports"] == [{"port": 9090, "protocol": "TCP"}]
+    egress_ports = {(p["port"], p["protocol"]) for rule in base["egress"] for p in rule["ports"]}
+    assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
+    alb = pols["ssm-resync-from-alb"]
+    (rule,) = alb["ingress"]
+    (src,) = rule["from"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+/\d+", src["ipBlock"]["cidr"])
+    assert {p["port"] for p in rule["ports"]} == {8080, 9090}
+
+
+def test_service_monitor_scrapes_the_admin_service():
+    (sm,) = objects("overlays/eks", "ServiceMonitor")
+    admin = one("overlays/eks", "Service", "ssm-resync-admin")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= admin["metadata"]["labels"].items()
+    webhook = one("overlays/eks", "Service", "ssm-resync")
+    assert not sm["spec"]["selector"]["matchLabels"].items() <= webhook["metadata"]["labels"].items()
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] == "http-admin" and ep["path"] == "/metrics"
+
+
+def test_checkov_skips_carry_a_reason():
+    for overlay in OVERLAYS:
+        for o in render(overlay):
+            for k, v in (o["metadata"].get("annotations") or {}).items():
+                if k.startswith("checkov.io/skip"):
+                    assert re.fullmatch(r"CKV2?_K8S_\d+=.{30,}", v), (k, v)
+
+
+# --- monitoring -----------------------------------------------------------------------
+
+def rules_groups() -> dict:
+    return yaml.safe_load((K8S / "monitoring" / "rules.yaml").read_text())
+
+
+def test_prometheusrule_is_rules_yaml():
+    (pr,) = objects("overlays/eks", "PrometheusRule")
+    assert pr["spec"] == rules_groups(), "regenerate: python3 tests/deploy/gen_prometheusrule.py"
+    raw = yaml.safe_load((K8S / "monitoring" / "prometheusrule.yaml").read_text())
+    assert raw["spec"] == rules_groups()
+
+
+def test_every_alert_has_a_runbook_section_and_a_unit_test():
+    rules = [r for g in rules_groups()["groups"] for r in g["rules"]]
+    assert {r["alert"] for r in rules} == ALERTS
+    runbook = (REPO / "docs" / "runbook.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", runbook, re.M)}
+    tests = yaml.safe_load((K8S / "monitoring" / "rules_test.yaml").read_text())
+    cases = {}
+    for t in tests["tests"]:
+        for c in t.get("alert_rule_test", []):
+            cases.setdefault(c["alertname"], []).append(bool(c["exp_alerts"]))
+    for r in rules:
+        name = r["alert"]
+        assert r["labels"]["severity"] in {"critical", "warning", "info"}
+        for key in ("summary", "description", "runbook_url"):
+            assert r["annotations"].get(key), (name, key)
+        url = r["annotations"]["runbook_url"]
+        assert url.endswith("docs/runbook.md#" + name.lower()), url
+        assert name.lower() in anchors, f"docs/runbook.md has no section {name}"
+        assert True in cases.get(name, []) and False in cases.get(name, []), f"{name}: needs a firing and a quiet test"
+
+
+def test_dashboard_uses_only_ssm_resync_metrics_and_quantiles():
+    dash = json.loads((K8S / "monitoring" / "dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 15
+    names = set()
+    for e in exprs:
+        found = re.findall(r"\b(ssm_resync_[a-z0-9_]+)", e)
+        assert found, e
+        names.update(found)
+    for metric in ("patch_duration_seconds", "end_to_end_seconds"):
+        for q in ("0.5", "0.99"):
+            assert any(f"histogram_quantile({q}" in e and f"ssm_resync_{metric}_bucket" in e for e in exprs), (metric, q)
+    for needed in (
+        "ssm_resync_notifications_total", "ssm_resync_rejections_total", "ssm_resync_patches_total",
+        "ssm_resync_index_objects", "ssm_resync_watch_last_event_age_seconds", "ssm_resync_watch_restarts_total",
+        "ssm_resync_cert_fetches_total",
+    ):
+        assert needed in names, needed
+    cms = [o for o in objects("overlays/eks", "ConfigMap") if o["metadata"]["name"] == "ssm-resync-dashboard"]
+    assert json.loads(cms[0]["data"]["dashboard.json"]) == dash

@@ -1,0 +1,886 @@
+//! Faults, injected for real: a frozen TCP connection between the service and the API server,
+//! an API server outage under load, `kill -9` mid-burst, SIGTERM with work in flight, changes
+//! made while the service was down (the catch-up sweep), two replicas sharing the sweep Lease,
+//! and a soak. Each asserts that nothing was dropped and nothing hung.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use parking_lot::Mutex;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A TCP proxy whose existing connections can be frozen: they stop forwarding in both
+/// directions but stay open, as a connection through a dead NAT entry or a hung peer does.
+/// New connections are forwarded normally.
+struct FreezableProxy {
+    addr: SocketAddr,
+    conns: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+}
+
+impl FreezableProxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let c = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let frozen = Arc::new(AtomicBool::new(false));
+                c.lock().push(frozen.clone());
+                let (dr, dw) = down.into_split();
+                let (ur, uw) = up.into_split();
+                tokio::spawn(pipe(dr, uw, frozen.clone()));
+                tokio::spawn(pipe(ur, dw, frozen));
+            }
+        });
+        Self { addr, conns }
+    }
+
+    fn freeze_existing(&self) -> usize {
+        let conns = self.conns.lock();
+        for f in conns.iter() {
+            f.store(true, Ordering::SeqCst);
+        }
+        conns.len()
+    }
+}
+
+async fn pipe(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if frozen.load(Ordering::SeqCst) {
+            // Hold both halves open forever, forwarding nothing.
+            std::future::pending::<()>().await;
+        }
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if w.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A copy of the stack's kubeconfig pointing at `server`.
+fn kubeconfig_via(stack: &Stack, server: SocketAddr, dir: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(stack.get("KUBECONFIG")).unwrap();
+    let port = stack.get("STACK_API_PORT");
+    let text = text.replace(
+        &format!("https://127.0.0.1:{port}"),
+        &format!("https://{server}"),
+    );
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// `ssm-resync serve` on fixed ports, so it can be killed and started again in place.
+struct Replica {
+    child: Option<Child>,
+    port: u16,
+    admin: u16,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: std::path::PathBuf,
+}
+
+impl Replica {
+    fn new(
+        stack: &Stack,
+        topics: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+        dir: &std::path::Path,
+    ) -> Replica {
+        let mut args: Vec<String> = topics.iter().map(|t| format!("--topic-arn={t}")).collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut full: Vec<(String, String)> = [
+            "KUBECONFIG",
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "SSM_RESYNC_SNS_SIGNING_CERT",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), stack.get(k).to_owned()))
+        .collect();
+        full.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let log = dir.join(format!("serve-{}.log", free_port()));
+        Replica {
+            child: None,
+            port: free_port(),
+            admin: free_port(),
+            args,
+            env: full,
+            log,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn admin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.admin)
+    }
+
+    async fn start(&mut self) {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg(format!("--listen=127.0.0.1:{}", self.port))
+            .arg(format!("--admin-listen=127.0.0.1:{}", self.admin))
+            .args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info,ssm_resync=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            );
+        self.child = Some(cmd.spawn().unwrap());
+        self.wait_ready(Duration::from_secs(30)).await;
+    }
+
+    async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.ready().await {
+            assert!(
+                Instant::now() < deadline,
+                "not ready in {within:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn ready(&self) -> bool {
+        matches!(reqwest::get(format!("{}/readyz", self.admin())).await, Ok(r) if r.status() == 200)
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn metric(&self, series: &str) -> f64 {
+        let Ok(r) = reqwest::get(format!("{}/metrics", self.admin())).await else {
+            return 0.0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.logs());
+        }
+    }
+}
+
+/// Sends like SNS: on a 5xx, a timeout or a refused connection, the same body again after
+/// `retry` (SNS waits 20 s; the tests compress time), until 2xx or `give_up`.
+async fn deliver(
+    url: String,
+    body: String,
+    retry: Duration,
+    give_up: Duration,
+) -> (u16, Value, u32) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + give_up;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let resp = client
+            .post(format!("{url}/sns"))
+            .header("content-type", "text/plain; charset=UTF-8")
+            .body(body.clone())
+            .send()
+            .await;
+        if let Ok(r) = resp {
+            let status = r.status().as_u16();
+            let v = r.json::<Value>().await.unwrap_or(Value::Null);
+            if status < 500 {
+                return (status, v, attempts);
+            }
+        }
+        if Instant::now() > deadline {
+            return (599, Value::Null, attempts);
+        }
+        tokio::time::sleep(retry).await;
+    }
+}
+
+/// The time a notification body claims (its SNS Timestamp).
+fn timestamp_of(body: &str) -> OffsetDateTime {
+    let v: Value = serde_json::from_str(body).unwrap();
+    OffsetDateTime::parse(
+        v["Timestamp"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+}
+
+/// Every ExternalSecret was force-synced by a patch sent after the last change reported for
+/// it: its annotation (the patch time) is not older than the newest Timestamp.
+async fn assert_none_missed(
+    kube: &kube::Client,
+    ns: &str,
+    newest: &HashMap<String, OffsetDateTime>,
+) {
+    let mut missed = Vec::new();
+    for (name, t) in newest {
+        let v = annotation(kube, ns, name, "force-sync").await;
+        let patched = v.as_deref().and_then(|v| {
+            OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).ok()
+        });
+        // The SNS Timestamp has millisecond precision.
+        if patched.is_none_or(|p| p + time::Duration::milliseconds(1) < *t) {
+            missed.push(format!("{name}: patched {v:?}, newest change {t}"));
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "{} of {} missed: {missed:?}",
+        missed.len(),
+        newest.len()
+    );
+}
+
+async fn setup_readers(
+    stack: &Stack,
+    prefix: &str,
+    n: usize,
+) -> (kube::Client, String, Vec<String>) {
+    let kube = stack.kube().await;
+    let ns = namespace(&kube, prefix).await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    let base = param(&format!("/{prefix}"));
+    let mut params = Vec::new();
+    for i in 0..n {
+        let p = format!("{base}/{i}");
+        external_secret(&kube, &ns, &format!("es-{i}"), "aws", &[&p]).await;
+        params.push(p);
+    }
+    (kube, ns, params)
+}
+
+#[tokio::test]
+async fn a_frozen_watch_connection_is_detected_and_relisted() {
+    let stack = Stack::shared();
+    let topic = stack
+        .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let (kube, ns, params) = setup_readers(&stack, "rel-freeze", 1).await;
+    let api: SocketAddr = format!("127.0.0.1:{}", stack.get("STACK_API_PORT"))
+        .parse()
+        .unwrap();
+    let proxy = FreezableProxy::start(api).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig_via(&stack, proxy.addr, dir.path());
+    let mut svc = Replica::new(
+        &stack,
+        &[&topic],
+        &["--watch-stall-timeout=4s", "--sweep-interval=0s"],
+        &[("KUBECONFIG", &kc)],
+        dir.path(),
+    );
+    svc.start().await;
+
+    let frozen = proxy.freeze_existing();
+    assert!(frozen >= 3, "the three watches hold connections ({frozen})");
+    // Created while the watch connections are frozen: only a re-list can find it.
+    let late = format!("{}-late", params[0]);
+    external_secret(&kube, &ns, "late", "aws", &[&late]).await;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(20);
+    while svc
+        .metric(r#"ssm_resync_watch_stalls_total{kind="ExternalSecret"}"#)
+        .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "stall not detected:\n{}",
+            svc.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let detected = started.elapsed();
+    svc.wait_ready(Duration::from_secs(20)).await;
+    let msg = signed_change(&stack, &topic, &late);
+    let (status, body, _) = deliver(
+        svc.url(),
+        msg,
+        Duration::from_millis(200),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    assert!(annotation(&kube, &ns, "late", "force-sync").await.is_some());
+    assert!(svc.logs().contains("watch stalled"), "the stall is logged");
+    eprintln!(
+        "stall detected {} ms after the freeze (timeout 4 s)",
+        detected.as_millis()
+    );
+    assert!(detected < Duration::from_secs(10), "{detected:?}");
+}
+
+#[tokio::test]
+async fn a_thousand_notifications_across_a_20s_outage_none_missed() {
+    let stack = Stack::private();
+    let topic = stack.topic("outage").await;
+    let (kube, ns, params) = setup_readers(&stack, "rel-outage", 50).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Replica::new(
+        &stack,
+        &[&topic],
+        &[
+            "--sweep-interval=0s",
+            "--request-deadline=5s",
+            "--patch-retries=2",
+        ],
+        &[],
+        dir.path(),
+    );
+    svc.start().await;
+
+    // 1,000 notifications, 20 per parameter, sent over ~25 s by 20 SNS-like senders; the API
+    // server is down from 2 s to 22 s.
+    let mut bodies = Vec::new();
+    for i in 0..1000 {
+        bodies.push((i % 50, signed_change(&stack, &topic, &params[i % 50])));
+    }
+    let mut newest: HashMap<String, OffsetDateTime> = HashMap::new();
+    for (i, b) in &bodies {
+        let t = timestamp_of(b);
+        let e = newest.entry(format!("es-{i}")).or_insert(t);
+        *e = (*e).max(t);
+    }
+    let queue = Arc::new(Mutex::new(
+        bodies.into_iter().map(|(_, b)| b).collect::<Vec<_>>(),
+    ));
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..20 {
+        let (q, url) = (queue.clone(), svc.url());
+        senders.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            loop {
+                let Some(b) = q.lock().pop() else {
+                    return results;
+                };
+                results.push(
+                    deliver(
+                        url.clone(),
+                        b,
+                        Duration::from_millis(500),
+                        Duration::from_secs(90),
+                    )
+                    .await,
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.stop_apiserver();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    stack.start_apiserver();
+    let mut retried = 0;
+    let mut answered = 0;
+    for s in senders {
+        for (status, body, attempts) in s.await.unwrap() {
+            assert_eq!(status, 200, "{body}");
+            answered += 1;
+            retried += u32::from(attempts > 1);
+        }
+    }
+    assert_eq!(answered, 1000);
+    eprintln!(
+        "1000 notifications in {:?}; {retried} needed SNS-style retries",
+        started.elapsed()
+    );
+    assert!(retried > 0, "the outage was felt");
+    assert_none_missed(&kube, &ns, &newest).await;
+}
+
+#[tokio::test]
+async fn kill_9_mid_burst_then_redelivery_none_missed() {
+    let stack = Stack::shared();
+    let topic = stack
+        .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let (kube, ns, params) = setup_readers(&stack, "rel-kill", 30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Replica::new(&stack, &[&topic], &["--sweep-interval=0s"], &[], dir.path());
+    svc.start().await;
+    let mut newest: HashMap<String, OffsetDateTime> = HashMap::new();
+    let mut bodies = Vec::new();
+    for i in 0..300 {
+        let b = signed_change(&stack, &topic, &params[i % 30]);
+        newest.insert(format!("es-{}", i % 30), timestamp_of(&b));
+        bodies.push(b);
+    }
+    let url = svc.url();
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(5 * i as u64)).await;
+                deliver(url, b, Duration::from_millis(300), Duration::from_secs(60)).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    svc.kill9();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    svc.start().await;
+    let mut retried = 0;
+    for t in tasks {
+        let (status, body, attempts) = t.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        retried += u32::from(attempts > 1);
+    }
+    eprintln!("300 notifications; {retried} redelivered after the kill");
+    assert!(retried > 0, "the kill was felt");
+    assert_none_missed(&kube, &ns, &newest).await;
+}
+
+#[tokio::test]
+async fn sigterm_fails_readiness_first_and_answers_in_flight_work_honestly() {
+    let stack = Stack::shared();
+    let topic = stack
+        .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let (kube, ns, params) = setup_readers(&stack, "rel-term", 1).await;
+    let api: SocketAddr = format!("127.0.0.1:{}", stack.get("STACK_API_PORT"))
+        .parse()
+        .unwrap();
+    let proxy = FreezableProxy::start(api).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig_via(&stack, proxy.addr, dir.path());
+    let mut svc = Replica::new(
+        &stack,
+        &[&topic],
+        &["--sweep-interval=0s", "--request-deadline=6s"],
+        &[("KUBECONFIG", &kc)],
+        dir.path(),
+    );
+    svc.start().await;
+    // Warm the patch connection, then freeze it so the next patch hangs in flight.
+    let (s, b, _) = deliver(
+        svc.url(),
+        signed_change(&stack, &topic, &params[0]),
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let before = annotation(&kube, &ns, "es-0", "force-sync").await;
+    proxy.freeze_existing();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = svc.url();
+    let msg = signed_change(&stack, &topic, &params[0]);
+    let in_flight = tokio::spawn(async move {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/sns"))
+            .body(msg)
+            .send()
+            .await
+            .unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &svc.pid().to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = reqwest::get(format!("{}/readyz", svc.admin()))
+        .await
+        .map(|r| r.status().as_u16());
+    assert!(
+        matches!(ready, Ok(503) | Err(_)),
+        "readiness fails at once after SIGTERM: {ready:?}"
+    );
+    let (status, body) = in_flight.await.unwrap();
+    let after = annotation(&kube, &ns, "es-0", "force-sync").await;
+    // Honest either way: 200 only if the patch landed, otherwise 503 for SNS to redeliver.
+    match status {
+        200 => assert_ne!(after, before, "200 means the patch was applied: {body}"),
+        503 => {}
+        other => panic!("in-flight request answered {other}: {body}"),
+    }
+    let child = svc.child.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no exit within the deadline after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "SIGTERM: in-flight answered {status}, exit after {:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn changes_made_while_down_are_caught_up_by_the_sweep() {
+    let stack = Stack::shared();
+    let topic = stack
+        .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let (kube, ns, params) = setup_readers(&stack, "rel-sweep", 3).await;
+    let ssm = aws_sdk_ssm::Client::new(
+        &aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(stack.get("AWS_ENDPOINT_URL"))
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load()
+            .await,
+    );
+    // es-0 and es-1 last synced an hour ago; es-2 synced just now (after the change).
+    let es_api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(kube.clone(), &ns, &es_resource());
+    let hour_ago = (OffsetDateTime::now_utc() - time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    for (i, p) in params.iter().enumerate() {
+        ssm.put_parameter()
+            .name(p)
+            .value("rotated while nobody listened")
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+            .await
+            .unwrap();
+        let synced = if i == 2 {
+            (OffsetDateTime::now_utc() + time::Duration::seconds(5))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        } else {
+            hour_ago.clone()
+        };
+        es_api
+            .patch_status(
+                &format!("es-{i}"),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"status": {"refreshTime": synced}})),
+            )
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lease = format!("sweep-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut svc = Replica::new(
+        &stack,
+        &[&topic],
+        &[&format!("--sweep-lease={lease}"), "--lease-duration=3s"],
+        &[],
+        dir.path(),
+    );
+    svc.start().await;
+    for i in 0..2 {
+        wait_annotation_change(
+            &kube,
+            &ns,
+            &format!("es-{i}"),
+            None,
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    assert_eq!(
+        annotation(&kube, &ns, "es-2", "force-sync").await,
+        None,
+        "in sync: left alone"
+    );
+    assert!(
+        svc.metric(r#"ssm_resync_sweep_api_calls_total{result="ok"}"#)
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        svc.metric(r#"ssm_resync_patches_total{result="applied"}"#)
+            .await,
+        2.0,
+        "no SNS message was sent"
+    );
+}
+
+#[tokio::test]
+async fn two_replicas_one_sweeps_and_the_other_takes_over() {
+    let stack = Stack::shared();
+    let topic = stack
+        .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let lease = format!("ha-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let args = [
+        format!("--sweep-lease={lease}"),
+        "--lease-duration=3s".into(),
+        "--sweep-interval=1s".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut a = Replica::new(
+        &stack,
+        &[&topic],
+        &args,
+        &[("POD_NAME", "replica-a")],
+        dir.path(),
+    );
+    let mut b = Replica::new(
+        &stack,
+        &[&topic],
+        &args,
+        &[("POD_NAME", "replica-b")],
+        dir.path(),
+    );
+    a.start().await;
+    b.start().await;
+    let leader_of = async |r: &Replica| r.metric("ssm_resync_sweep_leader").await == 1.0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (la, lb) = loop {
+        let (la, lb) = (leader_of(&a).await, leader_of(&b).await);
+        if la || lb {
+            break (la, lb);
+        }
+        assert!(Instant::now() < deadline, "no replica took the lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(la != lb, "exactly one leader (a={la}, b={lb})");
+    let (leader, follower) = if la {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    assert_eq!(
+        follower
+            .metric(r#"ssm_resync_sweep_runs_total{result="ok"}"#)
+            .await,
+        0.0,
+        "the follower does not sweep"
+    );
+    // Both serve the webhook meanwhile.
+    for r in [&*leader, &*follower] {
+        let (s, body, _) = deliver(
+            r.url(),
+            signed_change(&stack, &topic, &param("/rel/ha")),
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(
+            (s, body["result"].as_str()),
+            (200, Some("no_match")),
+            "{body}"
+        );
+    }
+    leader.kill9();
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(20);
+    while follower
+        .metric(r#"ssm_resync_sweep_runs_total{result="ok"}"#)
+        .await
+        < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the follower never took over:\n{}",
+            follower.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("take-over after {:?} (lease 3 s)", t0.elapsed());
+}
+
+/// 30 s at 500 notifications/s (`SOAK_SECONDS` for the long run): no error responses, stable
+/// latency, RSS growth < 10%.
+#[tokio::test]
+async fn soak() {
+    let seconds: u64 = std::env::var("SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let rate = 500u64;
+    let stack = Stack::shared();
+    let topic = stack
+        .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let (_kube, _ns, params) = setup_readers(&stack, "rel-soak", 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut svc = Replica::new(&stack, &[&topic], &["--sweep-interval=0s"], &[], dir.path());
+    svc.start().await;
+    // Sign ahead on a blocking thread, so the sender measures the service, not RSA signing.
+    let total = (seconds * rate) as usize;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4096);
+    let key_file = stack.get("SSM_RESYNC_SAMPLE_SIGN_KEY").to_owned();
+    let cert_url = stack.cert_url().to_owned();
+    let t = topic.clone();
+    std::thread::spawn(move || {
+        let key = ssm_resync::sns::sign::SigningKey::from_file(&key_file).unwrap();
+        for i in 0..total {
+            // One in 50 matches an ExternalSecret (patched, coalesced); the rest match nothing.
+            let name = if i % 50 == 0 {
+                params[i / 50 % 10].clone()
+            } else {
+                format!("/soak/none/{i}")
+            };
+            let ev = ssm_resync::app::parameter_store_change(
+                &name,
+                "Update",
+                "us-east-1",
+                "123456789012",
+            );
+            let env = ssm_resync::app::notification(ev.to_string(), &t, &cert_url, Some(&key));
+            if tx
+                .blocking_send(serde_json::to_string(&env).unwrap())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let client = reqwest::Client::new();
+    let url = format!("{}/sns", svc.url());
+    let mut rss_start = svc.rss_kib();
+    let latencies = Arc::new(Mutex::new(Vec::<(u64, Duration)>::new()));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let start = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    let mut inflight = Vec::new();
+    for i in 0..total {
+        ticker.tick().await;
+        let Some(body) = rx.recv().await else { break };
+        let (c, u, l, e) = (
+            client.clone(),
+            url.clone(),
+            latencies.clone(),
+            errors.clone(),
+        );
+        let second = start.elapsed().as_secs();
+        inflight.push(tokio::spawn(async move {
+            let t = Instant::now();
+            match c.post(u).body(body).send().await {
+                Ok(r) if r.status() == 200 => l.lock().push((second, t.elapsed())),
+                Ok(r) => e.lock().push(format!("{i}: {}", r.status())),
+                Err(err) => e.lock().push(format!("{i}: {err}")),
+            }
+        }));
+        if i == total / 10 {
+            // Measured after a warm-up: allocator arenas, pools and caches fill at first.
+            rss_start = svc.rss_kib();
+        }
+    }
+    for t in inflight {
+        t.await.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let rss_end = svc.rss_kib();
+    let errors = errors.lock().clone();
+    assert!(
+        errors.is_empty(),
+        "{} error responses, e.g. {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    let lat = latencies.lock().clone();
+    let p99 = |from: u64, to: u64| {
+        let mut v: Vec<Duration> = lat
+            .iter()
+            .filter(|(s, _)| *s >= from && *s < to)
+            .map(|(_, d)| *d)
+            .collect();
+        v.sort();
+        v[(v.len() * 99 / 100).min(v.len() - 1)]
+    };
+    let third = seconds / 3;
+    let (early, late) = (p99(1, third.max(2)), p99(seconds - third, seconds + 1));
+    let growth = rss_end as f64 / rss_start as f64;
+    eprintln!(
+        "soak: {} notifications in {elapsed:?} ({:.0}/s), p99 early {early:?} late {late:?}, RSS {rss_start} -> {rss_end} KiB ({:+.1}%)",
+        lat.len(),
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        (growth - 1.0) * 100.0
+    );
+    assert!(
+        late < early * 3 + Duration::from_millis(20),
+        "latency grew: p99 {early:?} -> {late:?}"
+    );
+    assert!(growth < 1.10, "RSS grew {rss_start} -> {rss_end} KiB");
+}
