@@ -560,23 +560,7 @@ impl Drop for Launched {
 
 /// POSTs to /sns the way SNS does (text/plain, the x-amz-sns-* headers).
 async fn post(base: &str, body: &str) -> (u16, Value) {
-    let env: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let mut req = reqwest::Client::new()
-        .post(format!("{base}/sns"))
-        .header("content-type", "text/plain; charset=UTF-8")
-        .body(body.to_owned());
-    for (h, f) in [
-        ("x-amz-sns-message-type", "Type"),
-        ("x-amz-sns-message-id", "MessageId"),
-        ("x-amz-sns-topic-arn", "TopicArn"),
-    ] {
-        if let Some(v) = env.get(f).and_then(Value::as_str) {
-            req = req.header(h, v);
-        }
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+    post_sns(base, body).await
 }
 
 fn unique(prefix: &str) -> String {

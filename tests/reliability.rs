@@ -200,17 +200,7 @@ impl Replica {
     }
 
     async fn metric(&self, series: &str) -> f64 {
-        let Ok(r) = reqwest::get(format!("{}/metrics", self.admin())).await else {
-            return 0.0;
-        };
-        let text = r.text().await.unwrap_or_default();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
+        scrape(&self.admin(), series).await
     }
 
     fn rss_kib(&self) -> u64 {

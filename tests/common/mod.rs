@@ -297,24 +297,7 @@ impl Service {
 
     /// POSTs a body to /sns the way SNS does (text/plain, the x-amz-sns-* headers).
     pub async fn post(&self, body: &str) -> (u16, Value) {
-        let env: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        let mut req = reqwest::Client::new()
-            .post(format!("{}/sns", self.url))
-            .header("content-type", "text/plain; charset=UTF-8")
-            .body(body.to_owned());
-        for (h, f) in [
-            ("x-amz-sns-message-type", "Type"),
-            ("x-amz-sns-message-id", "MessageId"),
-            ("x-amz-sns-topic-arn", "TopicArn"),
-        ] {
-            if let Some(v) = env.get(f).and_then(Value::as_str) {
-                req = req.header(h, v);
-            }
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
-        (status, body)
+        post_sns(&self.url, body).await
     }
 
     pub async fn metrics(&self) -> String {
@@ -328,14 +311,7 @@ impl Service {
 
     /// The value of one sample line, e.g. `ssm_resync_patches_total{result="applied"}`.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self.metrics().await;
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .map(|v| v.trim().parse().unwrap())
-            .unwrap_or(0.0)
+        scrape(&self.admin, series).await
     }
 }
 
@@ -466,4 +442,46 @@ pub fn signed_change(stack: &Stack, topic: &str, parameter: &str) -> String {
 /// namespace, so two tests reading the same key would patch each other's resources.
 pub fn param(base: &str) -> String {
     format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// POSTs a body to `<base>/sns` the way SNS does (text/plain, the x-amz-sns-* headers taken
+/// from the body).
+pub async fn post_sns(base: &str, body: &str) -> (u16, Value) {
+    let env: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/sns"))
+        .header("content-type", "text/plain; charset=UTF-8")
+        .body(body.to_owned());
+    for (h, f) in [
+        ("x-amz-sns-message-type", "Type"),
+        ("x-amz-sns-message-id", "MessageId"),
+        ("x-amz-sns-topic-arn", "TopicArn"),
+    ] {
+        if let Some(v) = env.get(f).and_then(Value::as_str) {
+            req = req.header(h, v);
+        }
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+/// One sample's value from an OpenMetrics text, e.g.
+/// `ssm_resync_patches_total{result="applied"}`; 0 when absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+/// Scrapes `<admin>/metrics` for one sample (0 when the scrape fails).
+pub async fn scrape(admin: &str, series: &str) -> f64 {
+    match reqwest::get(format!("{admin}/metrics")).await {
+        Ok(r) => sample(&r.text().await.unwrap_or_default(), series),
+        Err(_) => 0.0,
+    }
 }
