@@ -360,3 +360,36 @@ async fn explain_prints_targets_and_near_misses_as_json() {
         "explain patches nothing"
     );
 }
+
+/// `--eso-version v1beta1` for clusters that still serve only v1beta1: watched and patched
+/// through that version.
+#[tokio::test]
+async fn eso_v1beta1_opt_in_watches_and_patches_through_v1beta1() {
+    let stack = Stack::shared();
+    let kube = stack.kube().await;
+    let topic = stack
+        .topic(&format!("ref-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let p = param("/ref/v1beta1");
+    let ns = namespace(&kube, "ref-beta").await;
+    let v1beta1 = ssm_resync::cluster::EsoVersion::V1beta1;
+    let ss = ssm_resync::cluster::eso_resource(v1beta1, "SecretStore", "secretstores");
+    create(&kube, &ss, &ns, json!({
+        "apiVersion": "external-secrets.io/v1beta1", "kind": "SecretStore", "metadata": {"name": "aws", "namespace": ns},
+        "spec": {"provider": {"aws": {"service": "ParameterStore", "region": "us-east-1"}}}
+    })).await;
+    create(&kube, &ssm_resync::cluster::external_secret_resource(v1beta1), &ns, json!({
+        "apiVersion": "external-secrets.io/v1beta1", "kind": "ExternalSecret", "metadata": {"name": "old", "namespace": ns},
+        "spec": {"secretStoreRef": {"name": "aws", "kind": "SecretStore"}, "data": [{"secretKey": "k", "remoteRef": {"key": p}}]}
+    })).await;
+    let svc = Service::start(&stack, &[&topic], &["--eso-version=v1beta1"]).await;
+    let (status, body) = svc
+        .post(&signed(&stack, &topic, ssm_event(&p, "Update")))
+        .await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    assert!(annotation(&kube, &ns, "old", "force-sync").await.is_some());
+}
