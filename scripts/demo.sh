@@ -39,7 +39,8 @@ python3 scripts/aws_local.py put-parameter "$PARAM" "initial-$(date +%s)"
 
 say "starting ssm-resync serve on $LISTEN (admin $ADMIN)"
 LOG=target/stack/ssm-resync.log
-SSM_RESYNC_LISTEN=$LISTEN SSM_RESYNC_ADMIN_LISTEN=$ADMIN "$BIN" serve >"$LOG" 2>&1 &
+# The catch-up sweep is off here so the annotation that lands is the one the event caused.
+SSM_RESYNC_LISTEN=$LISTEN SSM_RESYNC_ADMIN_LISTEN=$ADMIN SSM_RESYNC_SWEEP_INTERVAL=0s "$BIN" serve >"$LOG" 2>&1 &
 PID=$!
 cleanup() {
   python3 scripts/aws_local.py unsubscribe "http://$LISTEN/sns" >/dev/null 2>&1 || true
