@@ -145,10 +145,26 @@ async fn unsigned_fields_do_not_matter_but_are_not_trusted() {
 }
 
 #[tokio::test]
-async fn expired_certificate_is_rejected_today() {
-    let (body, verifier) = fixtures().remove(0);
+async fn today_they_are_too_old_and_their_certificates_expired() {
+    let (body, _) = fixtures().remove(0);
     let env = Envelope::parse(body.as_bytes()).unwrap();
-    let err = verifier
+    let certs = {
+        let mut c = CertStore::new(CertStoreConfig::default());
+        c.pin_spec(&format!("{}={DIR}/{}", env.signing_cert_url, SETS[0].cert))
+            .unwrap();
+        Arc::new(c)
+    };
+    let topics = || TopicPolicy::new(&["arn:aws:sns:*:295079676684:*"]).unwrap();
+    // The age check comes first (no certificate work for a replay)...
+    let err = Verifier::new(topics(), certs.clone())
+        .verify(&env, OffsetDateTime::now_utc())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), "message_too_old", "{err}");
+    // ...and past it, the certificate's validity is checked against the clock.
+    let lenient = Verifier::new(topics(), certs)
+        .with_max_age(std::time::Duration::from_secs(20 * 365 * 86400));
+    let err = lenient
         .verify(&env, OffsetDateTime::now_utc())
         .await
         .unwrap_err();
