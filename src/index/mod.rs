@@ -19,8 +19,8 @@ use regex::Regex;
 
 use crate::event::{Change, Service};
 pub use model::{
-    AwsProvider, AwsService, Binding, Condition, Find, Owner, Reader, ReaderKind, Reference,
-    Selector, Store, StoreId,
+    AwsProvider, AwsService, Binding, Condition, Find, Owner, Reader, ReaderKind, RefPath,
+    Reference, Selector, Store, StoreId,
 };
 
 /// A resource the index holds.
@@ -149,8 +149,20 @@ pub struct Index {
     by_name: HashMap<Box<str>, Vec<Entry>>,
     by_path: HashMap<Box<str>, Vec<Entry>>,
     scans: Vec<Entry>,
+    /// The scan list's regexps as one `RegexSet` (one pass per lookup instead of one match
+    /// per entry), built on first use after the list changed.
+    scan_set: parking_lot::Mutex<Option<Arc<ScanSet>>>,
     filed: HashMap<Arc<ResourceKey>, Vec<Filed>>,
     references: usize,
+}
+
+#[derive(Debug)]
+struct ScanSet {
+    set: regex::RegexSet,
+    /// `scans` index of each pattern in `set`.
+    entries: Vec<usize>,
+    /// `scans` entries without a regexp (tags only): always candidates.
+    always: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -391,14 +403,15 @@ impl Index {
                         ""
                     };
                     let uid = match &reader.parent {
-                        Some(p) => p.uid.clone(),
-                        None => reader.uid.clone(),
-                    };
+                        Some(p) => p.uid,
+                        None => reader.uid,
+                    }
+                    .map(|u| u.to_string());
                     let m = Match {
                         uid,
                         target,
                         reader: (*entry.key).clone(),
-                        reference: reference.path.clone(),
+                        reference: reference.path.to_string(),
                         reason: format!("{how} via {scope}{tags}"),
                     };
                     match &reader.unforceable {
@@ -411,7 +424,7 @@ impl Index {
                 }
                 Err(why) if misses => out.near_misses.push(NearMiss {
                     reader: (*entry.key).clone(),
-                    reference: reference.path.clone(),
+                    reference: reference.path.to_string(),
                     reason: why,
                 }),
                 Err(_) => {}
@@ -433,17 +446,40 @@ impl Index {
                 }
             }
         }
-        for e in &self.scans {
-            consider(
-                e,
-                if e.regex.is_some() {
-                    "name regexp"
-                } else {
-                    "tags"
-                },
-            );
+        let scans = self.scan_set();
+        for &i in &scans.always {
+            consider(&self.scans[i], "tags");
+        }
+        for i in scans.set.matches(&change.name).iter() {
+            consider(&self.scans[scans.entries[i]], "name regexp");
         }
         out
+    }
+
+    fn scan_set(&self) -> Arc<ScanSet> {
+        let mut cached = self.scan_set.lock();
+        if let Some(s) = cached.as_ref() {
+            return s.clone();
+        }
+        let (mut patterns, mut entries, mut always) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, e) in self.scans.iter().enumerate() {
+            match &e.regex {
+                Some(re) => {
+                    patterns.push(re.as_str().to_owned());
+                    entries.push(i);
+                }
+                None => always.push(i),
+            }
+        }
+        // Each pattern already compiled on its own, so the set compiles too.
+        let set = regex::RegexSet::new(&patterns).expect("regexps that compiled alone");
+        let s = Arc::new(ScanSet {
+            set,
+            entries,
+            always,
+        });
+        *cached = Some(s.clone());
+        s
     }
 
     /// Whether the binding reads from where the change happened; `Err` says what differed.
@@ -561,6 +597,7 @@ impl Index {
                         }
                         None => {
                             self.scans.push(entry(None, regex, true, f.tags));
+                            *self.scan_set.get_mut() = None;
                             filed.push(Filed::Scan);
                         }
                     }
@@ -595,6 +632,7 @@ impl Index {
         }
         if scans {
             self.scans.retain(|e| *e.key != *key);
+            *self.scan_set.get_mut() = None;
         }
     }
 

@@ -180,11 +180,37 @@ pub enum Binding {
     Inline(AwsProvider),
 }
 
+/// Where in its object a reference is; printed as the field path, e.g.
+/// `spec.data[0].remoteRef.key`. Kept as an index, not a string: 100k resources' worth of
+/// field paths would be the index's largest single cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefPath {
+    RemoteRef(u32),
+    Extract(u32),
+    Find(u32),
+    KesKey(u32),
+    KesPath(u32),
+    KesDataFrom(u32),
+}
+
+impl std::fmt::Display for RefPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RemoteRef(i) => write!(f, "spec.data[{i}].remoteRef.key"),
+            Self::Extract(i) => write!(f, "spec.dataFrom[{i}].extract.key"),
+            Self::Find(i) => write!(f, "spec.dataFrom[{i}].find"),
+            Self::KesKey(i) => write!(f, "spec.data[{i}].key"),
+            Self::KesPath(i) => write!(f, "spec.data[{i}].path"),
+            Self::KesDataFrom(i) => write!(f, "spec.dataFrom[{i}]"),
+        }
+    }
+}
+
 /// One way a resource reads AWS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
-    /// Where in the object, e.g. `spec.data[0].remoteRef.key`.
-    pub path: String,
+    /// Where in the object.
+    pub path: RefPath,
     pub selector: Selector,
     pub binding: Binding,
 }
@@ -201,7 +227,7 @@ pub enum ReaderKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub name: String,
-    pub uid: Option<String>,
+    pub uid: Option<uuid::Uuid>,
 }
 
 /// A resource that reads AWS keys.
@@ -210,7 +236,7 @@ pub struct Reader {
     pub kind: ReaderKind,
     pub namespace: String,
     pub name: String,
-    pub uid: Option<String>,
+    pub uid: Option<uuid::Uuid>,
     /// The ClusterExternalSecret that owns this ExternalSecret: it is patched instead.
     pub parent: Option<Owner>,
     pub references: Vec<Reference>,
@@ -246,7 +272,7 @@ impl Reader {
                 entry_store(entry),
             ) {
                 references.push(Reference {
-                    path: format!("spec.data[{i}].remoteRef.key"),
+                    path: RefPath::RemoteRef(i as u32),
                     selector: Selector::Key(key.to_owned()),
                     binding: Binding::Store(store),
                 });
@@ -258,7 +284,7 @@ impl Reader {
             };
             if let Some(key) = entry.pointer("/extract/key").and_then(Value::as_str) {
                 references.push(Reference {
-                    path: format!("spec.dataFrom[{i}].extract.key"),
+                    path: RefPath::Extract(i as u32),
                     selector: Selector::Key(key.to_owned()),
                     binding: Binding::Store(store.clone()),
                 });
@@ -275,7 +301,7 @@ impl Reader {
                 };
                 if f.path.is_some() || f.name_regexp.is_some() || f.tags {
                     references.push(Reference {
-                        path: format!("spec.dataFrom[{i}].find"),
+                        path: RefPath::Find(i as u32),
                         selector: Selector::Find(f),
                         binding: Binding::Store(store),
                     });
@@ -293,14 +319,14 @@ impl Reader {
             .and_then(|o| {
                 Some(Owner {
                     name: o.get("name")?.as_str()?.to_owned(),
-                    uid: non_empty(o.get("uid")),
+                    uid: uid(o.get("uid")),
                 })
             });
         Ok(Self {
             kind: ReaderKind::ExternalSecret,
             namespace,
             name,
-            uid: non_empty(obj.pointer("/metadata/uid")),
+            uid: uid(obj.pointer("/metadata/uid")),
             parent,
             references,
             unforceable: unforceable(spec),
@@ -333,13 +359,13 @@ impl Reader {
             for (i, entry) in array(spec, "data").iter().enumerate() {
                 if let Some(key) = entry.get("key").and_then(Value::as_str) {
                     references.push(Reference {
-                        path: format!("spec.data[{i}].key"),
+                        path: RefPath::KesKey(i as u32),
                         selector: Selector::Key(key.to_owned()),
                         binding: Binding::Inline(provider.clone()),
                     });
                 } else if let Some(path) = non_empty(entry.get("path")) {
                     references.push(Reference {
-                        path: format!("spec.data[{i}].path"),
+                        path: RefPath::KesPath(i as u32),
                         selector: Selector::Find(Find {
                             path: Some(path),
                             recursive: entry
@@ -355,7 +381,7 @@ impl Reader {
             for (i, key) in array(spec, "dataFrom").iter().enumerate() {
                 if let Some(key) = key.as_str() {
                     references.push(Reference {
-                        path: format!("spec.dataFrom[{i}]"),
+                        path: RefPath::KesDataFrom(i as u32),
                         selector: Selector::Key(key.to_owned()),
                         binding: Binding::Inline(provider.clone()),
                     });
@@ -366,7 +392,7 @@ impl Reader {
             kind: ReaderKind::KesExternalSecret,
             namespace,
             name,
-            uid: non_empty(obj.pointer("/metadata/uid")),
+            uid: uid(obj.pointer("/metadata/uid")),
             parent: None,
             references,
             unforceable: None,
@@ -432,6 +458,11 @@ fn strings(v: Option<&Value>) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn uid(v: Option<&Value>) -> Option<uuid::Uuid> {
+    v.and_then(Value::as_str)
+        .and_then(|s| uuid::Uuid::parse_str(s).ok())
 }
 
 fn non_empty(v: Option<&Value>) -> Option<String> {

@@ -553,7 +553,7 @@ fn cluster_external_secret_children_patch_the_parent_once() {
         let mut obj = json!({
             "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
             "metadata": {"namespace": ns, "name": "db", "ownerReferences": [
-                {"apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret", "name": "db-everywhere", "uid": "u-1", "controller": true}
+                {"apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret", "name": "db-everywhere", "uid": "0b7e3c2e-6c1a-4a57-9d43-6a0c7f3e2b11", "controller": true}
             ]},
             "spec": data("global", "ClusterSecretStore", &["/shared/db"])
         });
@@ -577,7 +577,7 @@ fn cluster_external_secret_children_patch_the_parent_once() {
         .unwrap();
     assert_eq!(
         (parent.target.namespace.as_str(), parent.uid.as_deref()),
-        ("", Some("u-1"))
+        ("", Some("0b7e3c2e-6c1a-4a57-9d43-6a0c7f3e2b11"))
     );
 }
 
