@@ -273,7 +273,7 @@ async fn notification(s: &AppState, env: &Envelope) -> Answer {
     let targets: Vec<Target> = matched.iter().map(|(m, _)| m.target.clone()).collect();
     s.metrics.targets_matched.inc_by(targets.len() as u64);
     if targets.is_empty() {
-        tracing::info!(message_id = %env.message_id, parameters = ?changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), unforceable, "no resource to force-sync for the changed parameter");
+        tracing::debug!(message_id = %env.message_id, parameters = ?changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), unforceable, "no resource to force-sync for the changed parameter");
         s.applied.insert(&env.message_id);
         s.metrics.notification(T, "no_match");
         return Answer {
