@@ -30,3 +30,6 @@ FUZZ_SECONDS ?= 60
 .PHONY: fuzz
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
+.PHONY: bench
+bench:
+	scripts/bench.sh

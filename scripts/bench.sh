@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# `make bench`: the performance figures of docs/performance.md, each next to a baseline
+# measured in the same run, as a ratio, with its target.
+#
+# Builds the release binaries (ssm-resync, loadgen) and the bench binaries, starts its own
+# local stack (real kube-apiserver v1.20.2 + etcd + moto, fresh etcd, under
+# target/bench-stack, ports 26790/19443/17500), runs each bench, prints the summary table
+# and writes it to target/bench/summary.md (raw rows: target/bench/results.jsonl, service
+# logs: target/bench/*.log). The stack is stopped and purged on exit.
+#
+#   BENCH_HEAVY=1     heavier runs: 150,000 requests closed loop, 30 s at 5,000/s and 5 s
+#                     at 20,000/s open loop, 1,000 end-to-end iterations
+#   BENCH_ONLY="a b"  run only these steps: sigverify index startup webhook e2e apicost burst
+#   BENCH_ETCD_PORT, BENCH_API_PORT, BENCH_MOTO_PORT   stack ports (etcd uses port + 1 too)
+#   BENCH_CONNECTIONS (32), BENCH_WEBHOOK_REQUESTS (60000), BENCH_OPEN_RATE (5000),
+#   BENCH_OPEN_SECONDS (10), BENCH_E2E_ITERATIONS (200), BENCH_RUST_LOG (service RUST_LOG),
+#   BENCH_SERVICE_ARGS (extra `ssm-resync serve` flags, for experiments: e.g. --events=false)
+#
+# Everything runs on loopback. The machine has 2 cores: servers and load generators share
+# them, so figures are quoted next to a baseline taken minutes apart in the same run.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$REPO"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+START=$SECONDS
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+HEAVY=${BENCH_HEAVY:-0}
+export BENCH_HEAVY=$HEAVY
+STEPS=${BENCH_ONLY:-sigverify index startup webhook e2e apicost burst}
+export BENCH_OUT=$REPO/target/bench
+mkdir -p "$BENCH_OUT"
+rm -f "$BENCH_OUT/results.jsonl" "$BENCH_OUT"/*.log "$BENCH_OUT/webhook-bodies.jsonl"
+
+wants() { [[ " $STEPS " == *" $1 "* ]]; }
+needs_stack() {
+  local s
+  for s in startup webhook e2e apicost burst; do wants "$s" && return 0; done
+  return 1
+}
+
+# --- build ---------------------------------------------------------------------------
+log "building (release profile: the service under test is target/release/ssm-resync)"
+t=$SECONDS
+cargo build --locked --release --bin ssm-resync --bin loadgen
+# The bench executables, run directly so that nothing is rebuilt in the middle of a run.
+declare -A BIN
+while IFS=$'\t' read -r name exe; do
+  BIN[$name]=$exe
+done < <(cargo bench --locked --no-run --message-format=json \
+  --bench sigverify --bench index_scale --bench service 2>/dev/null |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and "bench" in m["target"]["kind"] and m.get("executable"):
+        print(m["target"]["name"] + "\t" + m["executable"])
+')
+for b in sigverify index_scale service; do
+  [[ -n ${BIN[$b]:-} ]] || { log "error: no executable for bench $b"; exit 1; }
+done
+BUILD_SECONDS=$((SECONDS - t))
+
+# --- stack -----------------------------------------------------------------------------
+if needs_stack; then
+  scripts/install-deps.sh
+  scripts/build-kube-apiserver.sh >/dev/null
+  export STACK_DIR=$REPO/target/bench-stack
+  export STACK_ETCD_PORT=${BENCH_ETCD_PORT:-26790} STACK_API_PORT=${BENCH_API_PORT:-19443}
+  export STACK_MOTO_PORT=${BENCH_MOTO_PORT:-17500}
+  # A fresh etcd every run: figures must not depend on what earlier runs left behind.
+  scripts/stack.sh down --purge >/dev/null 2>&1 || true
+  trap 'scripts/stack.sh down --purge' EXIT
+  scripts/stack.sh up
+  export BENCH_STACK_DIR=$STACK_DIR
+fi
+
+# --- benches ---------------------------------------------------------------------------
+FAILED=()
+declare -A TOOK
+step() {
+  local name=$1 t=$SECONDS
+  shift
+  log "bench: $name"
+  if "$@"; then
+    TOOK[$name]=$((SECONDS - t))
+  else
+    TOOK[$name]=$((SECONDS - t))
+    log "bench $name FAILED"
+    FAILED+=("$name")
+    printf '{"id":"%s","figure":"bench %s FAILED (see the output above)","value":null,"unit":"","baseline":null,"baseline_label":"","ratio":null,"target":"","met":false,"note":""}\n' \
+      "$name" "$name" >>"$BENCH_OUT/results.jsonl"
+  fi
+}
+
+wants sigverify && step sigverify "${BIN[sigverify]}"
+wants index && step index "${BIN[index_scale]}"
+wants startup && step startup-1k "${BIN[service]}" startup 1000
+wants webhook && step webhook "${BIN[service]}" webhook
+wants e2e && step e2e "${BIN[service]}" e2e
+wants apicost && step apicost "${BIN[service]}" apicost
+wants burst && step burst "${BIN[service]}" burst
+# Last: the 20,000 ExternalSecrets it creates (~35 s) stay in the cluster.
+wants startup && step startup-20k "${BIN[service]}" startup 20000
+
+# --- summary ---------------------------------------------------------------------------
+TOTAL=$((SECONDS - START))
+took=""
+for k in "${!TOOK[@]}"; do took+="$k ${TOOK[$k]} s, "; done
+BENCH_META="date: $(date -u +%FT%TZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (+ uncommitted changes)'); machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1); heavy: $HEAVY; load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg); build ${BUILD_SECONDS} s; steps: ${took%, }; total ${TOTAL} s"
+export BENCH_META
+python3 - "$BENCH_OUT/results.jsonl" "$BENCH_OUT/summary.md" <<'EOF'
+import json, os, sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()] if os.path.exists(sys.argv[1]) else []
+
+def num(v, unit=""):
+    if v is None:
+        return "n/a"
+    a = abs(v)
+    s = f"{v:.0f}" if a >= 100 else f"{v:.1f}" if a >= 10 else f"{v:.2f}"
+    return f"{s} {unit}".strip()
+
+out = ["# ssm-resync benchmark summary", "", os.environ.get("BENCH_META", ""), "",
+       "| # | figure | value | baseline (same run) | ratio | target | met? |",
+       "|---|---|---|---|---|---|---|"]
+for r in rows:
+    base = f"{num(r['baseline'])} ({r['baseline_label']})" if r.get("baseline") is not None else "n/a"
+    ratio = f"{r['ratio']:.2f}" if r.get("ratio") is not None else "n/a"
+    met = {True: "yes", False: "**NO**", None: ""}[r.get("met")]
+    out.append(f"| {r['id']} | {r['figure']} | {num(r['value'], r['unit'])} | {base} | {ratio} | {r.get('target') or ''} | {met} |")
+out += ["", "Notes:", ""]
+for r in rows:
+    if r.get("note"):
+        out.append(f"- {r['id']}: {r['note']}")
+text = "\n".join(out) + "\n"
+open(sys.argv[2], "w").write(text)
+print()
+print(text)
+EOF
+log "summary written to target/bench/summary.md (make bench took ${TOTAL} s)"
+if ((${#FAILED[@]})); then
+  log "failed: ${FAILED[*]}"
+  exit 1
+fi
