@@ -22,4 +22,12 @@ export STACK_DIR=$REPO/target/test-stack
 export STACK_ETCD_PORT=${TEST_STACK_ETCD_PORT:-24790} STACK_API_PORT=${TEST_STACK_API_PORT:-17443} STACK_MOTO_PORT=${TEST_STACK_MOTO_PORT:-16000}
 scripts/stack.sh up
 trap 'scripts/stack.sh down --purge' EXIT
-SSM_RESYNC_TEST_STACK_DIR=$STACK_DIR cargo test --locked
+# Library, binaries and integration tests (benches run with `make bench`; there are no
+# doc tests). The last line totals every test binary's result.
+mkdir -p target
+status=0
+SSM_RESYNC_TEST_STACK_DIR=$STACK_DIR cargo test --locked --lib --bins --tests 2>&1 | tee target/test.log || status=$?
+scripts/stack.sh down --purge
+trap - EXIT
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
+exit "$status"
