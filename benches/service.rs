@@ -593,6 +593,8 @@ async fn webhook() {
     }
     drop(svc);
     drop(trivial);
+    // Hundreds of MB, and only valid for an hour anyway.
+    let _ = std::fs::remove_file(&bodies);
 }
 
 fn loadgen_generate(dev: &DevKey, topic: &str, count: usize, out: &std::path::Path) {

@@ -287,7 +287,10 @@ impl Index {
         }
     }
 
-    pub fn apply_reader(&mut self, reader: Reader) {
+    pub fn apply_reader(&mut self, mut reader: Reader) {
+        // The parser's Vec keeps spare capacity (4 × 168 B for one reference): at 100k
+        // resources that was a third of the index's memory (make bench, massif).
+        reader.references.shrink_to_fit();
         let key = Arc::new(ResourceKey {
             kind: reader.kind,
             namespace: reader.namespace.clone(),
