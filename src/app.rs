@@ -168,11 +168,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Whether this replica may sweep: always without a lease; with one, while it holds it.
-fn leader_channel(args: &ServeArgs, client: kube::Client) -> tokio::sync::watch::Receiver<bool> {
+fn leader_channel(
+    args: &ServeArgs,
+    client: kube::Client,
+) -> Option<tokio::sync::watch::Receiver<bool>> {
     if args.sweep_lease.is_empty() {
-        let (tx, rx) = tokio::sync::watch::channel(true);
-        std::mem::forget(tx); // never closes: leadership is permanent
-        return rx;
+        return None;
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
     let name = args.sweep_lease.clone();
@@ -214,7 +215,7 @@ fn leader_channel(args: &ServeArgs, client: kube::Client) -> tokio::sync::watch:
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
     });
-    rx
+    Some(rx)
 }
 
 async fn shutdown_signal() {
@@ -234,24 +235,18 @@ async fn shutdown_signal() {
 
 /// `ConfirmSubscription(TopicArn, Token, AuthenticateOnUnsubscribe=true)` through the AWS
 /// SDK, in the topic's own region. Clients are built once per region.
-#[derive(Default)]
 pub struct SnsConfirmer {
-    clients: tokio::sync::Mutex<std::collections::HashMap<String, aws_sdk_sns::Client>>,
+    clients: crate::aws::Regional<aws_sdk_sns::Client>,
 }
 
-impl SnsConfirmer {
-    async fn client(&self, region: &str) -> aws_sdk_sns::Client {
-        let mut clients = self.clients.lock().await;
-        if let Some(c) = clients.get(region) {
-            return c.clone();
+impl Default for SnsConfirmer {
+    fn default() -> Self {
+        Self {
+            clients: crate::aws::Regional::new(
+                aws_sdk_sns::Client::new,
+                aws_config::retry::RetryConfig::standard(),
+            ),
         }
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_owned()))
-            .load()
-            .await;
-        let c = aws_sdk_sns::Client::new(&config);
-        clients.insert(region.to_owned(), c.clone());
-        c
     }
 }
 
@@ -268,7 +263,8 @@ impl Confirmer for SnsConfirmer {
                 .filter(|r| !r.is_empty())
                 .ok_or("topic ARN without region")?;
             let out = self
-                .client(region)
+                .clients
+                .get(region)
                 .await
                 .confirm_subscription()
                 .topic_arn(topic_arn)
@@ -456,7 +452,7 @@ async fn verify_file_inner(args: VerifyArgs) -> anyhow::Result<Result<(), crate:
         certs = certs.with_fixed_body(body);
     }
     let verifier = Verifier::new(topics, Arc::new(certs)).with_max_age(args.max_message_age);
-    Ok(verifier.verify(&env, now).await)
+    Ok(verifier.verify(&env, now).await.map(drop))
 }
 
 /// `ssm-resync explain`.

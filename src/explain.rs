@@ -3,14 +3,15 @@
 //! or namespace) and the matches that ignore force-sync. Reads the cluster; patches nothing.
 
 use anyhow::Context as _;
-use kube::api::{Api, DynamicObject, ListParams};
-use kube::discovery::ApiResource;
+use kube::api::{Api, DynamicObject};
+use parking_lot::RwLock;
 use serde_json::{Value, json};
 
-use crate::cluster::watch::WatchKind;
-use crate::cluster::{EsoVersion, eso_resource, kes_resource};
+use crate::cluster::EsoVersion;
+use crate::cluster::watch::{self, Watches};
 use crate::event::{Change, Decoded};
-use crate::index::{Index, Lookup, Match, NearMiss, Reader, ReaderKind, Store, TargetKind};
+use crate::index::{Index, Lookup, Match, NearMiss, ReaderKind, TargetKind};
+use crate::metrics::Metrics;
 
 /// Decodes a file holding an SNS envelope (its `Message` is used; the signature is not
 /// checked here) or a bare event.
@@ -31,73 +32,22 @@ pub fn changes_from(text: &str) -> anyhow::Result<Vec<Change>> {
     }
 }
 
-/// Lists every object of a resource, page by page.
-async fn list_all(client: &kube::Client, ar: &ApiResource) -> anyhow::Result<Vec<Value>> {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), ar);
-    let mut out = Vec::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = api
-            .list(&params)
-            .await
-            .with_context(|| format!("listing {}", ar.plural))?;
-        out.extend(
-            page.items
-                .into_iter()
-                .map(|o| serde_json::to_value(o).unwrap_or(Value::Null)),
-        );
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(out),
-        }
-    }
-}
-
-/// Builds the index from one list of each watched kind.
+/// Builds the index the way `serve` does at start-up: one (paginated) list of each kind
+/// the service would watch, parsed by the same code.
 pub async fn index_from_cluster(
     client: &kube::Client,
     version: EsoVersion,
     kes: bool,
 ) -> anyhow::Result<Index> {
-    let mut index = Index::new();
-    for (kind, plural, cluster) in [
-        ("SecretStore", "secretstores", false),
-        ("ClusterSecretStore", "clustersecretstores", true),
-    ] {
-        let stores = list_all(client, &eso_resource(version, kind, plural)).await?;
-        index.replace_stores(
-            cluster,
-            stores
-                .iter()
-                .filter_map(|o| Store::from_object(o, cluster).ok())
-                .collect(),
-        );
+    let index = RwLock::new(Index::new());
+    let metrics = Metrics::new();
+    for kind in Watches::new(kes).states.iter().map(|s| s.kind) {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource(version));
+        watch::list(&api, kind, &index, &metrics)
+            .await
+            .with_context(|| format!("listing {}", kind.as_str()))?;
     }
-    let es = list_all(
-        client,
-        &eso_resource(
-            version,
-            WatchKind::ExternalSecret.as_str(),
-            "externalsecrets",
-        ),
-    )
-    .await?;
-    index.replace_readers(
-        ReaderKind::ExternalSecret,
-        es.iter()
-            .filter_map(|o| Reader::from_external_secret(o).ok())
-            .collect(),
-    );
-    if kes {
-        let objs = list_all(client, &kes_resource()).await?;
-        index.replace_readers(
-            ReaderKind::KesExternalSecret,
-            objs.iter()
-                .filter_map(|o| Reader::from_kes(o).ok())
-                .collect(),
-        );
-    }
-    Ok(index)
+    Ok(index.into_inner())
 }
 
 /// All changes' lookups merged, each target once.

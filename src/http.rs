@@ -118,9 +118,9 @@ fn rejected(s: &AppState, t: &'static str, r: Reject) -> Answer {
     }
 }
 
-fn unavailable(s: &AppState, why: &'static str, detail: String) -> Answer {
-    tracing::warn!(reason = why, detail = %detail, "answering 503 so SNS redelivers");
-    s.metrics.notification("Notification", "failed");
+fn unavailable(s: &AppState, t: &'static str, why: &'static str, detail: String) -> Answer {
+    tracing::warn!(reason = why, r#type = t, detail = %detail, "answering 503 so SNS redelivers");
+    s.metrics.notification(t, "failed");
     Answer {
         status: StatusCode::SERVICE_UNAVAILABLE,
         body: json!({"result": "retry", "reason": why, "detail": detail}),
@@ -129,7 +129,20 @@ fn unavailable(s: &AppState, why: &'static str, detail: String) -> Answer {
 
 async fn sns(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Answer {
     let started = Instant::now();
-    let answer = handle(&s, &headers, body).await;
+    // One deadline for the whole delivery (a certificate fetch included), below SNS's 15 s
+    // timeout: past it SNS gets a 503 and redelivers; spawned patches keep going.
+    let label = header_str(&headers, "x-amz-sns-message-type")
+        .and_then(MessageType::parse)
+        .map_or("unknown", MessageType::as_str);
+    let answer = match tokio::time::timeout(s.deadline, handle(&s, &headers, body)).await {
+        Ok(answer) => answer,
+        Err(_) => unavailable(
+            &s,
+            label,
+            "deadline_exceeded",
+            format!("not answered within --request-deadline {:?}", s.deadline),
+        ),
+    };
     s.metrics
         .request_duration
         .observe(started.elapsed().as_secs_f64());
@@ -168,9 +181,10 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> Answer {
     if let Err(r) = headers_agree(headers, &env) {
         return rejected(s, label, r);
     }
-    if let Err(r) = s.verifier.verify(&env, (s.clock)()).await {
-        return rejected(s, label, r);
-    }
+    let sent = match s.verifier.verify(&env, (s.clock)()).await {
+        Ok(sent) => sent,
+        Err(r) => return rejected(s, label, r),
+    };
     match kind {
         MessageType::SubscriptionConfirmation => confirm(s, &env).await,
         MessageType::UnsubscribeConfirmation => {
@@ -182,7 +196,7 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> Answer {
                 body: json!({"result": "recorded"}),
             }
         }
-        MessageType::Notification => notification(s, &env).await,
+        MessageType::Notification => notification(s, &env, sent).await,
     }
 }
 
@@ -209,7 +223,7 @@ async fn confirm(s: &AppState, env: &Envelope) -> Answer {
     }
 }
 
-async fn notification(s: &AppState, env: &Envelope) -> Answer {
+async fn notification(s: &AppState, env: &Envelope, sent: OffsetDateTime) -> Answer {
     const T: &str = "Notification";
     if s.applied.contains(&env.message_id) {
         s.metrics.notification(T, "duplicate");
@@ -238,6 +252,7 @@ async fn notification(s: &AppState, env: &Envelope) -> Answer {
     if !s.watches.ready() {
         return unavailable(
             s,
+            T,
             "not_ready",
             format!("watches not in sync: {}", s.watches.unsynced().join(", ")),
         );
@@ -281,26 +296,8 @@ async fn notification(s: &AppState, env: &Envelope) -> Answer {
             body: json!({"result": "no_match", "changes": changes.len(), "targets": 0, "unforceable": unforceable}),
         };
     }
-    let sent = OffsetDateTime::parse(
-        &env.timestamp,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .ok();
-    let outcomes =
-        match tokio::time::timeout(s.deadline, s.trigger.force_sync(&targets, sent)).await {
-            Ok(o) => o,
-            Err(_) => {
-                return unavailable(
-                    s,
-                    "deadline_exceeded",
-                    format!(
-                        "patches of {} resources not applied within {:?}",
-                        targets.len(),
-                        s.deadline
-                    ),
-                );
-            }
-        };
+    // A change happened before its SNS Timestamp: patches sent after it cover it.
+    let outcomes = s.trigger.force_sync(&targets, Some(sent)).await;
     let failed: Vec<String> = targets
         .iter()
         .zip(&outcomes)
@@ -310,7 +307,7 @@ async fn notification(s: &AppState, env: &Envelope) -> Answer {
         })
         .collect();
     if !failed.is_empty() {
-        return unavailable(s, "patch_failed", failed.join("; "));
+        return unavailable(s, T, "patch_failed", failed.join("; "));
     }
     s.applied.insert(&env.message_id);
     for ((m, parameter), outcome) in matched.iter().zip(&outcomes) {
@@ -318,10 +315,8 @@ async fn notification(s: &AppState, env: &Envelope) -> Answer {
             s.events.force_sync(m, parameter, &env.message_id);
         }
     }
-    if let Some(sent) = sent {
-        let lag = (OffsetDateTime::now_utc() - sent).as_seconds_f64();
-        s.metrics.end_to_end.observe(lag.max(0.0));
-    }
+    let lag = (OffsetDateTime::now_utc() - sent).as_seconds_f64();
+    s.metrics.end_to_end.observe(lag.max(0.0));
     let dry = outcomes.iter().all(|o| *o == Outcome::DryRun);
     let result = if dry { "dry_run" } else { "applied" };
     s.metrics.notification(T, result);

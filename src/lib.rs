@@ -6,6 +6,7 @@
 //! the program; `main.rs` only dispatches.
 
 pub mod app;
+pub mod aws;
 pub mod cluster;
 pub mod config;
 pub mod dedupe;

@@ -145,3 +145,58 @@ fn sample_signed_with_a_dev_cert_verifies() {
         "an unsigned envelope has an empty Signature"
     );
 }
+
+/// `explain` refuses bad input with a clear message before it contacts any cluster.
+#[test]
+fn explain_rejects_bad_input_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("event.json");
+    let f = file.display().to_string();
+    for (body, want) in [
+        ("not json", "not JSON"),
+        (
+            r#"{"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification"}"#,
+            "ignores such messages",
+        ),
+        (
+            r#"{"source": "aws.ssm", "detail-type": "Parameter Store Change", "region": "us-east-1", "detail": {"operation": "Rename", "name": "/a"}}"#,
+            "malformed event",
+        ),
+        (
+            r#"{"parameters": [], "region": "us-east-1"}"#,
+            "malformed event",
+        ),
+    ] {
+        std::fs::write(&file, body).unwrap();
+        let out = Command::new(BIN)
+            .args(["explain", &f])
+            .env("KUBECONFIG", "/nonexistent")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{body}: {err}");
+        assert!(err.contains(want), "{body}: {err}");
+    }
+}
+
+/// A pinned certificate must still pass the policy: pinning replaces only the fetch.
+#[test]
+fn serve_refuses_a_pin_outside_the_url_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    assert_eq!(run(&["dev-cert", "--out", &d]).0, 0);
+    let topic = "--topic-arn=arn:aws:sns:us-east-1:123456789012:t";
+    let good = format!(
+        "--sns-signing-cert=https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0123.pem={d}/cert.pem"
+    );
+    let (code, out, err) = run(&["serve", topic, &good, "--check-config"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let evil = format!(
+        "--sns-signing-cert=https://evil.example/SimpleNotificationService-0123.pem={d}/cert.pem"
+    );
+    let (code, _, err) = run(&["serve", topic, &evil, "--check-config"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("SigningCertURL rejected"), "{err}");
+    let (code, _, err) = run(&["serve", "--check-config"]);
+    assert_eq!(code, 2, "no --topic-arn is a usage error: {err}");
+}

@@ -12,15 +12,14 @@ use serde_json::{Value, json};
 /// moto POSTs the signed Notification to the service, the ExternalSecret's annotation changes.
 #[tokio::test]
 async fn publish_to_the_topic_force_syncs_the_external_secret() {
-    let stack = Stack::shared();
-    let kube = stack.kube().await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("e2e-publish").await;
     let p_other = param("/e2e/other");
     let p_db_password = param("/e2e/db/password");
-    let topic = stack
-        .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
-        .await;
-    let ns = namespace(&kube, "e2e-publish").await;
-    secret_store(&kube, &ns, "aws", "us-east-1").await;
     external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
     external_secret(&kube, &ns, "unrelated", "aws", &[&p_other]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
@@ -75,14 +74,13 @@ async fn publish_to_the_topic_force_syncs_the_external_secret() {
 
 #[tokio::test]
 async fn a_change_nobody_reads_is_200_and_patches_nothing() {
-    let stack = Stack::shared();
-    let kube = stack.kube().await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("e2e-nomatch").await;
     let p_db_password = param("/e2e/db/password");
-    let topic = stack
-        .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
-        .await;
-    let ns = namespace(&kube, "e2e-nomatch").await;
-    secret_store(&kube, &ns, "aws", "us-east-1").await;
     external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
 
@@ -104,14 +102,13 @@ async fn a_change_nobody_reads_is_200_and_patches_nothing() {
 
 #[tokio::test]
 async fn tampered_or_foreign_messages_are_403_and_patch_nothing() {
-    let stack = Stack::shared();
-    let kube = stack.kube().await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("e2e-tamper").await;
     let p_db_password = param("/e2e/db/password");
-    let topic = stack
-        .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
-        .await;
-    let ns = namespace(&kube, "e2e-tamper").await;
-    secret_store(&kube, &ns, "aws", "us-east-1").await;
     external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
 
@@ -178,14 +175,13 @@ async fn tampered_or_foreign_messages_are_403_and_patch_nothing() {
 
 #[tokio::test]
 async fn redelivery_of_an_applied_message_patches_nothing_twice() {
-    let stack = Stack::shared();
-    let kube = stack.kube().await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("e2e-dup").await;
     let p_db_password = param("/e2e/db/password");
-    let topic = stack
-        .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
-        .await;
-    let ns = namespace(&kube, "e2e-dup").await;
-    secret_store(&kube, &ns, "aws", "us-east-1").await;
     external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
 
@@ -218,15 +214,14 @@ async fn redelivery_of_an_applied_message_patches_nothing_twice() {
 /// that patch was sent gets a patch of its own.
 #[tokio::test]
 async fn simultaneous_notifications_share_one_patch() {
-    let stack = Stack::shared();
-    let kube = stack.kube().await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("e2e-coalesce").await;
     let p_db_user = param("/e2e/db/user");
     let p_db_password = param("/e2e/db/password");
-    let topic = stack
-        .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
-        .await;
-    let ns = namespace(&kube, "e2e-coalesce").await;
-    secret_store(&kube, &ns, "aws", "us-east-1").await;
     external_secret(&kube, &ns, "db", "aws", &[&p_db_password, &p_db_user]).await;
     let svc = Service::start(&stack, &[&topic], &["--coalesce-window=100ms"]).await;
 

@@ -130,14 +130,13 @@ async fn a_cluster_external_secret_child_match_patches_the_parent_once() {
 
 #[tokio::test]
 async fn a_find_path_reader_is_synced_by_a_create_event_below_its_path() {
-    let stack = Stack::shared();
-    let kube = stack.kube().await;
-    let topic = stack
-        .topic(&format!("ref-{}", uuid::Uuid::new_v4().simple()))
-        .await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("ref-find").await;
     let tree = param("/ref/tree");
-    let ns = namespace(&kube, "ref-find").await;
-    secret_store(&kube, &ns, "aws", "us-east-1").await;
     create(&kube, &es_resource(), &ns, json!({
         "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": "all", "namespace": ns},
         "spec": {"secretStoreRef": {"name": "aws", "kind": "SecretStore"}, "dataFrom": [{"find": {"path": tree}}]}
@@ -252,14 +251,13 @@ async fn a_kes_external_secret_is_made_to_poll_through_its_status() {
 
 #[tokio::test]
 async fn resources_that_ignore_force_sync_get_an_event_not_a_patch() {
-    let stack = Stack::shared();
-    let kube = stack.kube().await;
-    let topic = stack
-        .topic(&format!("ref-{}", uuid::Uuid::new_v4().simple()))
-        .await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("ref-once").await;
     let p = param("/ref/once");
-    let ns = namespace(&kube, "ref-once").await;
-    secret_store(&kube, &ns, "aws", "us-east-1").await;
     create(&kube, &es_resource(), &ns, json!({
         "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret", "metadata": {"name": "once", "namespace": ns},
         "spec": {"refreshPolicy": "CreatedOnce", "secretStoreRef": {"name": "aws", "kind": "SecretStore"},

@@ -81,6 +81,22 @@ async fn pipe(
     }
 }
 
+/// A replica that reaches the API server only through a `FreezableProxy`.
+async fn behind_proxy(
+    stack: &Stack,
+    topic: &str,
+    args: &[&str],
+    dir: &std::path::Path,
+) -> (FreezableProxy, Replica) {
+    let api: SocketAddr = format!("127.0.0.1:{}", stack.get("STACK_API_PORT"))
+        .parse()
+        .unwrap();
+    let proxy = FreezableProxy::start(api).await;
+    let kc = kubeconfig_via(stack, proxy.addr, dir);
+    let svc = Replica::new(stack, &[topic], args, &[("KUBECONFIG", &kc)], dir);
+    (proxy, svc)
+}
+
 /// A copy of the stack's kubeconfig pointing at `server`.
 fn kubeconfig_via(stack: &Stack, server: SocketAddr, dir: &std::path::Path) -> String {
     let text = std::fs::read_to_string(stack.get("KUBECONFIG")).unwrap();
@@ -298,44 +314,35 @@ async fn assert_none_missed(
     );
 }
 
-async fn setup_readers(
-    stack: &Stack,
-    prefix: &str,
-    n: usize,
-) -> (kube::Client, String, Vec<String>) {
-    let kube = stack.kube().await;
-    let ns = namespace(&kube, prefix).await;
-    secret_store(&kube, &ns, "aws", "us-east-1").await;
-    let base = param(&format!("/{prefix}"));
+/// `n` ExternalSecrets `es-<i>` in `ns`, each reading its own parameter through store `aws`.
+async fn readers(kube: &kube::Client, ns: &str, n: usize) -> Vec<String> {
+    let base = param(&format!("/{ns}"));
     let mut params = Vec::new();
     for i in 0..n {
         let p = format!("{base}/{i}");
-        external_secret(&kube, &ns, &format!("es-{i}"), "aws", &[&p]).await;
+        external_secret(kube, ns, &format!("es-{i}"), "aws", &[&p]).await;
         params.push(p);
     }
-    (kube, ns, params)
+    params
 }
 
 #[tokio::test]
 async fn a_frozen_watch_connection_is_detected_and_relisted() {
-    let stack = Stack::shared();
-    let topic = stack
-        .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
-        .await;
-    let (kube, ns, params) = setup_readers(&stack, "rel-freeze", 1).await;
-    let api: SocketAddr = format!("127.0.0.1:{}", stack.get("STACK_API_PORT"))
-        .parse()
-        .unwrap();
-    let proxy = FreezableProxy::start(api).await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("rel-freeze").await;
+    let params = readers(&kube, &ns, 1).await;
     let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig_via(&stack, proxy.addr, dir.path());
-    let mut svc = Replica::new(
+    let (proxy, mut svc) = behind_proxy(
         &stack,
-        &[&topic],
+        &topic,
         &["--watch-stall-timeout=4s", "--sweep-interval=0s"],
-        &[("KUBECONFIG", &kc)],
         dir.path(),
-    );
+    )
+    .await;
     svc.start().await;
 
     let frozen = proxy.freeze_existing();
@@ -383,9 +390,13 @@ async fn a_frozen_watch_connection_is_detected_and_relisted() {
 
 #[tokio::test]
 async fn a_thousand_notifications_across_a_20s_outage_none_missed() {
-    let stack = Stack::private();
-    let topic = stack.topic("outage").await;
-    let (kube, ns, params) = setup_readers(&stack, "rel-outage", 50).await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::on(Stack::private(), "rel-outage").await;
+    let params = readers(&kube, &ns, 50).await;
     let dir = tempfile::tempdir().unwrap();
     let mut svc = Replica::new(
         &stack,
@@ -462,11 +473,13 @@ async fn a_thousand_notifications_across_a_20s_outage_none_missed() {
 
 #[tokio::test]
 async fn kill_9_mid_burst_then_redelivery_none_missed() {
-    let stack = Stack::shared();
-    let topic = stack
-        .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
-        .await;
-    let (kube, ns, params) = setup_readers(&stack, "rel-kill", 30).await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("rel-kill").await;
+    let params = readers(&kube, &ns, 30).await;
     let dir = tempfile::tempdir().unwrap();
     let mut svc = Replica::new(&stack, &[&topic], &["--sweep-interval=0s"], &[], dir.path());
     svc.start().await;
@@ -506,24 +519,21 @@ async fn kill_9_mid_burst_then_redelivery_none_missed() {
 
 #[tokio::test]
 async fn sigterm_fails_readiness_first_and_answers_in_flight_work_honestly() {
-    let stack = Stack::shared();
-    let topic = stack
-        .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
-        .await;
-    let (kube, ns, params) = setup_readers(&stack, "rel-term", 1).await;
-    let api: SocketAddr = format!("127.0.0.1:{}", stack.get("STACK_API_PORT"))
-        .parse()
-        .unwrap();
-    let proxy = FreezableProxy::start(api).await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("rel-term").await;
+    let params = readers(&kube, &ns, 1).await;
     let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig_via(&stack, proxy.addr, dir.path());
-    let mut svc = Replica::new(
+    let (proxy, mut svc) = behind_proxy(
         &stack,
-        &[&topic],
+        &topic,
         &["--sweep-interval=0s", "--request-deadline=6s"],
-        &[("KUBECONFIG", &kc)],
         dir.path(),
-    );
+    )
+    .await;
     svc.start().await;
     // Warm the patch connection, then freeze it so the next patch hangs in flight.
     let (s, b, _) = deliver(
@@ -590,11 +600,13 @@ async fn sigterm_fails_readiness_first_and_answers_in_flight_work_honestly() {
 
 #[tokio::test]
 async fn changes_made_while_down_are_caught_up_by_the_sweep() {
-    let stack = Stack::shared();
-    let topic = stack
-        .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
-        .await;
-    let (kube, ns, params) = setup_readers(&stack, "rel-sweep", 3).await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("rel-sweep").await;
+    let params = readers(&kube, &ns, 3).await;
     let ssm = aws_sdk_ssm::Client::new(
         &aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
@@ -768,11 +780,13 @@ async fn soak() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     let rate = 500u64;
-    let stack = Stack::shared();
-    let topic = stack
-        .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
-        .await;
-    let (_kube, _ns, params) = setup_readers(&stack, "rel-soak", 10).await;
+    let Scenario {
+        stack,
+        kube,
+        topic,
+        ns,
+    } = Scenario::new("rel-soak").await;
+    let params = readers(&kube, &ns, 10).await;
     let dir = tempfile::tempdir().unwrap();
     let mut svc = Replica::new(&stack, &[&topic], &["--sweep-interval=0s"], &[], dir.path());
     svc.start().await;

@@ -33,30 +33,16 @@ pub struct SweepConfig {
 
 /// SSM clients per region, for DescribeParameters only.
 pub struct Ssm {
-    clients: tokio::sync::Mutex<HashMap<String, aws_sdk_ssm::Client>>,
+    clients: crate::aws::Regional<aws_sdk_ssm::Client>,
 }
 
 impl Ssm {
     pub fn new() -> Self {
+        // Throttling (40 TPS by default for SSM) is retried with backoff by the SDK.
+        let retry = aws_config::retry::RetryConfig::adaptive().with_max_attempts(5);
         Self {
-            clients: tokio::sync::Mutex::new(HashMap::new()),
+            clients: crate::aws::Regional::new(aws_sdk_ssm::Client::new, retry),
         }
-    }
-
-    async fn client(&self, region: &str) -> aws_sdk_ssm::Client {
-        let mut clients = self.clients.lock().await;
-        if let Some(c) = clients.get(region) {
-            return c.clone();
-        }
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_owned()))
-            // Throttling (40 TPS by default for SSM) is retried with backoff by the SDK.
-            .retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(5))
-            .load()
-            .await;
-        let c = aws_sdk_ssm::Client::new(&config);
-        clients.insert(region.to_owned(), c.clone());
-        c
     }
 
     /// LastModifiedDate of each named parameter that exists, in batches of 50.
@@ -66,7 +52,7 @@ impl Ssm {
         names: &[String],
         metrics: &Metrics,
     ) -> Result<HashMap<String, OffsetDateTime>, String> {
-        let client = self.client(region).await;
+        let client = self.clients.get(region).await;
         let mut out = HashMap::new();
         for batch in names.chunks(BATCH) {
             let filter = ParameterStringFilter::builder()
@@ -124,14 +110,14 @@ impl Default for Ssm {
 }
 
 /// Runs sweeps forever: the first once every watch is in sync, then every interval, only
-/// while `leader` says this replica holds the Lease (always, without one).
+/// while `leader` says this replica holds the Lease (always when there is no Lease: `None`).
 pub async fn run(
     config: SweepConfig,
     index: Arc<RwLock<Index>>,
     watches: Arc<Watches>,
     trigger: Trigger,
     metrics: Arc<Metrics>,
-    mut leader: watch::Receiver<bool>,
+    mut leader: Option<watch::Receiver<bool>>,
 ) {
     let ssm = Ssm::new();
     // What each target was already forced for, so a reader the operator has not re-synced
@@ -141,7 +127,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     loop {
-        if *leader.borrow_and_update() {
+        if leader.as_mut().is_none_or(|l| *l.borrow_and_update()) {
             metrics.sweep_leader.set(1);
             let result = sweep_once(&config, &index, &trigger, &ssm, &metrics, &mut forced).await;
             let label = if result.is_ok() { "ok" } else { "error" };
@@ -159,9 +145,13 @@ pub async fn run(
             metrics.sweep_leader.set(0);
         }
         // Sleep one interval, or until leadership changes (a new leader sweeps at once).
+        let Some(l) = leader.as_mut() else {
+            tokio::time::sleep(config.interval).await;
+            continue;
+        };
         tokio::select! {
             _ = tokio::time::sleep(config.interval) => {}
-            changed = leader.changed() => {
+            changed = l.changed() => {
                 if changed.is_err() {
                     tracing::warn!("lease manager stopped; sweeping without a lease is refused");
                     metrics.sweep_leader.set(0);

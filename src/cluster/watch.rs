@@ -42,7 +42,7 @@ impl WatchKind {
         }
     }
 
-    fn resource(self, version: EsoVersion) -> kube::discovery::ApiResource {
+    pub fn resource(self, version: EsoVersion) -> kube::discovery::ApiResource {
         match self {
             Self::ExternalSecret => eso_resource(version, "ExternalSecret", "externalsecrets"),
             Self::SecretStore => eso_resource(version, "SecretStore", "secretstores"),
@@ -198,20 +198,20 @@ async fn run(
     let label = Kind {
         kind: kind.as_str(),
     };
-    let mut failures: u32 = 0;
+    let mut delays = backoff();
     let server_timeout = (config.stall_timeout.as_secs() / 2).clamp(1, 290) as u32;
     'list: loop {
         metrics.watch_restarts.get_or_create(&label).inc();
         let mut version = match list(&api, kind, &index, &metrics).await {
             Ok(v) => {
-                failures = 0;
+                delays = backoff();
                 state.touch();
                 state.synced.store(true, Ordering::Release);
                 v
             }
             Err(e) => {
                 tracing::warn!(kind = kind.as_str(), error = %e, "list failed; retrying with backoff");
-                backoff(&mut failures).await;
+                tokio::time::sleep(delays.next().unwrap_or(MAX_BACKOFF)).await;
                 continue 'list;
             }
         };
@@ -228,7 +228,7 @@ async fn run(
             )
             .await;
             match end {
-                End::Closed => failures = 0,
+                End::Closed => delays = backoff(),
                 End::Relist => {
                     tracing::info!(
                         kind = kind.as_str(),
@@ -245,35 +245,29 @@ async fn run(
                 End::Error(e) => {
                     metrics.watch_errors.get_or_create(&label).inc();
                     tracing::warn!(kind = kind.as_str(), error = %e, "watch error; watching again with backoff");
-                    backoff(&mut failures).await;
+                    tokio::time::sleep(delays.next().unwrap_or(MAX_BACKOFF)).await;
                 }
             }
         }
     }
 }
 
-/// Exponential backoff with jitter, 200 ms doubling up to 30 s.
-async fn backoff(failures: &mut u32) {
-    let base = 200u64.saturating_mul(1 << (*failures).min(8)).min(30_000);
-    let jitter = rand_jitter(base / 4);
-    *failures += 1;
-    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Delays between retries: 200 ms doubling up to 30 s, with jitter, never giving up.
+fn backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder as _;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(MAX_BACKOFF)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
-fn rand_jitter(max: u64) -> u64 {
-    if max == 0 {
-        return 0;
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    u64::from(nanos) % max
-}
-
-/// Lists every object (paginated), makes the index equal to the list, and returns the list's
-/// resource version.
-async fn list(
+/// Lists every object of a kind (paginated), makes the index equal to the list, and returns
+/// the list's resource version. Also what `explain` builds its index with.
+pub async fn list(
     api: &Api<DynamicObject>,
     kind: WatchKind,
     index: &RwLock<Index>,

@@ -380,23 +380,7 @@ impl Index {
                 });
             match verdict {
                 Ok(scope) => {
-                    let target = match (&reader.parent, reader.kind) {
-                        (Some(parent), _) => Target {
-                            kind: TargetKind::ClusterExternalSecret,
-                            namespace: String::new(),
-                            name: parent.name.clone(),
-                        },
-                        (None, ReaderKind::KesExternalSecret) => Target {
-                            kind: TargetKind::KesExternalSecret,
-                            namespace: reader.namespace.clone(),
-                            name: reader.name.clone(),
-                        },
-                        (None, ReaderKind::ExternalSecret) => Target {
-                            kind: TargetKind::ExternalSecret,
-                            namespace: reader.namespace.clone(),
-                            name: reader.name.clone(),
-                        },
-                    };
+                    let target = reader.target();
                     if !seen.insert(target.clone()) {
                         return;
                     }
@@ -656,6 +640,28 @@ impl Index {
     }
 }
 
+impl Reader {
+    /// What a force-sync of this reader patches: its ClusterExternalSecret parent if it has
+    /// one (the parent rewrites it), else the reader itself.
+    pub fn target(&self) -> Target {
+        match (&self.parent, self.kind) {
+            (Some(parent), _) => Target {
+                kind: TargetKind::ClusterExternalSecret,
+                namespace: String::new(),
+                name: parent.name.clone(),
+            },
+            (None, kind) => Target {
+                kind: match kind {
+                    ReaderKind::ExternalSecret => TargetKind::ExternalSecret,
+                    ReaderKind::KesExternalSecret => TargetKind::KesExternalSecret,
+                },
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+            },
+        }
+    }
+}
+
 /// A parameter a resource reads by name, for the catch-up sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepItem {
@@ -672,27 +678,11 @@ impl Index {
     /// a force-sync can refresh. Each CES child yields its parent.
     pub fn sweep_items(&self) -> Vec<SweepItem> {
         let mut out = Vec::new();
-        for (key, reader) in &self.readers {
+        for reader in self.readers.values() {
             if reader.unforceable.is_some() {
                 continue;
             }
-            let target = match (&reader.parent, reader.kind) {
-                (Some(p), _) => Target {
-                    kind: TargetKind::ClusterExternalSecret,
-                    namespace: String::new(),
-                    name: p.name.clone(),
-                },
-                (None, ReaderKind::KesExternalSecret) => Target {
-                    kind: TargetKind::KesExternalSecret,
-                    namespace: key.namespace.clone(),
-                    name: key.name.clone(),
-                },
-                (None, ReaderKind::ExternalSecret) => Target {
-                    kind: TargetKind::ExternalSecret,
-                    namespace: key.namespace.clone(),
-                    name: key.name.clone(),
-                },
-            };
+            let target = reader.target();
             for r in &reader.references {
                 let Selector::Key(k) = &r.selector else {
                     continue;

@@ -37,8 +37,8 @@ impl Verifier {
     }
 
     /// Rejects a Timestamp that does not parse, is older than `max_age` or lies further in
-    /// the future than the clock-skew tolerance.
-    fn check_age(&self, env: &Envelope, now: OffsetDateTime) -> Result<(), Reject> {
+    /// the future than the clock-skew tolerance; returns it parsed.
+    fn check_age(&self, env: &Envelope, now: OffsetDateTime) -> Result<OffsetDateTime, Reject> {
         let sent = OffsetDateTime::parse(&env.timestamp, &Rfc3339).map_err(|e| {
             Reject::TimestampInvalid(format!(
                 "expected RFC 3339 like 2022-07-28T21:23:58.317Z, got {:?}: {e}",
@@ -59,12 +59,16 @@ impl Verifier {
                 (-age).whole_seconds()
             )));
         }
-        Ok(())
+        Ok(sent)
     }
 
-    /// Verifies `env` as of `now`. On success the envelope's signed fields are authentic and
-    /// its topic is allowed.
-    pub async fn verify(&self, env: &Envelope, now: OffsetDateTime) -> Result<(), Reject> {
+    /// Verifies `env` as of `now`. On success the envelope's signed fields are authentic, its
+    /// topic is allowed, and the returned value is its (signed) Timestamp.
+    pub async fn verify(
+        &self,
+        env: &Envelope,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, Reject> {
         let sha256 = match env.signature_version.as_str() {
             "1" => false,
             "2" => true,
@@ -83,7 +87,7 @@ impl Verifier {
                 super::envelope::truncate(&env.topic_arn, 256)
             )));
         }
-        self.check_age(env, now)?;
+        let sent = self.check_age(env, now)?;
         let signature = base64::engine::general_purpose::STANDARD
             .decode(env.signature.as_bytes())
             .map_err(|e| Reject::SignatureEncoding(e.to_string()))?;
@@ -93,7 +97,7 @@ impl Verifier {
         cert.check_subject(region)?;
         cert.check_validity(now)?;
         if cert.verify(sha256, string_to_sign.as_bytes(), &signature) {
-            Ok(())
+            Ok(sent)
         } else {
             Err(Reject::SignatureInvalid(format!(
                 "RSA PKCS#1 v1.5 SHA-{} over the string to sign",

@@ -485,3 +485,34 @@ pub async fn scrape(admin: &str, series: &str) -> f64 {
         Err(_) => 0.0,
     }
 }
+
+/// How most integration tests begin: a client for the stack, a fresh SNS topic, and a fresh
+/// namespace `<prefix>-…` holding SecretStore `aws` (ParameterStore, us-east-1).
+pub struct Scenario {
+    pub stack: Stack,
+    pub kube: kube::Client,
+    pub topic: String,
+    pub ns: String,
+}
+
+impl Scenario {
+    /// On the shared stack.
+    pub async fn new(prefix: &str) -> Scenario {
+        Scenario::on(Stack::shared(), prefix).await
+    }
+
+    pub async fn on(stack: Stack, prefix: &str) -> Scenario {
+        let kube = stack.kube().await;
+        let topic = stack
+            .topic(&format!("{prefix}-{}", uuid::Uuid::new_v4().simple()))
+            .await;
+        let ns = namespace(&kube, prefix).await;
+        secret_store(&kube, &ns, "aws", "us-east-1").await;
+        Scenario {
+            stack,
+            kube,
+            topic,
+            ns,
+        }
+    }
+}
