@@ -43,7 +43,7 @@ pub async fn index_from_cluster(
     let metrics = Metrics::new();
     for kind in Watches::new(kes).states.iter().map(|s| s.kind) {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource(version));
-        watch::list(&api, kind, &index, &metrics)
+        watch::list(&api, kind, &index, &metrics, watch::Freshness::Consistent)
             .await
             .with_context(|| format!("listing {}", kind.as_str()))?;
     }

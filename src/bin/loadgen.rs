@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::Parser;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use serde_json::json;
 
@@ -126,14 +129,7 @@ fn main() -> anyhow::Result<()> {
         .url
         .clone()
         .context("--url is required (or --serve-trivial / --generate)")?;
-    let host = url
-        .strip_prefix("http://")
-        .context("--url must be http://127.0.0.1:PORT/sns")?
-        .split(['/', ':'])
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    require_loopback(&host)?;
+    let target = Arc::new(Target::parse(&url)?);
     let all = match &args.bodies {
         Some(f) => read_bodies(f)?,
         None => generate(&args)?,
@@ -153,7 +149,7 @@ fn main() -> anyhow::Result<()> {
     let (warm, rest) = bodies.split_at(args.warmup);
     let n = args.requests.unwrap_or(rest.len()).min(rest.len());
     let rest = rest[..n].to_vec();
-    let result = rt.block_on(run(&args, &url, warm.to_vec(), rest))?;
+    let result = rt.block_on(run(&args, &url, target, warm.to_vec(), rest))?;
     eprintln!("{}", result.human());
     if args.json {
         println!("{}", result.to_json());
@@ -276,25 +272,63 @@ impl Request {
         })
     }
 
-    fn send(&self, client: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
-        client
-            .post(url)
+    fn http(&self, target: &Target) -> http::Request<Full<Bytes>> {
+        http::Request::post(target.path.as_str())
+            .header(http::header::HOST, target.authority.as_str())
             .header("content-type", "text/plain; charset=UTF-8")
             .header("x-amz-sns-message-type", "Notification")
-            .header("x-amz-sns-message-id", &self.message_id)
-            .header("x-amz-sns-topic-arn", &self.topic_arn)
-            .body(self.body.clone())
+            .header("x-amz-sns-message-id", self.message_id.as_str())
+            .header("x-amz-sns-topic-arn", self.topic_arn.as_str())
+            .body(Full::new(self.body.clone()))
+            .expect("static request parts are valid")
     }
 }
 
-fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(usize::MAX)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .timeout(Duration::from_secs(30))
-        .build()?)
+/// Where requests go: resolved once, so a request costs no URL parsing or lookup.
+struct Target {
+    addr: SocketAddr,
+    authority: String,
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> anyhow::Result<Self> {
+        let u = url::Url::parse(url).with_context(|| format!("--url {url:?}"))?;
+        if u.scheme() != "http" {
+            bail!("--url must be http://127.0.0.1:PORT/sns");
+        }
+        let host = u.host_str().context("--url without a host")?;
+        require_loopback(host)?;
+        let port = u.port_or_known_default().unwrap_or(80);
+        let addr =
+            std::net::ToSocketAddrs::to_socket_addrs(&(host.trim_matches(['[', ']']), port))?
+                .next()
+                .with_context(|| format!("{host} does not resolve"))?;
+        Ok(Self {
+            addr,
+            authority: format!("{host}:{port}"),
+            path: u.path().to_owned(),
+        })
+    }
+}
+
+/// One HTTP/1.1 keep-alive connection, driven by hyper's client connection directly (no
+/// pool, no per-request URL handling): the generator's CPU per request is what limits the
+/// closed loop on a 2-core machine, where it shares the cores with the server under test.
+type Conn = SendRequest<Full<Bytes>>;
+
+async fn connect(target: &Target) -> Result<Conn, String> {
+    let stream = tokio::net::TcpStream::connect(target.addr)
+        .await
+        .map_err(|e| format!("connecting to {}: {e}", target.addr))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// One finished request: when it finished (since the measured start) and how long it took.
@@ -321,14 +355,17 @@ impl Collected {
     }
 }
 
-async fn exchange(client: &reqwest::Client, url: &str, req: &Request) -> Result<(), String> {
-    let resp = req
-        .send(client, url)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+async fn exchange(conn: &mut Conn, target: &Target, req: &Request) -> Result<(), String> {
+    conn.ready().await.map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let resp = conn.send_request(req.http(target)).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok::<_, hyper::Error>((status, body))
+    })
+    .await
+    .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))?;
+    let (status, body) = resp.map_err(|e| e.to_string())?;
     if status.is_success() {
         Ok(())
     } else {
@@ -339,16 +376,19 @@ async fn exchange(client: &reqwest::Client, url: &str, req: &Request) -> Result<
     }
 }
 
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn run(
     args: &Args,
     url: &str,
+    target: Arc<Target>,
     warm: Vec<Request>,
     bodies: Vec<Request>,
 ) -> anyhow::Result<RunResult> {
     let cpu0 = own_cpu_seconds();
     if !warm.is_empty() {
         closed_loop(
-            url,
+            &target,
             args.connections,
             Arc::new(warm),
             Duration::from_secs(60),
@@ -360,7 +400,7 @@ async fn run(
     let started = Instant::now();
     let collected = if args.rate > 0.0 {
         open_loop(
-            url,
+            &target,
             args.rate,
             Arc::new(bodies),
             Duration::from_secs_f64(args.duration),
@@ -369,7 +409,7 @@ async fn run(
         .await?
     } else {
         closed_loop(
-            url,
+            &target,
             args.connections,
             Arc::new(bodies),
             Duration::from_secs_f64(args.duration),
@@ -389,10 +429,10 @@ async fn run(
     ))
 }
 
-/// N connections, each with its own client (so exactly N keep-alive connections), each
-/// sending the next unsent body as soon as its previous request was answered.
+/// N keep-alive connections, each sending the next unsent body as soon as its previous
+/// request was answered (a connection that fails is replaced).
 async fn closed_loop(
-    url: &str,
+    target: &Arc<Target>,
     connections: usize,
     bodies: Arc<Vec<Request>>,
     limit: Duration,
@@ -402,7 +442,8 @@ async fn closed_loop(
     let deadline = started + limit;
     let mut tasks = Vec::new();
     for _ in 0..connections.max(1) {
-        let (client, bodies, next, url) = (client()?, bodies.clone(), next.clone(), url.to_owned());
+        let (target, bodies, next) = (target.clone(), bodies.clone(), next.clone());
+        let mut conn = connect(&target).await.map_err(anyhow::Error::msg)?;
         tasks.push(tokio::spawn(async move {
             let mut c = Collected::default();
             loop {
@@ -411,7 +452,7 @@ async fn closed_loop(
                     return c;
                 }
                 let t0 = Instant::now();
-                let r = exchange(&client, &url, &bodies[i]).await;
+                let r = exchange(&mut conn, &target, &bodies[i]).await;
                 let t1 = Instant::now();
                 c.samples.push(Sample {
                     done_us: (t1 - started).as_micros() as u64,
@@ -420,6 +461,15 @@ async fn closed_loop(
                 });
                 if let Err(e) = r {
                     c.error(e);
+                    if conn.is_closed() {
+                        match connect(&target).await {
+                            Ok(fresh) => conn = fresh,
+                            Err(e) => {
+                                c.error(e);
+                                return c;
+                            }
+                        }
+                    }
                 }
             }
         }));
@@ -439,20 +489,21 @@ async fn closed_loop(
 /// far finer than tokio's millisecond timer) and spawns each request on the runtime; each
 /// latency runs from the scheduled time, so dispatcher or server stalls are all counted.
 async fn open_loop(
-    url: &str,
+    target: &Arc<Target>,
     rate: f64,
     bodies: Arc<Vec<Request>>,
     limit: Duration,
     max_in_flight: usize,
 ) -> anyhow::Result<Collected> {
-    let client = client()?;
+    // Idle keep-alive connections; a request takes one or opens a new one.
+    let pool: Arc<Mutex<Vec<Conn>>> = Arc::new(Mutex::new(Vec::new()));
     let handle = tokio::runtime::Handle::current();
     let collected = Arc::new(Mutex::new(Collected::default()));
     let in_flight = Arc::new(AtomicUsize::new(0));
     let n = bodies
         .len()
         .min((rate * limit.as_secs_f64()).ceil() as usize);
-    let url = url.to_owned();
+    let target = target.clone();
     let (c2, f2) = (collected.clone(), in_flight.clone());
     let dispatcher = std::thread::spawn(move || -> Result<Instant, String> {
         let started = Instant::now() + Duration::from_millis(5);
@@ -468,15 +519,29 @@ async fn open_loop(
                 ));
             }
             f2.fetch_add(1, Ordering::Relaxed);
-            let (client, bodies, url, c, f) = (
-                client.clone(),
+            let (pool, bodies, target, c, f) = (
+                pool.clone(),
                 bodies.clone(),
-                url.clone(),
+                target.clone(),
                 c2.clone(),
                 f2.clone(),
             );
             handle.spawn(async move {
-                let r = exchange(&client, &url, &bodies[i]).await;
+                let idle = pool.lock().pop();
+                let r = match idle {
+                    Some(conn) => Ok(conn),
+                    None => connect(&target).await,
+                };
+                let r = match r {
+                    Ok(mut conn) => {
+                        let r = exchange(&mut conn, &target, &bodies[i]).await;
+                        if !conn.is_closed() {
+                            pool.lock().push(conn);
+                        }
+                        r
+                    }
+                    Err(e) => Err(e),
+                };
                 let t1 = Instant::now();
                 f.fetch_sub(1, Ordering::Relaxed);
                 let mut c = c.lock();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ListMeta;
 use kube::api::{Api, DynamicObject, ListParams, WatchEvent, WatchParams};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
@@ -199,10 +200,13 @@ async fn run(
         kind: kind.as_str(),
     };
     let mut delays = backoff();
+    let mut freshness = Freshness::Cached;
     let server_timeout = (config.stall_timeout.as_secs() / 2).clamp(1, 290) as u32;
     'list: loop {
         metrics.watch_restarts.get_or_create(&label).inc();
-        let mut version = match list(&api, kind, &index, &metrics).await {
+        let listed = list(&api, kind, &index, &metrics, freshness).await;
+        freshness = Freshness::Consistent;
+        let mut version = match listed {
             Ok(v) => {
                 delays = backoff();
                 state.touch();
@@ -265,31 +269,75 @@ fn backoff() -> backon::ExponentialBackoff {
         .build()
 }
 
-/// Lists every object of a kind (paginated), makes the index equal to the list, and returns
-/// the list's resource version. Also what `explain` builds its index with.
+/// Which copy of the objects a list reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// `resourceVersion=0`, no limit: the API server answers from its watch cache in one
+    /// response, several times faster than paging through etcd (20,000 ExternalSecrets,
+    /// 21 MB: about 1 s instead of about 4 s on the local stack). The state may be older than
+    /// the newest write (HA API servers, a lagging cache); the watch that follows starts at
+    /// the list's version, so every later change still arrives, in order. What client-go
+    /// informers do for their first list. Used for the first list of each kind at start-up.
+    Cached,
+    /// No resourceVersion: a consistent read from etcd, page by page. Used after a stall or an
+    /// expired version (the cache itself may be what went wrong) and by `explain`.
+    Consistent,
+}
+
+/// Lists every object of a kind, makes the index equal to the list, and returns the list's
+/// resource version. Also what `explain` builds its index with.
+///
+/// The response is parsed as it arrives (on a blocking thread fed by the connection), one
+/// item at a time, each reduced to what the index keeps and dropped before the next: the
+/// list never exists whole, as text or as a JSON tree, so memory does not peak with the
+/// size of the cluster (the allocator would keep that peak as resident memory).
 pub async fn list(
     api: &Api<DynamicObject>,
     kind: WatchKind,
     index: &RwLock<Index>,
     metrics: &Metrics,
+    freshness: Freshness,
 ) -> Result<String, kube::Error> {
-    // Each page is reduced to what the index keeps before the next is fetched: holding every
-    // full object (managedFields and all) at once would set the process's peak memory, and
-    // the allocator keeps a peak.
+    let client = api.clone().into_client();
+    let request = kube::core::Request::new(api.resource_url());
     let mut parsed = Listed::default();
-    let mut n = 0;
-    let mut params = ListParams::default().limit(500);
+    let mut params = match freshness {
+        // kube-rs drops resourceVersion=0 when a limit is set (the cache would ignore it).
+        Freshness::Cached => ListParams::default().at("0"),
+        Freshness::Consistent => ListParams::default().limit(500),
+    };
+    let started = std::time::Instant::now();
     let version = loop {
-        let page = api.list(&params).await?;
-        n += page.items.len();
-        for obj in page.items {
-            parsed.push(kind, &to_value(obj));
-        }
-        match page.metadata.continue_ {
+        let mut req = request.list(&params).map_err(kube::Error::BuildRequest)?;
+        req.extensions_mut().insert("list");
+        let body = client.request_stream(req).await?;
+        let (back, meta) = tokio::task::spawn_blocking(move || {
+            use tokio_util::compat::FuturesAsyncReadCompatExt as _;
+            let body = tokio_util::io::SyncIoBridge::new(body.compat());
+            let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(
+                64 * 1024,
+                body,
+            ));
+            let meta = serde::de::DeserializeSeed::deserialize(
+                ListBody {
+                    kind,
+                    parsed: &mut parsed,
+                },
+                &mut de,
+            )
+            .and_then(|meta| de.end().map(|()| meta));
+            (parsed, meta)
+        })
+        .await
+        .map_err(|e| kube::Error::Service(e.into()))?;
+        parsed = back;
+        let meta = meta.map_err(kube::Error::SerdeError)?;
+        match meta.continue_ {
             Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => break page.metadata.resource_version.unwrap_or_default(),
+            _ => break meta.resource_version.unwrap_or_default(),
         }
     };
+    let n = parsed.seen;
     metrics
         .watch_events
         .get_or_create(&Kind {
@@ -298,19 +346,95 @@ pub async fn list(
         .inc_by(n as u64);
     parsed.replace_into(kind, &mut index.write());
     export_index(&index.read(), metrics);
-    tracing::info!(kind = kind.as_str(), objects = n, version = %version, "listed; in sync");
+    tracing::info!(
+        kind = kind.as_str(),
+        objects = n,
+        version = %version,
+        ?freshness,
+        took = ?started.elapsed(),
+        "listed; in sync"
+    );
     Ok(version)
 }
 
-/// What a list keeps: readers or stores, parsed page by page.
+/// What a list keeps: readers or stores, parsed item by item.
 #[derive(Default)]
 struct Listed {
     readers: Vec<Reader>,
     stores: Vec<Store>,
+    /// Items seen, kept or not.
+    seen: usize,
+}
+
+/// A list response body (`{"metadata": {...}, "items": [...], ...}`), decoded into `parsed`
+/// item by item; yields the list's metadata.
+struct ListBody<'a> {
+    kind: WatchKind,
+    parsed: &'a mut Listed,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for ListBody<'_> {
+    type Value = ListMeta;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<ListMeta, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ListBody<'_> {
+    type Value = ListMeta;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a Kubernetes list object")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ListMeta, A::Error> {
+        let mut meta = ListMeta::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "metadata" => meta = map.next_value()?,
+                "items" => map.next_value_seed(Items {
+                    kind: self.kind,
+                    parsed: &mut *self.parsed,
+                })?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(meta)
+    }
+}
+
+/// The `items` array (or `null`) of a list body.
+struct Items<'a> {
+    kind: WatchKind,
+    parsed: &'a mut Listed,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Items<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Items<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of objects")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(obj) = seq.next_element::<Value>()? {
+            self.parsed.push(self.kind, &obj);
+        }
+        Ok(())
+    }
 }
 
 impl Listed {
     fn push(&mut self, kind: WatchKind, obj: &Value) {
+        self.seen += 1;
         match kind {
             WatchKind::ExternalSecret | WatchKind::KesExternalSecret => {
                 self.readers.extend(parse_reader(kind, obj))
@@ -464,4 +588,75 @@ fn export_index(index: &Index, metrics: &Metrics) {
         .get_or_create(&Kind { kind: "Store" })
         .set(s.stores as i64);
     metrics.index_references.set(s.references as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeSeed as _;
+
+    fn decode(kind: WatchKind, body: &str) -> Result<(Listed, ListMeta), serde_json::Error> {
+        let mut parsed = Listed::default();
+        // Through a reader, as the service reads a response.
+        let mut de = serde_json::Deserializer::from_reader(body.as_bytes());
+        let meta = ListBody {
+            kind,
+            parsed: &mut parsed,
+        }
+        .deserialize(&mut de)?;
+        de.end()?;
+        Ok((parsed, meta))
+    }
+
+    fn es(name: &str, key: &str) -> Value {
+        serde_json::json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": "7"},
+            "spec": {"secretStoreRef": {"name": "aws", "kind": "SecretStore"},
+                     "data": [{"secretKey": "k", "remoteRef": {"key": key}}]}
+        })
+    }
+
+    #[test]
+    fn list_bodies_decode_item_by_item() {
+        let body = serde_json::json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecretList",
+            "metadata": {"resourceVersion": "42", "continue": "abc", "remainingItemCount": 3},
+            "items": [es("a", "/a"), {"kind": "ExternalSecret", "spec": {}}, es("b", "/b")],
+            "somethingNew": {"nested": [1, 2]}
+        })
+        .to_string();
+        let (parsed, meta) = decode(WatchKind::ExternalSecret, &body).unwrap();
+        assert_eq!(meta.resource_version.as_deref(), Some("42"));
+        assert_eq!(meta.continue_.as_deref(), Some("abc"));
+        // Every item is counted; the unreadable one is skipped (and logged), not fatal.
+        assert_eq!(parsed.seen, 3);
+        let names: Vec<&str> = parsed.readers.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+    }
+
+    #[test]
+    fn empty_and_null_item_lists_decode() {
+        for items in ["[]", "null"] {
+            let body = format!(r#"{{"metadata":{{"resourceVersion":"9"}},"items":{items}}}"#);
+            let (parsed, meta) = decode(WatchKind::SecretStore, &body).unwrap();
+            assert_eq!(
+                (parsed.seen, meta.resource_version.as_deref()),
+                (0, Some("9"))
+            );
+        }
+    }
+
+    #[test]
+    fn broken_list_bodies_are_errors() {
+        for body in [
+            r#"{"metadata":{},"items":[{"a":1},"#,
+            r#"{"metadata":{},"items":{"a":1}}"#,
+            r#"{"metadata":{},"items":[]} trailing"#,
+            r#"[]"#,
+            "",
+        ] {
+            assert!(decode(WatchKind::ExternalSecret, body).is_err(), "{body:?}");
+        }
+    }
 }

@@ -258,3 +258,65 @@ fn cloudtrail_secrets_manager_calls() {
     assert_eq!(c[0].name, "db-abcdef");
     assert!(decode(&call("PutSecretValue", "bad name!", None).to_string()).is_err());
 }
+
+/// The typed fast path for Parameter Store Change must answer exactly as the `Value` path,
+/// errors included, for complete, partial, odd and hostile variants of the event.
+#[test]
+fn typed_fast_path_agrees_with_the_value_path() {
+    let good = ssm_event("Update", "/app/db/password");
+    let mut cases: Vec<String> = vec![
+        good.clone(),
+        ssm_event("Rename", "/a"),
+        ssm_event("Update", "bad name!"),
+        ssm_event("Update", ""),
+        ssm_event("Delete", &"a".repeat(2049)),
+        ssm_event("Create", &"a".repeat(2048)),
+        // JSON escapes in the name (borrowed fields cannot hold them; Cow must).
+        good.replace("/app/db/password", "\\/app\\/db\\/password"),
+        good.replace("/app/db/password", "/app/\\u00e9"),
+        // A duplicate key: the Value path keeps the last one.
+        good.replacen('{', "{\"region\":\"eu-west-1\",", 1),
+    ];
+    let base: Value = serde_json::from_str(&good).unwrap();
+    let variants: Vec<(&str, Value)> = vec![
+        ("/account", Value::Null),
+        ("/account", json!(123456789012u64)),
+        ("/account", json!("12345")),
+        ("/account", json!("12345678901x")),
+        ("/region", json!("moon-1")),
+        ("/region", json!(7)),
+        ("/detail", json!("not an object")),
+        ("/detail/operation", json!(3)),
+        ("/detail/name", Value::Null),
+        ("/detail/name", json!(["/a"])),
+        ("/source", json!("aws.secretsmanager")),
+        ("/detail-type", json!("Parameter Store Policy Action")),
+    ];
+    for (pointer, value) in variants {
+        let mut v = base.clone();
+        *v.pointer_mut(pointer).unwrap() = value;
+        cases.push(v.to_string());
+    }
+    for field in ["/account", "/region", "/detail/name", "/detail/operation"] {
+        let mut v = base.clone();
+        let (parent, key) = field.rsplit_once('/').unwrap();
+        let parent = if parent.is_empty() {
+            &mut v
+        } else {
+            v.pointer_mut(parent).unwrap()
+        };
+        parent.as_object_mut().unwrap().remove(key);
+        cases.push(v.to_string());
+    }
+    let mut fast = 0;
+    for m in &cases {
+        assert_eq!(decode(m), decode_value(m), "{m}");
+        fast += usize::from(parameter_store_change_typed(m).is_some());
+    }
+    // The fast path took the well-formed and the malformed-but-complete ones.
+    assert!(
+        fast >= 10,
+        "fast path used for {fast} of {} cases",
+        cases.len()
+    );
+}

@@ -9,6 +9,9 @@ use regex::RegexSet;
 #[derive(Debug, Clone)]
 pub struct TopicPolicy {
     patterns: Vec<String>,
+    /// Patterns without `*`, compared as strings (the common case: one exact ARN).
+    exact: Vec<String>,
+    /// The wildcard patterns.
     set: RegexSet,
 }
 
@@ -19,7 +22,7 @@ impl TopicPolicy {
                 "at least one --topic-arn is required: without an allow-list any AWS account could drive this service"
             );
         }
-        let mut regexes = Vec::with_capacity(patterns.len());
+        let (mut regexes, mut exact) = (Vec::new(), Vec::new());
         for p in patterns {
             let p = p.as_ref().trim();
             let parts: Vec<&str> = p.split(':').collect();
@@ -31,6 +34,10 @@ impl TopicPolicy {
             if parts.iter().any(|s| s.is_empty()) {
                 anyhow::bail!("--topic-arn {p:?}: empty ARN segment");
             }
+            if !p.contains('*') {
+                exact.push(p.to_owned());
+                continue;
+            }
             let body: Vec<String> = p.split('*').map(regex::escape).collect();
             regexes.push(format!("^{}$", body.join("[^:]*")));
         }
@@ -39,12 +46,13 @@ impl TopicPolicy {
                 .iter()
                 .map(|p| p.as_ref().trim().to_owned())
                 .collect(),
+            exact,
             set: RegexSet::new(regexes)?,
         })
     }
 
     pub fn allows(&self, topic_arn: &str) -> bool {
-        self.set.is_match(topic_arn)
+        self.exact.iter().any(|p| p == topic_arn) || self.set.is_match(topic_arn)
     }
 
     pub fn patterns(&self) -> &[String] {
