@@ -32,8 +32,9 @@ pub fn changes_from(text: &str) -> anyhow::Result<Vec<Change>> {
     }
 }
 
-/// Builds the index the way `serve` does at start-up: one (paginated) list of each kind
-/// the service would watch, parsed by the same code.
+/// Builds the index the way `serve` does: one list of each kind the service would watch,
+/// parsed by the same code. Consistent (paged, from etcd) rather than from the watch cache:
+/// a one-off answer should reflect the latest writes.
 pub async fn index_from_cluster(
     client: &kube::Client,
     version: EsoVersion,
