@@ -2,6 +2,8 @@
 //! reference and why, plus the near misses (same name, other store, region, service, account
 //! or namespace) and the matches that ignore force-sync. Reads the cluster; patches nothing.
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use kube::api::{Api, DynamicObject};
 use parking_lot::RwLock;
@@ -44,9 +46,16 @@ pub async fn index_from_cluster(
     let metrics = Metrics::new();
     for kind in Watches::new(kes).states.iter().map(|s| s.kind) {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource(version));
-        watch::list(&api, kind, &index, &metrics, watch::Freshness::Consistent)
-            .await
-            .with_context(|| format!("listing {}", kind.as_str()))?;
+        watch::list(
+            &api,
+            kind,
+            &index,
+            &metrics,
+            watch::Freshness::Consistent,
+            Duration::from_secs(60),
+        )
+        .await
+        .with_context(|| format!("listing {}", kind.as_str()))?;
     }
     Ok(index.into_inner())
 }

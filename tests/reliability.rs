@@ -24,6 +24,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct FreezableProxy {
     addr: SocketAddr,
     conns: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+    /// When non-zero, connections accepted from then on freeze once this many bytes have
+    /// gone back to the client: a response that stops half-way.
+    freeze_after: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FreezableProxy {
@@ -31,7 +34,8 @@ impl FreezableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let conns: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
-        let c = conns.clone();
+        let freeze_after: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (c, after) = (conns.clone(), freeze_after.clone());
         tokio::spawn(async move {
             while let Ok((down, _)) = listener.accept().await {
                 let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
@@ -41,11 +45,19 @@ impl FreezableProxy {
                 c.lock().push(frozen.clone());
                 let (dr, dw) = down.into_split();
                 let (ur, uw) = up.into_split();
-                tokio::spawn(pipe(dr, uw, frozen.clone()));
-                tokio::spawn(pipe(ur, dw, frozen));
+                let after = match after.load(Ordering::SeqCst) {
+                    0 => usize::MAX,
+                    n => n,
+                };
+                tokio::spawn(pipe(dr, uw, frozen.clone(), usize::MAX));
+                tokio::spawn(pipe(ur, dw, frozen, after));
             }
         });
-        Self { addr, conns }
+        Self {
+            addr,
+            conns,
+            freeze_after,
+        }
     }
 
     fn freeze_existing(&self) -> usize {
@@ -57,13 +69,20 @@ impl FreezableProxy {
     }
 }
 
+/// Forwards `r` to `w` until either ends; freezes (both directions) once `freeze_after`
+/// bytes have been forwarded.
 async fn pipe(
     mut r: tokio::net::tcp::OwnedReadHalf,
     mut w: tokio::net::tcp::OwnedWriteHalf,
     frozen: Arc<AtomicBool>,
+    freeze_after: usize,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut forwarded = 0;
     loop {
+        if forwarded >= freeze_after {
+            frozen.store(true, Ordering::SeqCst);
+        }
         if frozen.load(Ordering::SeqCst) {
             // Hold both halves open forever, forwarding nothing.
             std::future::pending::<()>().await;
@@ -75,9 +94,11 @@ async fn pipe(
         if frozen.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
+        let n = n.min(freeze_after - forwarded);
         if w.write_all(&buf[..n]).await.is_err() {
             return;
         }
+        forwarded += n;
     }
 }
 
@@ -386,6 +407,92 @@ async fn a_frozen_watch_connection_is_detected_and_relisted() {
         detected.as_millis()
     );
     assert!(detected < Duration::from_secs(10), "{detected:?}");
+}
+
+/// A list response that stops half-way (the connection stays open, nothing more arrives)
+/// fails the list after the silence limit instead of holding the kind out of sync forever;
+/// the next list, on a healthy connection, succeeds.
+#[tokio::test]
+async fn a_list_response_that_goes_silent_fails_and_the_next_list_succeeds() {
+    use ssm_resync::cluster::watch::{self, Freshness, WatchKind};
+    let Scenario {
+        stack, kube, ns, ..
+    } = Scenario::new("rel-list-freeze").await;
+    // Enough objects that the response is far larger than the TLS handshake and headers.
+    let keys: Vec<String> = (0..40).map(|i| format!("/{ns}/param/{i}")).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let names: Vec<String> = (0..60).map(|i| format!("es-{i}")).collect();
+    futures::future::join_all(
+        names
+            .iter()
+            .map(|name| external_secret(&kube, &ns, name, "aws", &keys)),
+    )
+    .await;
+    let api_addr: SocketAddr = format!("127.0.0.1:{}", stack.get("STACK_API_PORT"))
+        .parse()
+        .unwrap();
+    let proxy = FreezableProxy::start(api_addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig_via(&stack, proxy.addr, dir.path());
+    let client = || async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&kc).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    };
+    let ar = ssm_resync::cluster::external_secret_resource(ssm_resync::cluster::EsoVersion::V1);
+    let index = parking_lot::RwLock::new(ssm_resync::index::Index::new());
+    let metrics = ssm_resync::metrics::Metrics::new();
+    let silence = Duration::from_secs(2);
+
+    proxy.freeze_after.store(20 * 1024, Ordering::SeqCst);
+    let api = kube::Api::namespaced_with(client().await, &ns, &ar);
+    let started = Instant::now();
+    let listed = tokio::time::timeout(
+        Duration::from_secs(30),
+        watch::list(
+            &api,
+            WatchKind::ExternalSecret,
+            &index,
+            &metrics,
+            Freshness::Cached,
+            silence,
+        ),
+    )
+    .await
+    .expect("the list hung on a frozen response instead of failing");
+    let err = listed.expect_err("a response cut off half-way cannot be a complete list");
+    let waited = started.elapsed();
+    assert!(
+        err.to_string().contains("silent"),
+        "failed for the wrong reason: {err}"
+    );
+    assert!(waited >= silence && waited < silence * 4, "{waited:?}");
+    assert_eq!(
+        index.read().stats().external_secrets,
+        0,
+        "a partial list is never applied"
+    );
+
+    proxy.freeze_after.store(0, Ordering::SeqCst);
+    let api = kube::Api::namespaced_with(client().await, &ns, &ar);
+    watch::list(
+        &api,
+        WatchKind::ExternalSecret,
+        &index,
+        &metrics,
+        Freshness::Consistent,
+        silence,
+    )
+    .await
+    .expect("a list on a healthy connection");
+    assert_eq!(index.read().stats().external_secrets, 60);
+    eprintln!(
+        "frozen list failed after {} ms (silence limit {} ms)",
+        waited.as_millis(),
+        silence.as_millis()
+    );
 }
 
 #[tokio::test]

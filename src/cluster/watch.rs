@@ -204,7 +204,15 @@ async fn run(
     let server_timeout = (config.stall_timeout.as_secs() / 2).clamp(1, 290) as u32;
     'list: loop {
         metrics.watch_restarts.get_or_create(&label).inc();
-        let listed = list(&api, kind, &index, &metrics, freshness).await;
+        let listed = list(
+            &api,
+            kind,
+            &index,
+            &metrics,
+            freshness,
+            config.stall_timeout,
+        )
+        .await;
         freshness = Freshness::Consistent;
         let mut version = match listed {
             Ok(v) => {
@@ -290,13 +298,16 @@ pub enum Freshness {
 /// The response is parsed as it arrives (on a blocking thread fed by the connection), one
 /// item at a time, each reduced to what the index keeps and dropped before the next: the
 /// list never exists whole, as text or as a JSON tree, so memory does not peak with the
-/// size of the cluster (the allocator would keep that peak as resident memory).
+/// size of the cluster (the allocator would keep that peak as resident memory). A response
+/// that goes silent for `silence` fails the list (which is then retried), as a silent
+/// watch does: a frozen connection must not hold the kind out of sync forever.
 pub async fn list(
     api: &Api<DynamicObject>,
     kind: WatchKind,
     index: &RwLock<Index>,
     metrics: &Metrics,
     freshness: Freshness,
+    silence: Duration,
 ) -> Result<String, kube::Error> {
     let client = api.clone().into_client();
     let request = kube::core::Request::new(api.resource_url());
@@ -310,7 +321,12 @@ pub async fn list(
     let version = loop {
         let mut req = request.list(&params).map_err(kube::Error::BuildRequest)?;
         req.extensions_mut().insert("list");
-        let body = client.request_stream(req).await?;
+        let body = tokio::time::timeout(silence, client.request_stream(req))
+            .await
+            .map_err(|_| {
+                kube::Error::Service(format!("list: no response within {silence:?}").into())
+            })??;
+        let body = Silence::new(body, silence);
         let (back, meta) = tokio::task::spawn_blocking(move || {
             use tokio_util::compat::FuturesAsyncReadCompatExt as _;
             let body = tokio_util::io::SyncIoBridge::new(body.compat());
@@ -355,6 +371,48 @@ pub async fn list(
         "listed; in sync"
     );
     Ok(version)
+}
+
+/// A reader that fails with `TimedOut` when no byte arrives for `limit`.
+struct Silence<R> {
+    inner: R,
+    limit: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<R> Silence<R> {
+    fn new(inner: R, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            timer: Box::pin(tokio::time::sleep(limit)),
+        }
+    }
+}
+
+impl<R: futures::AsyncRead + Unpin> futures::AsyncRead for Silence<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                let next = tokio::time::Instant::now() + this.limit;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("list response silent for {:?}", this.limit),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 /// What a list keeps: readers or stores, parsed item by item.
@@ -593,6 +651,7 @@ fn export_index(index: &Index, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::TryStreamExt as _;
     use serde::de::DeserializeSeed as _;
 
     fn decode(kind: WatchKind, body: &str) -> Result<(Listed, ListMeta), serde_json::Error> {
@@ -633,6 +692,49 @@ mod tests {
         assert_eq!(parsed.seen, 3);
         let names: Vec<&str> = parsed.readers.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
+    }
+
+    /// A reader that never yields a byte, like a frozen connection.
+    struct Frozen;
+
+    impl futures::AsyncRead for Frozen {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut [u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_silent_list_response_times_out_and_a_live_one_does_not() {
+        use futures::AsyncReadExt as _;
+        let limit = Duration::from_millis(300);
+        let started = tokio::time::Instant::now();
+        let err = Silence::new(Frozen, limit)
+            .read(&mut [0u8; 16])
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        let waited = started.elapsed();
+        assert!(waited >= limit && waited < limit * 3, "{waited:?}");
+        // Data arriving keeps it alive, however long the whole read takes.
+        let mut body = Vec::new();
+        let slow = futures::stream::iter(0..10)
+            .then(|i| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, std::io::Error>(vec![i as u8; 4])
+            })
+            .boxed()
+            .into_async_read();
+        Silence::new(slow, limit)
+            .read_to_end(&mut body)
+            .await
+            .unwrap();
+        assert_eq!(body.len(), 40);
+        // Ten chunks 100 ms apart: the whole read takes longer than the limit, no gap does.
+        assert!(started.elapsed() >= limit + Duration::from_secs(1));
     }
 
     #[test]
