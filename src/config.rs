@@ -180,7 +180,8 @@ pub struct ServeArgs {
     pub event_interval: Duration,
 
     /// A watch silent (no event, bookmark or clean end) for longer than this is restarted
-    /// with a fresh list; readiness fails until that list is in the index.
+    /// with a fresh list; readiness fails until that list is in the index. A list response
+    /// silent for this long fails and is retried.
     #[arg(long, env = "SSM_RESYNC_WATCH_STALL_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub watch_stall_timeout: Duration,
 
