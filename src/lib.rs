@@ -5,6 +5,7 @@
 //! decodes the change → `index` finds the resources → `cluster` patches them. `app` wires
 //! the program; `main.rs` only dispatches.
 
+pub mod alloc;
 pub mod app;
 pub mod aws;
 pub mod cluster;

@@ -130,6 +130,7 @@ pub async fn run(
         if leader.as_mut().is_none_or(|l| *l.borrow_and_update()) {
             metrics.sweep_leader.set(1);
             let result = sweep_once(&config, &index, &trigger, &ssm, &metrics, &mut forced).await;
+            crate::alloc::release_free_memory();
             let label = if result.is_ok() { "ok" } else { "error" };
             metrics
                 .sweep_runs

@@ -361,6 +361,7 @@ pub async fn list(
         })
         .inc_by(n as u64);
     parsed.replace_into(kind, &mut index.write());
+    crate::alloc::release_free_memory();
     export_index(&index.read(), metrics);
     tracing::info!(
         kind = kind.as_str(),
