@@ -434,20 +434,13 @@ async fn a_list_response_that_goes_silent_fails_and_the_next_list_succeeds() {
     let proxy = FreezableProxy::start(api_addr).await;
     let dir = tempfile::tempdir().unwrap();
     let kc = kubeconfig_via(&stack, proxy.addr, dir.path());
-    let client = || async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&kc).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(config).unwrap()
-    };
     let ar = ssm_resync::cluster::external_secret_resource(ssm_resync::cluster::EsoVersion::V1);
     let index = parking_lot::RwLock::new(ssm_resync::index::Index::new());
     let metrics = ssm_resync::metrics::Metrics::new();
     let silence = Duration::from_secs(2);
 
     proxy.freeze_after.store(20 * 1024, Ordering::SeqCst);
-    let api = kube::Api::namespaced_with(client().await, &ns, &ar);
+    let api = kube::Api::namespaced_with(kube_client(&kc).await, &ns, &ar);
     let started = Instant::now();
     let listed = tokio::time::timeout(
         Duration::from_secs(30),
@@ -476,7 +469,7 @@ async fn a_list_response_that_goes_silent_fails_and_the_next_list_succeeds() {
     );
 
     proxy.freeze_after.store(0, Ordering::SeqCst);
-    let api = kube::Api::namespaced_with(client().await, &ns, &ar);
+    let api = kube::Api::namespaced_with(kube_client(&kc).await, &ns, &ar);
     watch::list(
         &api,
         WatchKind::ExternalSecret,

@@ -167,16 +167,12 @@ fn parameter_store_change_typed(message: &str) -> Option<Result<Decoded, EventEr
     }
     let detail = e.detail?;
     let (name, operation, region) = (detail.name?, detail.operation?, e.region?);
-    let change = (|| {
-        let operation = Operation::parse(&operation).ok_or_else(|| bad_operation(&operation))?;
-        Ok(Change {
-            service: Service::ParameterStore,
-            region: check_region(&region)?,
-            account: e.account.as_deref().map(check_account).transpose()?,
-            name: check_name(&name)?,
-            operation,
-        })
-    })();
+    let change = Operation::parse(&operation)
+        .ok_or_else(|| bad_operation(&operation))
+        .and_then(|operation| {
+            let account = e.account.as_deref().map(check_account).transpose();
+            ssm_change(&region, account, &name, operation)
+        });
     Some(change.map(|c| Decoded::Changes(vec![c])))
 }
 
@@ -247,11 +243,27 @@ fn parameter_store_change(event: &Value) -> Result<Change, EventError> {
         Some(n) => n.to_owned(),
         None => name_from_arn(event)?,
     };
+    ssm_change(
+        region,
+        optional_account(event.get("account")),
+        &name,
+        operation,
+    )
+}
+
+/// A Parameter Store change from its parts. The checks run in one order (region, account,
+/// name), so every path that builds one reports the same first error.
+fn ssm_change(
+    region: &str,
+    account: Result<Option<String>, EventError>,
+    name: &str,
+    operation: Operation,
+) -> Result<Change, EventError> {
     Ok(Change {
         service: Service::ParameterStore,
         region: check_region(region)?,
-        account: optional_account(event.get("account"))?,
-        name: check_name(&name)?,
+        account: account?,
+        name: check_name(name)?,
         operation,
     })
 }
@@ -289,13 +301,9 @@ fn parameter_policy_action(event: &Value) -> Result<Decoded, EventError> {
         Some(n) => n.to_owned(),
         None => name_from_arn(event)?,
     };
-    Ok(Decoded::Changes(vec![Change {
-        service: Service::ParameterStore,
-        region: check_region(field(event, "region")?)?,
-        account: optional_account(event.get("account"))?,
-        name: check_name(&name)?,
-        operation: Operation::Expiration,
-    }]))
+    let region = field(event, "region")?;
+    let account = optional_account(event.get("account"));
+    ssm_change(region, account, &name, Operation::Expiration).map(|c| Decoded::Changes(vec![c]))
 }
 
 /// Secrets Manager's own event when a staging label moves (rotation, UpdateSecretVersionStage).

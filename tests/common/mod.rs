@@ -112,11 +112,7 @@ impl Stack {
     }
 
     pub async fn kube(&self) -> kube::Client {
-        let kc = kube::config::Kubeconfig::read_from(self.get("KUBECONFIG")).unwrap();
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(cfg).unwrap()
+        kube_client(self.get("KUBECONFIG")).await
     }
 
     pub async fn sns(&self) -> aws_sdk_sns::Client {
@@ -376,6 +372,15 @@ pub async fn secret_store(client: &kube::Client, ns: &str, name: &str, region: &
         }),
     )
     .await;
+}
+
+/// A client for the cluster a kubeconfig file points at.
+pub async fn kube_client(kubeconfig: &str) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(cfg).unwrap()
 }
 
 pub async fn external_secret(
