@@ -15,6 +15,8 @@
 #   BENCH_CONNECTIONS (32), BENCH_WEBHOOK_REQUESTS (60000), BENCH_OPEN_RATE (5000),
 #   BENCH_OPEN_SECONDS (10), BENCH_E2E_ITERATIONS (200), BENCH_RUST_LOG (service RUST_LOG),
 #   BENCH_SERVICE_ARGS (extra `ssm-resync serve` flags, for experiments: e.g. --events=false)
+#   BENCH_SERVICE_BIN  (another ssm-resync executable to measure instead of target/release's,
+#                      for experiments: e.g. a build with other profile settings)
 #
 # Everything runs on loopback. The machine has 2 cores: servers and load generators share
 # them, so figures are quoted next to a baseline taken minutes apart in the same run.

@@ -292,7 +292,10 @@ impl Service {
     pub fn spawn(stack: &Stack, dev: &DevKey, name: &str, extra: &[String]) -> Service {
         let (port, admin) = (free_port(), free_port());
         let log = out_dir().join(format!("{name}.log"));
-        let mut cmd = Command::new(SERVICE_BIN);
+        // BENCH_SERVICE_BIN: another build of the service (e.g. other profile settings), for
+        // A/B experiments against the same stack and generator.
+        let bin = std::env::var("BENCH_SERVICE_BIN").unwrap_or_else(|_| SERVICE_BIN.into());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg(format!("--listen=127.0.0.1:{port}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin}"))
