@@ -356,8 +356,10 @@ impl Collected {
 }
 
 async fn exchange(conn: &mut Conn, target: &Target, req: &Request) -> Result<(), String> {
-    conn.ready().await.map_err(|e| e.to_string())?;
+    // The wait for the connection is bounded too: one left busy by an earlier timeout
+    // must fail the request, not hang the generator.
     let resp = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        conn.ready().await?;
         let resp = conn.send_request(req.http(target)).await?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
@@ -535,7 +537,8 @@ async fn open_loop(
                 let r = match r {
                     Ok(mut conn) => {
                         let r = exchange(&mut conn, &target, &bodies[i]).await;
-                        if !conn.is_closed() {
+                        // Only a connection whose exchange completed goes back to the pool.
+                        if r.is_ok() && !conn.is_closed() {
                             pool.lock().push(conn);
                         }
                         r
