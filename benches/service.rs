@@ -3,9 +3,11 @@
 //!
 //! `cargo bench --bench service -- SUBCOMMAND`:
 //!
-//! - `webhook`: `loadgen` (src/bin/loadgen.rs) against the service and against
-//!   `loadgen --serve-trivial` (the HTTP floor); closed loop at the maximum rate and open loop
-//!   at 5,000/s; no ExternalSecret matches, so every answer is `no_match`.
+//! - `webhook`: `loadgen` (src/bin/loadgen.rs) against the service, against
+//!   `loadgen --serve-trivial` (the HTTP floor) and, closed loop only, against
+//!   `loadgen --serve-verify` (the HTTP floor plus the signature check no endpoint may skip);
+//!   closed loop at the maximum rate and open loop at 5,000/s; no ExternalSecret matches, so
+//!   every answer is `no_match`.
 //! - `e2e`: notification in → annotation observed by a separate kube-rs watch, next to a raw
 //!   merge-patch of the same kind of object observed by the same watch.
 //! - `apicost`: requests the service sends to the API server per notification, from the API
@@ -400,8 +402,20 @@ async fn webhook() {
             .spawn()
             .expect("loadgen --serve-trivial"),
     );
+    let verify_addr = format!("127.0.0.1:{}", free_port());
+    let verify = Child_(
+        Command::new(LOADGEN_BIN)
+            .arg(format!("--serve-verify={verify_addr}"))
+            .arg(format!("--verify-cert={}", dev.cert_path.display()))
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("loadgen --serve-verify"),
+    );
     wait_listening(&trivial_addr).await;
+    wait_listening(&verify_addr).await;
     let trivial_url = format!("http://{trivial_addr}/sns");
+    let verify_url = format!("http://{verify_addr}/sns");
     let mut svc = Service::spawn(&stack, &dev, "webhook-service", &[]);
     svc.wait_ready(Duration::from_secs(120)).await;
 
@@ -441,16 +455,30 @@ async fn webhook() {
     let pid_t = trivial.0.id();
     let cpu = |pid| common::process_cpu_seconds(pid);
 
-    // Closed loop: floor, service, floor again (the floor reuses the bodies: it keeps nothing).
+    let pid_v = verify.0.id();
+    // Closed loop: floor, verification floor, service, verification floor, floor again (the
+    // floors reuse the bodies: they keep nothing). Each baseline runs before and after the
+    // service and their mean is quoted, so a drift of the machine shows in both.
     let c0 = cpu(pid_t);
     let floor1 = loadgen(&closed(&trivial_url));
     let floor_cpu_per = (cpu(pid_t) - c0) / (floor1["ok"].as_f64().unwrap() + warm_c as f64);
+    let v0 = cpu(pid_v);
+    let verify1 = loadgen(&closed(&verify_url));
+    let verify_cpu_per = (cpu(pid_v) - v0) / (verify1["ok"].as_f64().unwrap() + warm_c as f64);
     let m0 = svc.metrics().await;
     let s0 = svc.cpu_seconds();
     let svc_closed = loadgen(&closed(&svc.url));
     let svc_cpu = svc.cpu_seconds() - s0;
     let m1 = svc.metrics().await;
+    let verify2 = loadgen(&closed(&verify_url));
     let floor2 = loadgen(&closed(&trivial_url));
+    for v in [&verify1, &verify2] {
+        assert_eq!(
+            v["failed"].as_f64(),
+            Some(0.0),
+            "the verification floor rejected a body: {v}"
+        );
+    }
     // Open loop at the fixed rate.
     let floor_open = loadgen(&open(&trivial_url));
     let svc_open = loadgen(&open(&svc.url));
@@ -473,6 +501,7 @@ async fn webhook() {
     );
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let floor_tp = (f(&floor1, "throughput") + f(&floor2, "throughput")) / 2.0;
+    let verify_tp = (f(&verify1, "throughput") + f(&verify2, "throughput")) / 2.0;
     let svc_tp = f(&svc_closed, "throughput");
     let svc_cpu_us = svc_cpu / (ok + warm_c as f64) * 1e6;
     let lg_cpu_us = f(&svc_closed, "cpu_s") / ok * 1e6;
@@ -504,6 +533,26 @@ async fn webhook() {
     )
     .baseline(floor_tp, floor_label)
     .target(">= 0.5 x floor", svc_tp >= 0.5 * floor_tp)
+    .note(format!(
+        "the verification floor (HTTP floor + envelope parse + RSA verify, nothing else) reached {verify_tp:.0}/s = {:.2} x the HTTP floor in this run",
+        verify_tp / floor_tp
+    ))
+    .emit();
+    Row::new(
+        "2b-v",
+        "Webhook throughput vs the verification floor",
+        svc_tp,
+        "notifications/s",
+    )
+    .baseline(verify_tp, "loadgen --serve-verify (parse + RSA verify only)")
+    .target(">= 0.8 x verification floor", svc_tp >= 0.8 * verify_tp)
+    .note(format!(
+        "verification floor runs {:.0} and {:.0}/s, {:.0} µs CPU/request (service {svc_cpu_us:.0} µs, HTTP floor {:.0} µs)",
+        f(&verify1, "throughput"),
+        f(&verify2, "throughput"),
+        verify_cpu_per * 1e6,
+        floor_cpu_per * 1e6,
+    ))
     .emit();
     Row::new(
         "2c",
@@ -593,6 +642,7 @@ async fn webhook() {
     }
     drop(svc);
     drop(trivial);
+    drop(verify);
     // Hundreds of MB, and only valid for an hour anyway.
     let _ = std::fs::remove_file(&bodies);
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -127,14 +127,21 @@ fn unavailable(s: &AppState, t: &'static str, why: &'static str, detail: String)
     }
 }
 
+/// The headers SNS sends, parsed once (a `&str` name is parsed and validated on every lookup).
+const MESSAGE_TYPE: HeaderName = HeaderName::from_static("x-amz-sns-message-type");
+const MESSAGE_ID: HeaderName = HeaderName::from_static("x-amz-sns-message-id");
+const TOPIC_ARN: HeaderName = HeaderName::from_static("x-amz-sns-topic-arn");
+const RAW_DELIVERY: HeaderName = HeaderName::from_static("x-amz-sns-rawdelivery");
+
 async fn sns(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Answer {
     let started = Instant::now();
-    // One deadline for the whole delivery (a certificate fetch included), below SNS's 15 s
-    // timeout: past it SNS gets a 503 and redelivers; spawned patches keep going.
-    let label = header_str(&headers, "x-amz-sns-message-type")
+    // The metric label until the body says otherwise.
+    let label = header_str(&headers, &MESSAGE_TYPE)
         .and_then(MessageType::parse)
         .map_or("unknown", MessageType::as_str);
-    let answer = match tokio::time::timeout(s.deadline, handle(&s, &headers, body)).await {
+    // One deadline for the whole delivery (a certificate fetch included), below SNS's 15 s
+    // timeout: past it SNS gets a 503 and redelivers; spawned patches keep going.
+    let answer = match tokio::time::timeout(s.deadline, handle(&s, &headers, label, body)).await {
         Ok(answer) => answer,
         Err(_) => unavailable(
             &s,
@@ -149,17 +156,12 @@ async fn sns(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> 
     answer
 }
 
-async fn handle(s: &AppState, headers: &HeaderMap, body: Body) -> Answer {
-    let header_type = header_str(headers, "x-amz-sns-message-type");
-    let label = header_type
-        .and_then(MessageType::parse)
-        .map_or("unknown", MessageType::as_str);
+async fn handle(s: &AppState, headers: &HeaderMap, label: &'static str, body: Body) -> Answer {
     let bytes = match read_limited(headers, body, s.max_body_bytes).await {
         Ok(b) => b,
         Err(r) => return rejected(s, label, r),
     };
-    if header_str(headers, "x-amz-sns-rawdelivery").is_some_and(|v| v.eq_ignore_ascii_case("true"))
-    {
+    if header_str(headers, &RAW_DELIVERY).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return rejected(
             s,
             label,
@@ -332,16 +334,16 @@ async fn notification(s: &AppState, env: &Envelope, sent: OffsetDateTime) -> Ans
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// SNS sends the type, id and topic in headers too; a disagreement means someone edited one.
 fn headers_agree(headers: &HeaderMap, env: &Envelope) -> Result<(), Reject> {
     for (name, body) in [
-        ("x-amz-sns-message-type", &env.kind),
-        ("x-amz-sns-message-id", &env.message_id),
-        ("x-amz-sns-topic-arn", &env.topic_arn),
+        (&MESSAGE_TYPE, &env.kind),
+        (&MESSAGE_ID, &env.message_id),
+        (&TOPIC_ARN, &env.topic_arn),
     ] {
         if let Some(h) = header_str(headers, name)
             && h != body
@@ -357,7 +359,8 @@ fn headers_agree(headers: &HeaderMap, env: &Envelope) -> Result<(), Reject> {
 /// Reads at most `max` bytes, refusing early on a too-large Content-Length and stopping the
 /// stream as soon as the limit is passed (never buffering more than `max`).
 async fn read_limited(headers: &HeaderMap, body: Body, max: usize) -> Result<bytes::Bytes, Reject> {
-    if let Some(len) = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok())
+    if let Some(len) =
+        header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
         && len > max as u64
     {
         return Err(Reject::BodyTooLarge(format!(

@@ -13,6 +13,11 @@
 //!   server is charged for every request it delayed: no coordinated omission).
 //! - `loadgen --serve-trivial ADDR` answers `POST /sns` with 200 and a small JSON body after
 //!   reading the request body: the HTTP floor the service is measured against.
+//! - `loadgen --serve-verify ADDR --verify-cert PEM` does the least any correct SNS endpoint
+//!   must do per message and nothing else: parse the body, build the string to sign and check
+//!   the RSA signature against the certificate (the service's own code for each), then answer
+//!   like the trivial server (403 if the signature is wrong). The floor once verification,
+//!   which no endpoint may skip, is paid.
 //!
 //! Only loopback addresses are accepted as targets. Latencies are kept one per request and
 //! the quantiles are exact (sorted), not bucketed.
@@ -38,6 +43,12 @@ struct Args {
     /// Serve the trivial handler (200 to every POST /sns) on this loopback address.
     #[arg(long, value_name = "ADDR")]
     serve_trivial: Option<SocketAddr>,
+    /// Serve the verify-only floor on this loopback address (needs `--verify-cert`).
+    #[arg(long, value_name = "ADDR", requires = "verify_cert")]
+    serve_verify: Option<SocketAddr>,
+    /// PEM certificate the verify-only floor checks signatures against.
+    #[arg(long, value_name = "PEM")]
+    verify_cert: Option<PathBuf>,
 
     /// Write `--count` signed Notifications to this file (one JSON body per line) and exit.
     #[arg(long, value_name = "FILE")]
@@ -109,6 +120,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(addr) = args.serve_trivial {
         require_loopback(&addr.ip().to_string())?;
         return rt.block_on(serve_trivial(addr));
+    }
+    if let (Some(addr), Some(cert)) = (args.serve_verify, &args.verify_cert) {
+        require_loopback(&addr.ip().to_string())?;
+        return rt.block_on(serve_verify(addr, cert));
     }
     if let Some(out) = &args.generate {
         let bodies = generate(&args)?;
@@ -729,21 +744,68 @@ fn own_cpu_seconds() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The JSON answer of both floors: the size of the service's `no_match` answer.
+fn floor_answer(body: &Bytes) -> axum::Json<serde_json::Value> {
+    axum::Json(json!({
+        "result": "no_match", "changes": 1, "targets": 0, "unforceable": 0,
+        "bytes": body.len()
+    }))
+}
+
+async fn serve_floor(addr: SocketAddr, app: axum::Router, what: &str) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    eprintln!("{what} server on {}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
 /// The HTTP floor: read the body, answer 200 with a JSON body of the size the service's
 /// `no_match` answer has.
 async fn serve_trivial(addr: SocketAddr) -> anyhow::Result<()> {
     use axum::routing::post;
     async fn handler(body: Bytes) -> axum::Json<serde_json::Value> {
-        axum::Json(json!({
-            "result": "no_match", "changes": 1, "targets": 0, "unforceable": 0,
-            "bytes": body.len()
-        }))
+        floor_answer(&body)
     }
-    let app = axum::Router::new().route("/sns", post(handler));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    eprintln!("trivial server on {}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
-    Ok(())
+    serve_floor(
+        addr,
+        axum::Router::new().route("/sns", post(handler)),
+        "trivial",
+    )
+    .await
+}
+
+/// The verification floor: the trivial server plus what no SNS endpoint may skip (parse the
+/// envelope, build the string to sign, decode and check the signature), with the service's
+/// own functions and a certificate parsed once.
+async fn serve_verify(addr: SocketAddr, cert: &std::path::Path) -> anyhow::Result<()> {
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse as _, Response};
+    use axum::routing::post;
+    use base64::Engine as _;
+    use ssm_resync::sns::{Envelope, SigningCert};
+    let pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+    let cert = SigningCert::from_pem(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
+    async fn handler(State(cert): State<Arc<SigningCert>>, body: Bytes) -> Response {
+        let verified = Envelope::parse(&body).ok().is_some_and(|env| {
+            let signature = base64::engine::general_purpose::STANDARD.decode(&env.signature);
+            match (env.string_to_sign(), signature) {
+                (Ok(sts), Ok(sig)) => {
+                    cert.verify(env.signature_version == "2", sts.as_bytes(), &sig)
+                }
+                _ => false,
+            }
+        });
+        if verified {
+            floor_answer(&body).into_response()
+        } else {
+            StatusCode::FORBIDDEN.into_response()
+        }
+    }
+    let app = axum::Router::new()
+        .route("/sns", post(handler))
+        .with_state(Arc::new(cert));
+    serve_floor(addr, app, "verify-only").await
 }
