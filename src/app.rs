@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::FutureExt as _;
 use parking_lot::{Mutex, RwLock};
-use tokio::net::TcpListener;
 
 use crate::cluster::events::Events;
 use crate::cluster::patch::Resources;
@@ -144,11 +143,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
 
-    let public = TcpListener::bind(args.listen)
-        .await
+    let public = crate::http::bind(args.listen)
         .with_context(|| format!("binding --listen {}", args.listen))?;
-    let admin = TcpListener::bind(args.admin_listen)
-        .await
+    let admin = crate::http::bind(args.admin_listen)
         .with_context(|| format!("binding --admin-listen {}", args.admin_listen))?;
     tracing::info!(listen = %public.local_addr()?, admin = %admin.local_addr()?, topics = ?state.verifier.topics.patterns(), dry_run = args.dry_run, "ssm-resync serving");
 

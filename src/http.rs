@@ -54,6 +54,26 @@ pub struct AppState {
     pub clock: fn() -> OffsetDateTime,
 }
 
+/// Accept-queue length asked for on both listeners. tokio's `TcpListener::bind` asks for 128
+/// (mio's default). When more connections than that arrive before the server accepts them
+/// (SNS spreading a burst of deliveries over new connections, a load balancer reconnecting,
+/// a generator catching up), the kernel drops the surplus SYNs and each of those clients
+/// waits for its own retransmit: 1 s, then 3 s, then 7 s, with nothing logged on either side.
+/// The kernel caps the value at `net.core.somaxconn` (4096 by default since Linux 5.4).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listener (`SO_REUSEADDR`, as `TcpListener::bind` sets it) with [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 pub fn public_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/sns", post(sns))
@@ -376,5 +396,38 @@ async fn read_limited(headers: &HeaderMap, body: Body, max: usize) -> Result<byt
             Err(Reject::BodyTooLarge(format!("body exceeds {max} bytes")))
         }
         Err(e) => Err(Reject::MalformedJson(format!("reading body: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// 400 clients connect while nothing accepts: every handshake completes at once. With
+    /// `TcpListener::bind`'s backlog of 128 the kernel drops the SYNs past the 129th and those
+    /// connects would only be retried after 1 s (so they time out here: 129 of 400).
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_accept_queue_instead_of_being_dropped() {
+        // The kernel caps any backlog at net.core.somaxconn (4096 by default since 5.4).
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let expected = 400.min(cap + 1);
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..400).map(|_| {
+            tokio::time::timeout(
+                Duration::from_millis(700),
+                tokio::net::TcpStream::connect(addr),
+            )
+        });
+        let results = futures::future::join_all(connects).await;
+        let established = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(
+            established, expected,
+            "connections established without a SYN retransmit (somaxconn {cap})"
+        );
+        drop(listener);
     }
 }

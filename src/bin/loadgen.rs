@@ -753,9 +753,9 @@ fn floor_answer(body: &Bytes) -> axum::Json<serde_json::Value> {
 }
 
 async fn serve_floor(addr: SocketAddr, app: axum::Router, what: &str) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    // The service's own listener (same accept-queue length), so a floor differs from it
+    // only in the handler.
+    let listener = ssm_resync::http::bind(addr).with_context(|| format!("binding {addr}"))?;
     eprintln!("{what} server on {}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())
