@@ -1,6 +1,6 @@
 //! `loadgen`: a load generator for `POST /sns`, and the trivial server it is compared with.
 //!
-//! Three modes:
+//! Four modes:
 //!
 //! - `loadgen --generate FILE --count N --sign-key KEY ...` signs N distinct Notifications
 //!   (unique MessageIds, each a Parameter Store Change of its own parameter) and writes them
