@@ -167,6 +167,23 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The kernel's count of connections dropped because a listener's accept queue was full
+/// (`TcpExt: ListenOverflows` in /proc/net/netstat; system-wide). Each such client waits
+/// for a SYN retransmit (1 s, then 3 s, ...).
+pub fn listen_overflows() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        panic!("no TcpExt lines in /proc/net/netstat");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("TcpExt ListenOverflows in /proc/net/netstat")
+}
+
 /// A `/proc/PID/status` field in kB (VmRSS, VmHWM).
 pub fn status_kib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
