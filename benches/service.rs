@@ -406,7 +406,12 @@ async fn webhook() {
     let verify = Child_(
         Command::new(LOADGEN_BIN)
             .arg(format!("--serve-verify={verify_addr}"))
-            .arg(format!("--verify-cert={}", dev.cert_path.display()))
+            .arg(format!(
+                "--verify-pin={}={}",
+                common::CERT_URL,
+                dev.cert_path.display()
+            ))
+            .arg(format!("--topic-arn={topic}"))
             .stdin(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -544,7 +549,7 @@ async fn webhook() {
     .baseline(floor_tp, floor_label)
     .target(">= 0.5 x floor", svc_tp >= 0.5 * floor_tp)
     .note(format!(
-        "the verification floor (HTTP floor + envelope parse + RSA verify, nothing else) reached {verify_tp:.0}/s = {:.2} x the HTTP floor in this run",
+        "the verification floor (HTTP floor + Envelope::parse + Verifier::verify, nothing else) reached {verify_tp:.0}/s = {:.2} x the HTTP floor in this run",
         verify_tp / floor_tp
     ))
     .emit();
@@ -554,7 +559,7 @@ async fn webhook() {
         svc_tp,
         "notifications/s",
     )
-    .baseline(verify_tp, "loadgen --serve-verify (parse + RSA verify only)")
+    .baseline(verify_tp, "loadgen --serve-verify (parse + verify only)")
     .target(">= 0.8 x verification floor", svc_tp >= 0.8 * verify_tp)
     .note(format!(
         "verification floor runs {:.0} and {:.0}/s, {:.0} µs CPU/request (service {svc_cpu_us:.0} µs, HTTP floor {:.0} µs)",

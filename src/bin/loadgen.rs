@@ -13,11 +13,12 @@
 //!   server is charged for every request it delayed: no coordinated omission).
 //! - `loadgen --serve-trivial ADDR` answers `POST /sns` with 200 and a small JSON body after
 //!   reading the request body: the HTTP floor the service is measured against.
-//! - `loadgen --serve-verify ADDR --verify-cert PEM` does the least any correct SNS endpoint
-//!   must do per message and nothing else: parse the body, build the string to sign and check
-//!   the RSA signature against the certificate (the service's own code for each), then answer
-//!   like the trivial server (403 if the signature is wrong). The floor once verification,
-//!   which no endpoint may skip, is paid.
+//! - `loadgen --serve-verify ADDR --verify-pin URL=PEM` does the least any correct SNS
+//!   endpoint must do per message and nothing else: `Envelope::parse` and
+//!   `Verifier::verify` (the service's own code, the certificate pinned as the service's
+//!   `--sns-signing-cert` pins it, `--topic-arn` allowed), then answers like the trivial
+//!   server (403 if verification fails). The floor once verification, which no endpoint may
+//!   skip, is paid.
 //!
 //! Only loopback addresses are accepted as targets. Latencies are kept one per request and
 //! the quantiles are exact (sorted), not bucketed.
@@ -43,12 +44,13 @@ struct Args {
     /// Serve the trivial handler (200 to every POST /sns) on this loopback address.
     #[arg(long, value_name = "ADDR")]
     serve_trivial: Option<SocketAddr>,
-    /// Serve the verify-only floor on this loopback address (needs `--verify-cert`).
-    #[arg(long, value_name = "ADDR", requires = "verify_cert")]
+    /// Serve the verify-only floor on this loopback address (needs `--verify-pin`); it
+    /// allows `--topic-arn`.
+    #[arg(long, value_name = "ADDR", requires = "verify_pin")]
     serve_verify: Option<SocketAddr>,
-    /// PEM certificate the verify-only floor checks signatures against.
-    #[arg(long, value_name = "PEM")]
-    verify_cert: Option<PathBuf>,
+    /// `URL=FILE`: the certificate the verify-only floor pins (as `--sns-signing-cert`).
+    #[arg(long, value_name = "URL=PEM")]
+    verify_pin: Option<String>,
 
     /// Write `--count` signed Notifications to this file (one JSON body per line) and exit.
     #[arg(long, value_name = "FILE")]
@@ -121,9 +123,9 @@ fn main() -> anyhow::Result<()> {
         require_loopback(&addr.ip().to_string())?;
         return rt.block_on(serve_trivial(addr));
     }
-    if let (Some(addr), Some(cert)) = (args.serve_verify, &args.verify_cert) {
+    if let (Some(addr), Some(pin)) = (args.serve_verify, &args.verify_pin) {
         require_loopback(&addr.ip().to_string())?;
-        return rt.block_on(serve_verify(addr, cert));
+        return rt.block_on(serve_verify(addr, pin, &args.topic_arn));
     }
     if let Some(out) = &args.generate {
         let bodies = generate(&args)?;
@@ -776,28 +778,25 @@ async fn serve_trivial(addr: SocketAddr) -> anyhow::Result<()> {
     .await
 }
 
-/// The verification floor: the trivial server plus what no SNS endpoint may skip (parse the
-/// envelope, build the string to sign, decode and check the signature), with the service's
-/// own functions and a certificate parsed once.
-async fn serve_verify(addr: SocketAddr, cert: &std::path::Path) -> anyhow::Result<()> {
+/// The verification floor: the trivial server plus what no SNS endpoint may skip, with the
+/// service's own code: `Envelope::parse` and `Verifier::verify` against a pinned certificate.
+async fn serve_verify(addr: SocketAddr, pin: &str, topic: &str) -> anyhow::Result<()> {
     use axum::extract::State;
     use axum::http::StatusCode;
     use axum::response::{IntoResponse as _, Response};
     use axum::routing::post;
-    use base64::Engine as _;
-    use ssm_resync::sns::{Envelope, SigningCert};
-    let pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-    let cert = SigningCert::from_pem(&pem).map_err(|e| anyhow::anyhow!("{e}"))?;
-    async fn handler(State(cert): State<Arc<SigningCert>>, body: Bytes) -> Response {
-        let verified = Envelope::parse(&body).ok().is_some_and(|env| {
-            let signature = base64::engine::general_purpose::STANDARD.decode(&env.signature);
-            match (env.string_to_sign(), signature) {
-                (Ok(sts), Ok(sig)) => {
-                    cert.verify(env.signature_version == "2", sts.as_bytes(), &sig)
-                }
-                _ => false,
-            }
-        });
+    use ssm_resync::sns::{CertStore, Envelope, TopicPolicy, Verifier};
+    let mut certs = CertStore::new(Default::default());
+    certs.pin_spec(pin)?;
+    let verifier = Verifier::new(TopicPolicy::new(&[topic])?, Arc::new(certs));
+    async fn handler(State(verifier): State<Arc<Verifier>>, body: Bytes) -> Response {
+        let verified = match Envelope::parse(&body) {
+            Ok(env) => verifier
+                .verify(&env, time::OffsetDateTime::now_utc())
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
         if verified {
             floor_answer(&body).into_response()
         } else {
@@ -806,6 +805,6 @@ async fn serve_verify(addr: SocketAddr, cert: &std::path::Path) -> anyhow::Resul
     }
     let app = axum::Router::new()
         .route("/sns", post(handler))
-        .with_state(Arc::new(cert));
+        .with_state(Arc::new(verifier));
     serve_floor(addr, app, "verify-only").await
 }
