@@ -9,7 +9,7 @@ test:
 
 stack-up:
 	scripts/install-deps.sh
-	scripts/build-kube-apiserver.sh >/dev/null
+	scripts/build-go-tool.sh --all
 	scripts/stack.sh up
 
 stack-down:

@@ -1,5 +1,5 @@
 //! Figures 2, 3, 5, 6 and 7: the release `ssm-resync serve` binary against the local stack
-//! (real kube-apiserver v1.20.2 + etcd) started by scripts/bench.sh, over loopback.
+//! (real kube-apiserver + etcd) started by scripts/bench.sh, over loopback.
 //!
 //! `cargo bench --bench service -- SUBCOMMAND`:
 //!

@@ -3,8 +3,8 @@
 # measured in the same run, as a ratio, with its target.
 #
 # Builds the release binaries (ssm-resync, loadgen) and the bench binaries, starts its own
-# local stack (real kube-apiserver v1.20.2 + etcd + moto, fresh etcd, under
-# target/bench-stack, ports 26790/19443/17500), runs each bench, prints the summary table
+# local stack (real kube-apiserver + etcd + moto, fresh etcd, under target/bench-stack,
+# ports 26790/19443/17500; ESO left out unless BENCH_ESO=1), runs each bench, prints the summary table
 # and writes it to target/bench/summary.md (raw rows: target/bench/results.jsonl, service
 # logs: target/bench/*.log). The stack is stopped and purged on exit.
 #
@@ -71,10 +71,13 @@ BUILD_SECONDS=$((SECONDS - t))
 # --- stack -----------------------------------------------------------------------------
 if needs_stack; then
   scripts/install-deps.sh
-  scripts/build-kube-apiserver.sh >/dev/null
+  scripts/build-go-tool.sh --all
   export STACK_DIR=$REPO/target/bench-stack
   export STACK_ETCD_PORT=${BENCH_ETCD_PORT:-26790} STACK_API_PORT=${BENCH_API_PORT:-19443}
-  export STACK_MOTO_PORT=${BENCH_MOTO_PORT:-17500}
+  export STACK_MOTO_PORT=${BENCH_MOTO_PORT:-17500} STACK_ESO_PORT=${BENCH_ESO_PORT:-17600}
+  # These benches measure the service against the API server; ESO reconciling the thousands
+  # of ExternalSecrets they create would load the same two cores.
+  export STACK_ESO=${BENCH_ESO:-0}
   # A fresh etcd every run: figures must not depend on what earlier runs left behind.
   scripts/stack.sh down --purge >/dev/null 2>&1 || true
   trap 'scripts/stack.sh down --purge' EXIT

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the local stack (scripts/stack.sh) needs: etcd, the toolchain
-# that builds kube-apiserver v1.20.2 from Debian's source package, and moto.
+# Installs what the local stack (scripts/stack.sh) needs besides the Go programs that
+# scripts/build-go-tool.sh builds from the Go module proxy (etcd, kube-apiserver, ESO):
+# openssl and curl from Debian, moto from PyPI, and checks that Go and kubectl are there.
 # Idempotent and quick when everything is present: apt and pip are only
 # called for what is missing. Non-interactive (CI=true, no stdin).
 set -euo pipefail
@@ -11,12 +12,6 @@ export DEBIAN_FRONTEND=noninteractive
 MOTO_VERSION=5.2.1
 
 APT_PACKAGES=(
-  etcd-server
-  golang-1.19-go
-  rsync
-  dpkg-dev
-  golang-github-modern-go-reflect2-dev
-  golang-github-json-iterator-go-dev
   openssl
   curl
 )
@@ -55,6 +50,10 @@ fi
 
 command -v kubectl >/dev/null 2>&1 \
   || die "kubectl not found on PATH (expected /usr/bin/kubectl; it is not installable from apt here)"
+command -v go >/dev/null 2>&1 \
+  || die "go not found on PATH (this machine kind has Go 1.26; scripts/build-go-tool.sh needs it)"
+go_minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
+((${go_minor:-0} >= 26)) || die "Go $(go env GOVERSION) is too old: the stack's modules need Go 1.26"
 
 PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found"

@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
-# The local stack, real parts on loopback: etcd, kube-apiserver v1.20.2 (built
-# by scripts/build-kube-apiserver.sh), and moto patched to sign SNS deliveries
-# like AWS (scripts/moto_launcher.py). See shared/DESIGN.md, "The local stack".
+# The local stack, real parts on loopback: etcd and kube-apiserver of a current release, the
+# External Secrets Operator (its controller and its validating webhook, out of cluster, ESO's
+# own CRD bundle), all built from the Go module proxy by scripts/build-go-tool.sh, and moto
+# patched to sign SNS deliveries like AWS (scripts/moto_launcher.py), which ESO reads
+# Parameter Store and Secrets Manager from. See shared/DESIGN.md, "The local stack".
 #
 # Usage: scripts/stack.sh up | down [--purge] | status | env
+#                         | stop COMPONENT | start COMPONENT
 #                         | stop-apiserver | start-apiserver
 #
-#   up               start what is not running (healthy processes are reused),
-#                    create the SNS topic, apply k8s/crds/*.yaml, write the env file
+#   up               start what is not running (healthy processes are reused), create the
+#                    SNS topic, apply ESO's CRDs and k8s/crds/*.yaml, register ESO's webhook,
+#                    write the env file
 #   down [--purge]   stop this STACK_DIR's processes; --purge also deletes STACK_DIR
 #   status           one line per component; exit 1 if any is not healthy
 #   env              print the path of the sourceable env file
-#   stop-apiserver   stop only kube-apiserver (tests of API outages)
-#   start-apiserver  start it again with the same flags and port
+#   stop COMPONENT   stop one of: kube-apiserver, eso (the controller), eso-webhook
+#                    (tests of outages: API server down, ESO down, ESO's webhook down)
+#   start COMPONENT  start it again with the same flags and ports
+#   stop-apiserver / start-apiserver   the same as stop/start kube-apiserver
 #
 # Environment (`up` records the ports in STACK_DIR/stack.conf; the other
 # commands always use the recorded ones, a later `up` unless the variable is set):
@@ -20,6 +26,10 @@
 #   STACK_ETCD_PORT  default 23790 (etcd's peer port is this + 1)
 #   STACK_API_PORT   default 16443
 #   STACK_MOTO_PORT  default 15000
+#   STACK_ESO_PORT   default 17000: ESO's webhook; + 1 its health probe, + 2 the
+#                    controller's metrics (externalsecret_* and the provider's API calls)
+#   STACK_ESO        1 (default) runs ESO; 0 leaves it out (a stack for tests that
+#                    only need the API server)
 #   PYTHON           default python3 (needs moto[server]==5.2.1, see install-deps.sh)
 #
 # Processes run in their own session (setsid), so they outlive the shell that
@@ -39,7 +49,7 @@ log() { printf 'stack: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  sed -n '/^# Usage:/,/^#   start-apiserver/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '/^# Usage:/,/^#   stop-apiserver \/ start-apiserver/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -49,28 +59,38 @@ init_dir() {
   # Absolute and canonical: it is matched against our processes' command lines.
   STACK_DIR=$(realpath -m "${STACK_DIR:-$REPO/target/stack}")
   CONF=$STACK_DIR/stack.conf
-  local saved_etcd="" saved_api="" saved_moto=""
+  local saved_etcd="" saved_api="" saved_moto="" saved_eso="" saved_with_eso=""
   if [[ -f $CONF ]]; then
     saved_etcd=$(sed -n 's/^etcd_port=//p' "$CONF")
     saved_api=$(sed -n 's/^api_port=//p' "$CONF")
     saved_moto=$(sed -n 's/^moto_port=//p' "$CONF")
+    saved_eso=$(sed -n 's/^eso_port=//p' "$CONF")
+    saved_with_eso=$(sed -n 's/^eso=//p' "$CONF")
   fi
   if [[ $1 == up ]]; then
     ETCD_PORT=${STACK_ETCD_PORT:-${saved_etcd:-23790}}
     API_PORT=${STACK_API_PORT:-${saved_api:-16443}}
     MOTO_PORT=${STACK_MOTO_PORT:-${saved_moto:-15000}}
+    ESO_PORT=${STACK_ESO_PORT:-${saved_eso:-17000}}
+    WITH_ESO=${STACK_ESO:-${saved_with_eso:-1}}
   else
     # The ports are the stack's own: a sourced env file of another stack
     # must not point status/down/start-apiserver at that stack's ports.
     ETCD_PORT=${saved_etcd:-${STACK_ETCD_PORT:-23790}}
     API_PORT=${saved_api:-${STACK_API_PORT:-16443}}
     MOTO_PORT=${saved_moto:-${STACK_MOTO_PORT:-15000}}
+    ESO_PORT=${saved_eso:-${STACK_ESO_PORT:-17000}}
+    WITH_ESO=${saved_with_eso:-${STACK_ESO:-1}}
   fi
+  [[ $WITH_ESO == [01] ]] || die "STACK_ESO must be 0 or 1, not '$WITH_ESO'"
   local p
-  for p in "$ETCD_PORT" "$API_PORT" "$MOTO_PORT"; do
-    if [[ ! $p =~ ^[0-9]+$ ]] || ((p == 0 || p > 65534)); then die "bad port '$p'"; fi
+  for p in "$ETCD_PORT" "$API_PORT" "$MOTO_PORT" "$ESO_PORT"; do
+    if [[ ! $p =~ ^[0-9]+$ ]] || ((p == 0 || p > 65533)); then die "bad port '$p'"; fi
   done
   ETCD_PEER_PORT=$((ETCD_PORT + 1))
+  ESO_WEBHOOK_PORT=$ESO_PORT
+  ESO_WEBHOOK_HEALTH_PORT=$((ESO_PORT + 1))
+  ESO_METRICS_PORT=$((ESO_PORT + 2))
 
   ETCD_URL=http://127.0.0.1:$ETCD_PORT
   API_URL=https://127.0.0.1:$API_PORT
@@ -82,11 +102,14 @@ init_dir() {
   ENV_FILE=$STACK_DIR/env
   KUBECONFIG_ADMIN=$STACK_DIR/kubeconfig
   KUBECONFIG_SSM=$STACK_DIR/kubeconfig-ssm-resync
+  KUBECONFIG_ESO=$STACK_DIR/kubeconfig-external-secrets
+  ESO_CERT_DIR=$STACK_DIR/eso-webhook-certs
 }
 
 save_conf() {
   local conf
-  conf=$(printf 'etcd_port=%s\napi_port=%s\nmoto_port=%s' "$ETCD_PORT" "$API_PORT" "$MOTO_PORT")
+  conf=$(printf 'etcd_port=%s\napi_port=%s\nmoto_port=%s\neso_port=%s\neso=%s' \
+    "$ETCD_PORT" "$API_PORT" "$MOTO_PORT" "$ESO_PORT" "$WITH_ESO")
   if [[ -f $CONF && $(<"$CONF") != "$conf" ]] && any_alive; then
     die "ports differ from those in $CONF while this stack runs: run 'scripts/stack.sh down' first"
   fi
@@ -109,8 +132,9 @@ pid_file() { printf '%s/%s.pid' "$STACK_DIR" "$1"; }
 log_file() { printf '%s/%s.log' "$STACK_DIR" "$1"; }
 
 # Prints the pid of a live process of ours for component $1, or fails. Pids
-# get reused, so the command must also be the component's (argv[0] for etcd
-# and kube-apiserver, the launcher script for moto) and name this STACK_DIR.
+# get reused, so the command must also be the component's (argv[0] for etcd,
+# kube-apiserver and ESO, the launcher script for moto) and name this STACK_DIR
+# (ESO's controller takes its kubeconfig from the environment, so that is checked).
 live_pid() {
   local f pid args=()
   f=$(pid_file "$1")
@@ -122,14 +146,23 @@ live_pid() {
   case $1 in
     etcd | kube-apiserver) [[ ${args[0]##*/} == "$1" ]] || return 1 ;;
     moto) [[ ${args[*]} == *"$SCRIPTS/moto_launcher.py"* ]] || return 1 ;;
+    eso-webhook) [[ ${args[0]##*/} == external-secrets && ${args[1]} == webhook ]] || return 1 ;;
+    eso)
+      [[ ${args[0]##*/} == external-secrets && ${args[1]} != webhook ]] || return 1
+      tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "KUBECONFIG=$KUBECONFIG_ESO" || return 1
+      printf '%s\n' "$pid"
+      return 0
+      ;;
   esac
   [[ ${args[*]} == *"$STACK_DIR/"* ]] || return 1
   printf '%s\n' "$pid"
 }
 
+COMPONENTS=(etcd kube-apiserver moto eso-webhook eso)
+
 any_alive() {
   local c
-  for c in etcd kube-apiserver moto; do
+  for c in "${COMPONENTS[@]}"; do
     live_pid "$c" >/dev/null && return 0
   done
   return 1
@@ -202,6 +235,14 @@ wait_healthy() {
   done
 }
 
+# The path of a Go program of the stack, built and cached by scripts/build-go-tool.sh.
+go_tool() {
+  local bin
+  bin=$("$SCRIPTS/build-go-tool.sh" "$1" | tail -n 1) || die "could not get a $1 binary"
+  [[ -x $bin ]] || die "build-go-tool.sh $1 printed '$bin', not an executable"
+  printf '%s\n' "$bin"
+}
+
 # --- health checks ----------------------------------------------------------
 
 etcd_healthy() {
@@ -210,6 +251,7 @@ etcd_healthy() {
 
 admin_token() { sed -n 's/^\([^,]*\),admin,.*/\1/p' "$TOKENS"; }
 ssm_token() { sed -n 's/^\([^,]*\),ssm-resync,.*/\1/p' "$TOKENS"; }
+eso_token() { sed -n 's/^\([^,]*\),external-secrets,.*/\1/p' "$TOKENS"; }
 
 apiserver_healthy() {
   [[ -f $TOKENS ]] || return 1
@@ -221,15 +263,29 @@ moto_healthy() {
   curl -fsS --max-time 2 -o /dev/null "$MOTO_URL/moto-api/config" 2>/dev/null
 }
 
+# The webhook's readiness includes its certificate check.
+eso_webhook_healthy() {
+  curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$ESO_WEBHOOK_HEALTH_PORT/readyz" 2>/dev/null
+}
+
+# The controller has no probe port of its own: its metrics listener opens once the manager
+# runs, and it lists a controller's workqueue once that controller has started.
+eso_healthy() {
+  curl -fsS --max-time 2 "http://127.0.0.1:$ESO_METRICS_PORT/metrics" 2>/dev/null \
+    | grep -q 'controller="externalsecret"'
+}
+
 # --- one-time material --------------------------------------------------------
 
 ensure_material() {
   touch "$STACK_DIR/$MARKER"
   if [[ ! -s $TOKENS ]]; then
     umask 077
-    # token,user,uid[,"group1,group2"]; ssm-resync has no group, for RBAC tests.
-    printf '%s,admin,admin,"system:masters"\n%s,ssm-resync,ssm-resync\n' \
-      "$(openssl rand -hex 24)" "$(openssl rand -hex 24)" >"$TOKENS.tmp"
+    # token,user,uid[,"group1,group2"]; ssm-resync has no group, for RBAC tests. ESO's
+    # controller and webhook run as their own user (its chart grants it a ClusterRole about
+    # as wide; masters keeps the stack simple).
+    printf '%s,admin,admin,"system:masters"\n%s,ssm-resync,ssm-resync\n%s,external-secrets,external-secrets,"system:masters"\n' \
+      "$(openssl rand -hex 24)" "$(openssl rand -hex 24)" "$(openssl rand -hex 24)" >"$TOKENS.tmp"
     mv "$TOKENS.tmp" "$TOKENS"
     umask 022
   fi
@@ -247,6 +303,29 @@ ensure_material() {
     mv "$SNS_DIR/key.pem.tmp" "$SNS_DIR/key.pem"
     mv "$SNS_DIR/cert.pem.tmp" "$SNS_DIR/cert.pem"
   fi
+  ensure_eso_webhook_certs
+}
+
+# ESO's webhook reads ca.crt, tls.crt and tls.key from its --cert-dir and checks that the
+# serving certificate chains to the CA for --dns-name (what its cert-controller would
+# write in a cluster); the API server trusts the CA through the webhook configuration.
+ensure_eso_webhook_certs() {
+  local d=$ESO_CERT_DIR
+  if [[ -s $d/ca.crt && -s $d/tls.crt && -s $d/tls.key ]] \
+    && openssl x509 -checkend 86400 -noout -in "$d/tls.crt" >/dev/null 2>&1; then
+    return 0
+  fi
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -subj /CN=ssm-resync-stack-eso-ca \
+    -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null || die "openssl: ESO webhook CA failed"
+  openssl req -newkey rsa:2048 -nodes -sha256 -subj /CN=localhost \
+    -keyout "$d/tls.key.tmp" -out "$d/tls.csr" 2>/dev/null || die "openssl: ESO webhook key failed"
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$d/ext.cnf"
+  openssl x509 -req -in "$d/tls.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -extfile "$d/ext.cnf" -out "$d/tls.crt.tmp" 2>/dev/null \
+    || die "openssl: ESO webhook certificate failed"
+  mv "$d/tls.key.tmp" "$d/tls.key"
+  mv "$d/tls.crt.tmp" "$d/tls.crt"
 }
 
 # --- components ---------------------------------------------------------------
@@ -264,8 +343,9 @@ ensure_etcd() {
   rm -f "$(pid_file etcd)"
   port_busy "$ETCD_PORT" && die "port $ETCD_PORT (STACK_ETCD_PORT) is in use by another process"
   port_busy "$ETCD_PEER_PORT" && die "port $ETCD_PEER_PORT (STACK_ETCD_PORT + 1) is in use by another process"
-  command -v etcd >/dev/null 2>&1 || die "etcd not found: run scripts/install-deps.sh"
-  start_bg etcd etcd \
+  local bin
+  bin=$(go_tool etcd)
+  start_bg etcd "$bin" \
     --name=ssm-resync-local \
     --data-dir="$STACK_DIR/etcd" \
     --listen-client-urls="$ETCD_URL" \
@@ -290,8 +370,7 @@ start_apiserver() {
   etcd_healthy || die "etcd of $STACK_DIR is not running: run 'scripts/stack.sh up'"
   port_busy "$API_PORT" && die "port $API_PORT (STACK_API_PORT) is in use by another process"
   local bin
-  bin=$("$SCRIPTS/build-kube-apiserver.sh" | tail -n 1) || die "could not get a kube-apiserver binary"
-  [[ -x $bin ]] || die "build-kube-apiserver.sh printed '$bin', not an executable"
+  bin=$(go_tool kube-apiserver)
   mkdir -p "$CERT_DIR"
   # The apiserver self-signs for one year; have it mint a fresh pair if ours expires.
   if [[ -f $CERT_DIR/apiserver.crt ]] && ! openssl x509 -checkend 86400 -noout -in "$CERT_DIR/apiserver.crt" >/dev/null 2>&1; then
@@ -302,7 +381,6 @@ start_apiserver() {
     --bind-address=127.0.0.1 \
     --advertise-address=127.0.0.1 \
     --secure-port="$API_PORT" \
-    --insecure-port=0 \
     --cert-dir="$CERT_DIR" \
     --token-auth-file="$TOKENS" \
     --authorization-mode=RBAC \
@@ -327,6 +405,7 @@ write_kubeconfigs() {
   ca=$(base64 -w0 "$STACK_DIR/apiserver-ca.crt")
   write_kubeconfig "$KUBECONFIG_ADMIN" admin "$(admin_token)" "$ca"
   write_kubeconfig "$KUBECONFIG_SSM" ssm-resync "$(ssm_token)" "$ca"
+  write_kubeconfig "$KUBECONFIG_ESO" external-secrets "$(eso_token)" "$ca"
 }
 
 write_kubeconfig() {
@@ -373,6 +452,108 @@ ensure_moto() {
   log "moto: started (pid $(live_pid moto), $MOTO_URL)"
 }
 
+# ESO's validating webhook, out of cluster: the API server calls it at a URL on loopback
+# (in a cluster, through its Service). Registered with the chart's rules and failurePolicy
+# Fail, so while it is down every write of an ExternalSecret or store fails, as in a cluster.
+ensure_eso_webhook() {
+  if live_pid eso-webhook >/dev/null; then
+    eso_webhook_healthy || wait_healthy eso-webhook eso_webhook_healthy 60
+    log "eso-webhook: running (pid $(live_pid eso-webhook)), reused"
+    return 0
+  fi
+  rm -f "$(pid_file eso-webhook)"
+  port_busy "$ESO_WEBHOOK_PORT" && die "port $ESO_WEBHOOK_PORT (STACK_ESO_PORT) is in use by another process"
+  port_busy "$ESO_WEBHOOK_HEALTH_PORT" && die "port $ESO_WEBHOOK_HEALTH_PORT (STACK_ESO_PORT + 1) is in use by another process"
+  local bin t0=$SECONDS
+  bin=$(go_tool external-secrets)
+  start_bg eso-webhook env KUBECONFIG="$KUBECONFIG_ESO" "$bin" webhook \
+    --port="$ESO_WEBHOOK_PORT" \
+    --cert-dir="$ESO_CERT_DIR" \
+    --dns-name=localhost \
+    --healthz-addr="127.0.0.1:$ESO_WEBHOOK_HEALTH_PORT" \
+    --metrics-addr=0 \
+    --zap-time-encoding=iso8601
+  wait_healthy eso-webhook eso_webhook_healthy 60
+  log "eso-webhook: started (pid $(live_pid eso-webhook), https://localhost:$ESO_WEBHOOK_PORT, ready in $((SECONDS - t0)) s)"
+}
+
+register_eso_webhook() {
+  local ca url out
+  ca=$(base64 -w0 "$ESO_CERT_DIR/ca.crt")
+  url=https://localhost:$ESO_WEBHOOK_PORT
+  out=$(kubectl_admin apply --server-side --force-conflicts --field-manager=ssm-resync-stack -f - 2>&1 <<EOF
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: secretstore-validate
+webhooks:
+- name: validate.secretstore.external-secrets.io
+  rules:
+  - {apiGroups: [external-secrets.io], apiVersions: [v1], operations: [CREATE, UPDATE, DELETE], resources: [secretstores], scope: Namespaced}
+  clientConfig: {url: "$url/validate-external-secrets-io-v1-secretstore", caBundle: "$ca"}
+  admissionReviewVersions: [v1, v1beta1]
+  sideEffects: None
+  timeoutSeconds: 5
+  failurePolicy: Fail
+- name: validate.clustersecretstore.external-secrets.io
+  rules:
+  - {apiGroups: [external-secrets.io], apiVersions: [v1], operations: [CREATE, UPDATE, DELETE], resources: [clustersecretstores], scope: Cluster}
+  clientConfig: {url: "$url/validate-external-secrets-io-v1-clustersecretstore", caBundle: "$ca"}
+  admissionReviewVersions: [v1, v1beta1]
+  sideEffects: None
+  timeoutSeconds: 5
+  failurePolicy: Fail
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: externalsecret-validate
+webhooks:
+- name: validate.externalsecret.external-secrets.io
+  rules:
+  - {apiGroups: [external-secrets.io], apiVersions: [v1], operations: [CREATE, UPDATE, DELETE], resources: [externalsecrets], scope: Namespaced}
+  clientConfig: {url: "$url/validate-external-secrets-io-v1-externalsecret", caBundle: "$ca"}
+  admissionReviewVersions: [v1, v1beta1]
+  sideEffects: None
+  timeoutSeconds: 5
+  failurePolicy: Fail
+EOF
+  ) || die "registering ESO's validating webhooks failed: $out"
+  log "eso-webhook: registered (ValidatingWebhookConfigurations externalsecret-validate, secretstore-validate; failurePolicy Fail)"
+}
+
+# ESO's controller, out of cluster, reading AWS from moto: AWS_SSM_ENDPOINT,
+# AWS_SECRETSMANAGER_ENDPOINT and AWS_STS_ENDPOINT are its provider's endpoint overrides
+# (v0.16.2 pkg/provider/aws/auth/resolver.go); stores without `auth` use these static
+# credentials through the SDK's default chain. Leader election is off (one replica).
+start_eso() {
+  if live_pid eso >/dev/null; then
+    eso_healthy || wait_healthy eso eso_healthy 60
+    log "eso: running (pid $(live_pid eso)), reused"
+    return 0
+  fi
+  rm -f "$(pid_file eso)"
+  port_busy "$ESO_METRICS_PORT" && die "port $ESO_METRICS_PORT (STACK_ESO_PORT + 2) is in use by another process"
+  local bin t0=$SECONDS
+  bin=$(go_tool external-secrets)
+  start_bg eso env \
+    KUBECONFIG="$KUBECONFIG_ESO" \
+    AWS_SSM_ENDPOINT="$MOTO_URL" \
+    AWS_SECRETSMANAGER_ENDPOINT="$MOTO_URL" \
+    AWS_STS_ENDPOINT="$MOTO_URL" \
+    AWS_REGION=us-east-1 \
+    AWS_ACCESS_KEY_ID=testing \
+    AWS_SECRET_ACCESS_KEY=testing \
+    AWS_EC2_METADATA_DISABLED=true \
+    "$bin" \
+    --metrics-addr="127.0.0.1:$ESO_METRICS_PORT" \
+    --enable-leader-election=false \
+    --concurrent=4 \
+    --zap-time-encoding=iso8601
+  wait_healthy eso eso_healthy 60
+  log "eso: started (pid $(live_pid eso), metrics http://127.0.0.1:$ESO_METRICS_PORT/metrics, ready in $((SECONDS - t0)) s)"
+}
+
 # CreateTopic is idempotent. moto routes on the SigV4 credential scope and
 # does not check the signature, so a fixed header is enough (no python start).
 ensure_topic() {
@@ -386,22 +567,21 @@ ensure_topic() {
   log "sns topic: $TOPIC_ARN"
 }
 
-# kubectl 1.32 against a 1.20 server: only `kubectl version` warns about the
-# skew, and apply/wait output (server deprecation warnings included) is
-# captured and shown only on failure.
+# kubectl (the machine's, 1.32) against the stack's server: apply/wait output (server
+# warnings included) is captured and shown only on failure.
 kubectl_admin() { KUBECONFIG=$KUBECONFIG_ADMIN kubectl "$@"; }
 
+# ESO's own CRD bundle, from the module of the release the stack runs (copied next to the
+# binary by build-go-tool.sh), and the project's copy of the KES CRD (KES is not on any
+# registry this project can use).
 apply_crds() {
-  local dir=$REPO/k8s/crds files=()
-  if [[ -d $dir ]]; then
-    shopt -s nullglob
-    files=("$dir"/*.yaml)
-    shopt -u nullglob
-  fi
-  if ((${#files[@]} == 0)); then
-    log "crds: no $dir/*.yaml yet; skipping"
-    return 0
-  fi
+  local dir=$REPO/k8s/crds files=() bundle
+  bundle=$(dirname "$(go_tool external-secrets)")/bundle.yaml
+  [[ -s $bundle ]] || die "ESO's CRD bundle $bundle is missing"
+  files=("$bundle")
+  shopt -s nullglob
+  files+=("$dir"/*.yaml)
+  shopt -u nullglob
   local args=() f out
   for f in "${files[@]}"; do args+=(-f "$f"); done
   # Server-side apply: ESO's CRDs overflow the client-side last-applied annotation.
@@ -409,7 +589,7 @@ apply_crds() {
     || die "kubectl apply of $dir failed: $out"
   out=$(kubectl_admin wait --for=condition=Established crd --all --timeout=30s 2>&1) \
     || die "CRDs not Established: $out"
-  log "crds: applied ${#files[@]} file(s) from k8s/crds/, Established"
+  log "crds: applied ESO $("$SCRIPTS/build-go-tool.sh" --version external-secrets)'s bundle and ${#files[@]} file(s) in all, Established"
 }
 
 write_env() {
@@ -430,6 +610,9 @@ export STACK_DIR=$STACK_DIR
 export STACK_API_PORT=$API_PORT
 export STACK_MOTO_PORT=$MOTO_PORT
 export STACK_ETCD_PORT=$ETCD_PORT
+export STACK_ESO_PORT=$ESO_PORT
+export STACK_ESO=$WITH_ESO
+export STACK_ESO_METRICS_URL=http://127.0.0.1:$ESO_METRICS_PORT/metrics
 EOF
   mv "$ENV_FILE.tmp" "$ENV_FILE"
 }
@@ -447,6 +630,11 @@ cmd_up() {
   ensure_moto
   ensure_topic
   apply_crds
+  if ((WITH_ESO)); then
+    ensure_eso_webhook
+    register_eso_webhook
+    start_eso
+  fi
   write_env
   log "up in $((SECONDS - t0)) s; env: $ENV_FILE"
 }
@@ -463,6 +651,8 @@ cmd_down() {
     return 0
   fi
   lock_dir
+  stop_component eso
+  stop_component eso-webhook
   stop_component moto
   stop_component kube-apiserver
   stop_component etcd
@@ -498,13 +688,43 @@ cmd_status() {
     echo "moto: down${pid:+ (pid $pid not answering)}"
     bad=1
   fi
+  if ((WITH_ESO)); then
+    pid=""
+    if pid=$(live_pid eso-webhook) && eso_webhook_healthy; then
+      echo "eso-webhook: up (pid $pid, https://localhost:$ESO_WEBHOOK_PORT)"
+    else
+      echo "eso-webhook: down${pid:+ (pid $pid not ready)}"
+      bad=1
+    fi
+    pid=""
+    if pid=$(live_pid eso) && eso_healthy; then
+      echo "eso: up (pid $pid, metrics http://127.0.0.1:$ESO_METRICS_PORT/metrics)"
+    else
+      echo "eso: down${pid:+ (pid $pid not ready)}"
+      bad=1
+    fi
+  else
+    echo "eso: not part of this stack (STACK_ESO=0)"
+  fi
   return "$bad"
 }
 
-cmd_start_apiserver() {
+cmd_start() {
   lock_dir
   [[ -s $TOKENS && -s $SA_KEY ]] || die "$STACK_DIR has no stack: run 'scripts/stack.sh up' first"
-  start_apiserver
+  case $1 in
+    kube-apiserver) start_apiserver ;;
+    eso-webhook) ((WITH_ESO)) || die "this stack runs without ESO"; ensure_eso_webhook ;;
+    eso) ((WITH_ESO)) || die "this stack runs without ESO"; start_eso ;;
+    *) usage ;;
+  esac
+}
+
+cmd_stop() {
+  case $1 in
+    kube-apiserver | eso-webhook | eso) lock_dir; stop_component "$1" ;;
+    *) usage ;;
+  esac
 }
 
 main() {
@@ -520,8 +740,10 @@ main() {
       [[ -f $ENV_FILE ]] || die "no $ENV_FILE: run 'scripts/stack.sh up' first"
       printf '%s\n' "$ENV_FILE"
       ;;
-    stop-apiserver) lock_dir; stop_component kube-apiserver ;;
-    start-apiserver) cmd_start_apiserver ;;
+    stop) (($# == 1)) || usage; cmd_stop "$1" ;;
+    start) (($# == 1)) || usage; cmd_start "$1" ;;
+    stop-apiserver) cmd_stop kube-apiserver ;;
+    start-apiserver) cmd_start kube-apiserver ;;
     -h | --help | help) usage ;;
     *) usage ;;
   esac

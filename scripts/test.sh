@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: every check and every test, on a fresh Debian machine.
-# Installs what the local stack needs, builds kube-apiserver once (cached by version), runs
+# Installs what the local stack needs, builds its Go programs once (etcd, kube-apiserver, the
+# External Secrets Operator; cached by version), runs
 # fmt and clippy (warnings are errors), starts one local stack for the integration tests to
 # share (tests that stop the API server start their own), runs all tests, stops the stack.
 set -euo pipefail
@@ -9,7 +10,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 cd "$REPO"
 
 scripts/install-deps.sh
-scripts/build-kube-apiserver.sh >/dev/null
+scripts/build-go-tool.sh --all
 # The KES model (tests/kes) runs on Node.js with kubernetes-client from the npm registry.
 (cd tests/kes && npm ci --ignore-scripts --no-audit --no-fund --silent)
 cargo fmt --check
@@ -19,14 +20,15 @@ cargo clippy --locked --all-targets -- -D warnings
 scripts/check-deploy.sh
 
 export STACK_DIR=$REPO/target/test-stack
-export STACK_ETCD_PORT=${TEST_STACK_ETCD_PORT:-24790} STACK_API_PORT=${TEST_STACK_API_PORT:-17443} STACK_MOTO_PORT=${TEST_STACK_MOTO_PORT:-16000}
+export STACK_ETCD_PORT=${TEST_STACK_ETCD_PORT:-24790} STACK_API_PORT=${TEST_STACK_API_PORT:-17443} STACK_MOTO_PORT=${TEST_STACK_MOTO_PORT:-16000} STACK_ESO_PORT=${TEST_STACK_ESO_PORT:-17100}
 scripts/stack.sh up
 trap 'scripts/stack.sh down --purge' EXIT
 # Library, binaries and integration tests (benches run with `make bench`; there are no
-# doc tests). The last line totals every test binary's result.
+# doc tests), every binary even after a failure. The last line totals every test binary's
+# result.
 mkdir -p target
 status=0
-SSM_RESYNC_TEST_STACK_DIR=$STACK_DIR cargo test --locked --lib --bins --tests 2>&1 | tee target/test.log || status=$?
+SSM_RESYNC_TEST_STACK_DIR=$STACK_DIR cargo test --locked --no-fail-fast --lib --bins --tests 2>&1 | tee target/test.log || status=$?
 scripts/stack.sh down --purge
 trap - EXIT
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log

@@ -110,6 +110,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         metrics.clone(),
     );
+    ces_trigger(&args, &watch_client_for_lease, &trigger).await;
     let state = Arc::new(AppState {
         verifier,
         index,
@@ -162,6 +163,39 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::try_join!(async { public_srv.await }, async { admin_srv.await })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sets how ClusterExternalSecrets are triggered: the flag, or with `auto` what ESO's CRD
+/// says, read now and every 10 minutes after (ESO may be upgraded under a running service).
+async fn ces_trigger(args: &ServeArgs, client: &kube::Client, trigger: &Trigger) {
+    use crate::cluster::eso::{self, CesTrigger, CesTriggerFlag};
+    let version = args.eso_version.as_str();
+    match args.ces_trigger {
+        CesTriggerFlag::Annotation => trigger.set_ces_trigger(CesTrigger::ParentAnnotation),
+        CesTriggerFlag::Spec => trigger.set_ces_trigger(CesTrigger::SpecAnnotations),
+        CesTriggerFlag::Auto => {
+            let (t, why) = eso::detect_ces_trigger(client, version).await;
+            tracing::info!(ces_trigger = t.as_str(), reason = %why, "ClusterExternalSecret trigger");
+            trigger.set_ces_trigger(t);
+            let (client, trigger) = (client.clone(), trigger.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    let (t, why) = eso::detect_ces_trigger(&client, version).await;
+                    if t != trigger.ces_trigger() {
+                        tracing::info!(ces_trigger = t.as_str(), reason = %why, "ClusterExternalSecret trigger changed");
+                        trigger.set_ces_trigger(t);
+                    }
+                }
+            });
+        }
+    }
+    if args.ces_trigger != CesTriggerFlag::Auto {
+        tracing::info!(
+            ces_trigger = trigger.ces_trigger().as_str(),
+            "ClusterExternalSecret trigger (--ces-trigger)"
+        );
+    }
 }
 
 /// Whether this replica may sweep: always without a lease; with one, while it holds it.

@@ -171,6 +171,19 @@ pub struct ServeArgs {
     #[arg(long, env = "SSM_RESYNC_KES")]
     pub kes: bool,
 
+    /// How a ClusterExternalSecret's children are made to re-sync: `annotation` patches the
+    /// parent's external-secrets.io/force-sync (ESO >= 0.20 copies it to the children),
+    /// `spec` its spec.externalSecretMetadata.annotations (every ESO release copies those),
+    /// `auto` reads ESO's ClusterExternalSecret CRD at start-up and every 10 minutes to tell
+    /// the releases apart (docs/eso-versions.md).
+    #[arg(
+        long,
+        env = "SSM_RESYNC_CES_TRIGGER",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub ces_trigger: crate::cluster::eso::CesTriggerFlag,
+
     /// Record Kubernetes Events (ForceSync, NotForceable) on the resources acted on.
     #[arg(long, env = "SSM_RESYNC_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub events: bool,

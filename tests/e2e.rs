@@ -1,5 +1,6 @@
-//! End to end on real parts: kube-apiserver + etcd, moto's SNS, and `ssm-resync serve`
-//! as a separate process, all over loopback.
+//! End to end on real parts: kube-apiserver + etcd, moto's SNS and SSM, the External Secrets
+//! Operator, and `ssm-resync serve` as a separate process, all over loopback. Each test ends
+//! at what the user sees: the Secret ESO writes.
 
 mod common;
 
@@ -8,10 +9,12 @@ use std::time::Duration;
 use common::*;
 use serde_json::{Value, json};
 
-/// The whole path as in production: a Parameter Store Change published to the SNS topic,
-/// moto POSTs the signed Notification to the service, the ExternalSecret's annotation changes.
+/// The whole path as in production: the parameter changes in SSM, its Parameter Store Change
+/// is published to the SNS topic, moto POSTs the signed Notification to the service, the
+/// ExternalSecret's annotation changes, ESO re-syncs, and the Secret holds the new value
+/// (its refreshInterval is an hour: nothing else would have refreshed it).
 #[tokio::test]
-async fn publish_to_the_topic_force_syncs_the_external_secret() {
+async fn publish_to_the_topic_updates_the_secret() {
     let Scenario {
         stack,
         kube,
@@ -20,8 +23,8 @@ async fn publish_to_the_topic_force_syncs_the_external_secret() {
     } = Scenario::new("e2e-publish").await;
     let p_other = param("/e2e/other");
     let p_db_password = param("/e2e/db/password");
-    external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
-    external_secret(&kube, &ns, "unrelated", "aws", &[&p_other]).await;
+    synced_reader(&stack, &kube, &ns, "db", &[&p_db_password]).await;
+    synced_reader(&stack, &kube, &ns, "unrelated", &[&p_other]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
 
     let sns = stack.sns().await;
@@ -32,6 +35,7 @@ async fn publish_to_the_topic_force_syncs_the_external_secret() {
         .send()
         .await
         .unwrap();
+    stack.put_parameter(&p_db_password, "rotated").await;
     let event = ssm_resync::app::parameter_store_change(
         &p_db_password,
         "Update",
@@ -39,6 +43,7 @@ async fn publish_to_the_topic_force_syncs_the_external_secret() {
         "123456789012",
     );
     // moto delivers synchronously and fails the Publish if the endpoint did not answer 2xx.
+    let published = std::time::Instant::now();
     sns.publish()
         .topic_arn(&topic)
         .message(event.to_string())
@@ -51,11 +56,14 @@ async fn publish_to_the_topic_force_syncs_the_external_secret() {
         time::OffsetDateTime::parse(&value, &time::format_description::well_known::Rfc3339).is_ok(),
         "{value}"
     );
+    wait_secret(&kube, &ns, "db", "k0", "rotated", Duration::from_secs(20)).await;
+    eprintln!("publish -> Secret updated: {:?}", published.elapsed());
     assert_eq!(
         annotation(&kube, &ns, "unrelated", "force-sync").await,
         None,
         "only the reader is patched"
     );
+    assert_secret(&kube, &ns, "unrelated", "k0", &initial(&p_other)).await;
     assert_eq!(
         svc.metric(r#"ssm_resync_notifications_total{type="Notification",result="applied"}"#)
             .await,
@@ -81,7 +89,7 @@ async fn a_change_nobody_reads_is_200_and_patches_nothing() {
         ns,
     } = Scenario::new("e2e-nomatch").await;
     let p_db_password = param("/e2e/db/password");
-    external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
+    synced_reader(&stack, &kube, &ns, "db", &[&p_db_password]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
 
     let (status, body) = svc
@@ -109,8 +117,10 @@ async fn tampered_or_foreign_messages_are_403_and_patch_nothing() {
         ns,
     } = Scenario::new("e2e-tamper").await;
     let p_db_password = param("/e2e/db/password");
-    external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
+    synced_reader(&stack, &kube, &ns, "db", &[&p_db_password]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
+    // The value did change: only a verified message may make the Secret follow it.
+    stack.put_parameter(&p_db_password, "changed").await;
 
     let good: Value = serde_json::from_str(&signed_change(&stack, &topic, &p_db_password)).unwrap();
     let mut tampered = good.clone();
@@ -148,6 +158,7 @@ async fn tampered_or_foreign_messages_are_403_and_patch_nothing() {
     );
 
     assert_eq!(annotation(&kube, &ns, "db", "force-sync").await, None);
+    assert_secret(&kube, &ns, "db", "k0", &initial(&p_db_password)).await;
     assert_eq!(
         svc.metric(r#"ssm_resync_rejections_total{reason="signature_invalid"}"#)
             .await,
@@ -171,6 +182,7 @@ async fn tampered_or_foreign_messages_are_403_and_patch_nothing() {
         (200, Some("applied")),
         "{body}"
     );
+    wait_secret(&kube, &ns, "db", "k0", "changed", Duration::from_secs(20)).await;
 }
 
 #[tokio::test]
@@ -182,9 +194,10 @@ async fn redelivery_of_an_applied_message_patches_nothing_twice() {
         ns,
     } = Scenario::new("e2e-dup").await;
     let p_db_password = param("/e2e/db/password");
-    external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
+    synced_reader(&stack, &kube, &ns, "db", &[&p_db_password]).await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
 
+    stack.put_parameter(&p_db_password, "v2").await;
     let msg = signed_change(&stack, &topic, &p_db_password);
     let (status, body) = svc.post(&msg).await;
     assert_eq!(
@@ -192,6 +205,7 @@ async fn redelivery_of_an_applied_message_patches_nothing_twice() {
         (200, Some("applied")),
         "{body}"
     );
+    wait_secret(&kube, &ns, "db", "k0", "v2", Duration::from_secs(20)).await;
     let first = annotation(&kube, &ns, "db", "force-sync").await.unwrap();
     let (status, body) = svc.post(&msg).await;
     assert_eq!(
@@ -222,9 +236,11 @@ async fn simultaneous_notifications_share_one_patch() {
     } = Scenario::new("e2e-coalesce").await;
     let p_db_user = param("/e2e/db/user");
     let p_db_password = param("/e2e/db/password");
-    external_secret(&kube, &ns, "db", "aws", &[&p_db_password, &p_db_user]).await;
+    synced_reader(&stack, &kube, &ns, "db", &[&p_db_password, &p_db_user]).await;
     let svc = Service::start(&stack, &[&topic], &["--coalesce-window=100ms"]).await;
 
+    stack.put_parameter(&p_db_password, "pw2").await;
+    stack.put_parameter(&p_db_user, "user2").await;
     let a = signed_change(&stack, &topic, &p_db_password);
     let b = signed_change(&stack, &topic, &p_db_user);
     let ((sa, ba), (sb, bb)) = tokio::join!(svc.post(&a), svc.post(&b));
@@ -235,8 +251,12 @@ async fn simultaneous_notifications_share_one_patch() {
         1.0
     );
     let first = annotation(&kube, &ns, "db", "force-sync").await.unwrap();
+    // The one patch brought both changes.
+    wait_secret(&kube, &ns, "db", "k0", "pw2", Duration::from_secs(20)).await;
+    assert_secret(&kube, &ns, "db", "k1", "user2").await;
 
     tokio::time::sleep(Duration::from_millis(20)).await;
+    stack.put_parameter(&p_db_password, "pw3").await;
     let c = signed_change(&stack, &topic, &p_db_password);
     let (sc, bc) = svc.post(&c).await;
     assert_eq!((sc, bc["result"].as_str()), (200, Some("applied")), "{bc}");
@@ -249,6 +269,7 @@ async fn simultaneous_notifications_share_one_patch() {
         annotation(&kube, &ns, "db", "force-sync").await.unwrap(),
         first
     );
+    wait_secret(&kube, &ns, "db", "k0", "pw3", Duration::from_secs(20)).await;
 }
 
 /// ConfirmSubscription goes through the SNS API, only for an allowed topic.
@@ -288,6 +309,24 @@ async fn subscription_confirmation_for_an_allowed_topic_is_confirmed() {
     );
 }
 
+/// Posts `msg` again every 500 ms, as SNS redelivers the same message (same MessageId) after
+/// its retry delay, until it is answered 200 `applied` (at most 30 s).
+async fn redeliver_until_applied(svc: &Service, msg: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = svc.post(msg).await;
+        if status == 200 {
+            assert_eq!(body["result"].as_str(), Some("applied"), "{body}");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {status} after the fault was repaired: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// API server down: 503 so SNS redelivers; once it is back, the redelivery applies.
 #[tokio::test]
 async fn api_server_outage_answers_503_then_the_redelivery_applies() {
@@ -297,7 +336,7 @@ async fn api_server_outage_answers_503_then_the_redelivery_applies() {
     let topic = stack.topic("outage").await;
     let ns = namespace(&kube, "e2e-outage").await;
     secret_store(&kube, &ns, "aws", "us-east-1").await;
-    external_secret(&kube, &ns, "db", "aws", &[&p_db_password]).await;
+    synced_reader(&stack, &kube, &ns, "db", &[&p_db_password]).await;
     let svc = Service::start(
         &stack,
         &[&topic],
@@ -306,6 +345,7 @@ async fn api_server_outage_answers_503_then_the_redelivery_applies() {
     .await;
 
     stack.stop_apiserver();
+    stack.put_parameter(&p_db_password, "during-outage").await;
     let msg = signed_change(&stack, &topic, &p_db_password);
     let (status, body) = svc.post(&msg).await;
     assert_eq!(status, 503, "{body}");
@@ -323,19 +363,58 @@ async fn api_server_outage_answers_503_then_the_redelivery_applies() {
     );
 
     stack.start_apiserver();
-    // SNS redelivers the same message (same MessageId) after its retry delay.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, body) = svc.post(&msg).await;
-        if status == 200 {
-            assert_eq!(body["result"].as_str(), Some("applied"), "{body}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still {status} after the API server returned: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    redeliver_until_applied(&svc, &msg).await;
     assert!(annotation(&kube, &ns, "db", "force-sync").await.is_some());
+    wait_secret(
+        &kube,
+        &ns,
+        "db",
+        "k0",
+        "during-outage",
+        Duration::from_secs(30),
+    )
+    .await;
+}
+
+/// ESO's validating webhook down (failurePolicy Fail): every patch of an ExternalSecret is
+/// refused, the service answers 503 so SNS redelivers, and once the webhook is back the
+/// redelivery applies and the Secret follows.
+#[tokio::test]
+async fn eso_webhook_down_answers_503_then_the_redelivery_applies() {
+    let stack = Stack::private();
+    let kube = stack.kube().await;
+    let p = param("/e2e/webhook/password");
+    let topic = stack.topic("webhook-down").await;
+    let ns = namespace(&kube, "e2e-webhook").await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    synced_reader(&stack, &kube, &ns, "db", &[&p]).await;
+    let svc = Service::start(&stack, &[&topic], &["--patch-retries=2"]).await;
+
+    stack.stop("eso-webhook");
+    stack.put_parameter(&p, "while-the-webhook-was-down").await;
+    let msg = signed_change(&stack, &topic, &p);
+    let (status, body) = svc.post(&msg).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (503, Some("patch_failed")),
+        "{body}"
+    );
+    assert!(
+        svc.logs().contains("failed calling webhook"),
+        "the log names the webhook:\n{}",
+        svc.logs()
+    );
+    assert_eq!(annotation(&kube, &ns, "db", "force-sync").await, None);
+
+    stack.start("eso-webhook");
+    redeliver_until_applied(&svc, &msg).await;
+    wait_secret(
+        &kube,
+        &ns,
+        "db",
+        "k0",
+        "while-the-webhook-was-down",
+        Duration::from_secs(20),
+    )
+    .await;
 }

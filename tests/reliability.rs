@@ -1,7 +1,8 @@
 //! Faults, injected for real: a frozen TCP connection between the service and the API server,
 //! an API server outage under load, `kill -9` mid-burst, SIGTERM with work in flight, changes
 //! made while the service was down (the catch-up sweep), two replicas sharing the sweep Lease,
-//! and a soak. Each asserts that nothing was dropped and nothing hung.
+//! and a soak. Each asserts that nothing was dropped and nothing hung, and where a change was
+//! made, that ESO's Secret ends up holding it.
 
 mod common;
 
@@ -150,6 +151,7 @@ impl Replica {
         dir: &std::path::Path,
     ) -> Replica {
         let mut args: Vec<String> = topics.iter().map(|t| format!("--topic-arn={t}")).collect();
+        args.extend(no_sweep_unless_asked(extra).map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut full: Vec<(String, String)> = [
             "KUBECONFIG",
@@ -335,16 +337,55 @@ async fn assert_none_missed(
     );
 }
 
-/// `n` ExternalSecrets `es-<i>` in `ns`, each reading its own parameter through store `aws`.
-async fn readers(kube: &kube::Client, ns: &str, n: usize) -> Vec<String> {
+/// `n` ExternalSecrets `es-<i>` in `ns`, each reading its own parameter through store `aws`
+/// into Secret `es-<i>` (key `k0`), synced once by ESO before this returns.
+async fn readers(stack: &Stack, kube: &kube::Client, ns: &str, n: usize) -> Vec<String> {
+    stack.assert_eso();
     let base = param(&format!("/{ns}"));
-    let mut params = Vec::new();
-    for i in 0..n {
-        let p = format!("{base}/{i}");
-        external_secret(kube, ns, &format!("es-{i}"), "aws", &[&p]).await;
-        params.push(p);
+    let params: Vec<String> = (0..n).map(|i| format!("{base}/{i}")).collect();
+    for (i, p) in params.iter().enumerate() {
+        stack.put_parameter(p, &initial(p)).await;
+        external_secret(kube, ns, &format!("es-{i}"), "aws", &[p]).await;
+    }
+    for (i, p) in params.iter().enumerate() {
+        wait_secret(
+            kube,
+            ns,
+            &format!("es-{i}"),
+            "k0",
+            &initial(p),
+            Duration::from_secs(60),
+        )
+        .await;
     }
     params
+}
+
+/// Puts `final-<i>` into every parameter: the change the notifications report.
+async fn change_all(stack: &Stack, params: &[String]) {
+    for (i, p) in params.iter().enumerate() {
+        stack.put_parameter(p, &format!("final-{i}")).await;
+    }
+}
+
+/// Every reader's Secret holds its parameter's last value: what the user sees.
+async fn assert_secrets_final(kube: &kube::Client, ns: &str, n: usize) {
+    let started = Instant::now();
+    for i in 0..n {
+        wait_secret(
+            kube,
+            ns,
+            &format!("es-{i}"),
+            "k0",
+            &format!("final-{i}"),
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    eprintln!(
+        "{n} Secrets hold their final value ({:?} after the last answer)",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -355,7 +396,7 @@ async fn a_frozen_watch_connection_is_detected_and_relisted() {
         topic,
         ns,
     } = Scenario::new("rel-freeze").await;
-    let params = readers(&kube, &ns, 1).await;
+    let params = readers(&stack, &kube, &ns, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let (proxy, mut svc) = behind_proxy(
         &stack,
@@ -370,7 +411,10 @@ async fn a_frozen_watch_connection_is_detected_and_relisted() {
     assert!(frozen >= 3, "the three watches hold connections ({frozen})");
     // Created while the watch connections are frozen: only a re-list can find it.
     let late = format!("{}-late", params[0]);
+    stack.put_parameter(&late, "v1").await;
     external_secret(&kube, &ns, "late", "aws", &[&late]).await;
+    wait_secret(&kube, &ns, "late", "k0", "v1", Duration::from_secs(30)).await;
+    stack.put_parameter(&late, "v2").await;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(20);
     while svc
@@ -401,6 +445,7 @@ async fn a_frozen_watch_connection_is_detected_and_relisted() {
         "{body}"
     );
     assert!(annotation(&kube, &ns, "late", "force-sync").await.is_some());
+    wait_secret(&kube, &ns, "late", "k0", "v2", Duration::from_secs(20)).await;
     assert!(svc.logs().contains("watch stalled"), "the stall is logged");
     eprintln!(
         "stall detected {} ms after the freeze (timeout 4 s)",
@@ -496,7 +541,8 @@ async fn a_thousand_notifications_across_a_20s_outage_none_missed() {
         topic,
         ns,
     } = Scenario::on(Stack::private(), "rel-outage").await;
-    let params = readers(&kube, &ns, 50).await;
+    let params = readers(&stack, &kube, &ns, 50).await;
+    change_all(&stack, &params).await;
     let dir = tempfile::tempdir().unwrap();
     let mut svc = Replica::new(
         &stack,
@@ -569,6 +615,7 @@ async fn a_thousand_notifications_across_a_20s_outage_none_missed() {
     );
     assert!(retried > 0, "the outage was felt");
     assert_none_missed(&kube, &ns, &newest).await;
+    assert_secrets_final(&kube, &ns, 50).await;
 }
 
 #[tokio::test]
@@ -579,7 +626,8 @@ async fn kill_9_mid_burst_then_redelivery_none_missed() {
         topic,
         ns,
     } = Scenario::new("rel-kill").await;
-    let params = readers(&kube, &ns, 30).await;
+    let params = readers(&stack, &kube, &ns, 30).await;
+    change_all(&stack, &params).await;
     let dir = tempfile::tempdir().unwrap();
     let mut svc = Replica::new(&stack, &[&topic], &["--sweep-interval=0s"], &[], dir.path());
     svc.start().await;
@@ -615,6 +663,7 @@ async fn kill_9_mid_burst_then_redelivery_none_missed() {
     eprintln!("300 notifications; {retried} redelivered after the kill");
     assert!(retried > 0, "the kill was felt");
     assert_none_missed(&kube, &ns, &newest).await;
+    assert_secrets_final(&kube, &ns, 30).await;
 }
 
 #[tokio::test]
@@ -625,7 +674,7 @@ async fn sigterm_fails_readiness_first_and_answers_in_flight_work_honestly() {
         topic,
         ns,
     } = Scenario::new("rel-term").await;
-    let params = readers(&kube, &ns, 1).await;
+    let params = readers(&stack, &kube, &ns, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let (proxy, mut svc) = behind_proxy(
         &stack,
@@ -648,6 +697,7 @@ async fn sigterm_fails_readiness_first_and_answers_in_flight_work_honestly() {
     proxy.freeze_existing();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let url = svc.url();
+    stack.put_parameter(&params[0], "final-0").await;
     let msg = signed_change(&stack, &topic, &params[0]);
     let in_flight = tokio::spawn(async move {
         let r = reqwest::Client::new()
@@ -679,7 +729,10 @@ async fn sigterm_fails_readiness_first_and_answers_in_flight_work_honestly() {
     let after = annotation(&kube, &ns, "es-0", "force-sync").await;
     // Honest either way: 200 only if the patch landed, otherwise 503 for SNS to redeliver.
     match status {
-        200 => assert_ne!(after, before, "200 means the patch was applied: {body}"),
+        200 => {
+            assert_ne!(after, before, "200 means the patch was applied: {body}");
+            assert_secrets_final(&kube, &ns, 1).await;
+        }
         503 => {}
         other => panic!("in-flight request answered {other}: {body}"),
     }
@@ -698,6 +751,10 @@ async fn sigterm_fails_readiness_first_and_answers_in_flight_work_honestly() {
     );
 }
 
+/// Parameters changed while no service listened (no SNS message at all): the catch-up sweep
+/// finds the readers whose ESO `status.refreshTime` is older than the parameter's
+/// LastModifiedDate and forces them, and their Secrets catch up; the reader whose parameter
+/// did not change is left alone.
 #[tokio::test]
 async fn changes_made_while_down_are_caught_up_by_the_sweep() {
     let Scenario {
@@ -705,65 +762,57 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
         kube,
         topic,
         ns,
-    } = Scenario::new("rel-sweep").await;
-    let params = readers(&kube, &ns, 3).await;
-    let ssm = aws_sdk_ssm::Client::new(
-        &aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(stack.get("AWS_ENDPOINT_URL"))
-            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .load()
-            .await,
-    );
-    // es-0 and es-1 last synced an hour ago; es-2 synced just now (after the change).
-    let es_api: kube::Api<kube::api::DynamicObject> =
-        kube::Api::namespaced_with(kube.clone(), &ns, &es_resource());
-    let hour_ago = (OffsetDateTime::now_utc() - time::Duration::hours(1))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
+    } = Scenario::on(Stack::private(), "rel-sweep").await;
+    let base = param(&format!("/{ns}"));
+    let params: Vec<String> = (0..3).map(|i| format!("{base}/{i}")).collect();
+    for p in &params {
+        stack.put_parameter(p, &initial(p)).await;
+    }
+    // ESO's refreshTime has whole seconds: a sync in the same second as the parameter's
+    // creation would look older than it (the sweep then re-syncs once, harmlessly; here it
+    // would blur what is asserted).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     for (i, p) in params.iter().enumerate() {
-        ssm.put_parameter()
-            .name(p)
-            .value("rotated while nobody listened")
-            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .send()
-            .await
-            .unwrap();
-        let synced = if i == 2 {
-            (OffsetDateTime::now_utc() + time::Duration::seconds(5))
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap()
-        } else {
-            hour_ago.clone()
-        };
-        es_api
-            .patch_status(
-                &format!("es-{i}"),
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(serde_json::json!({"status": {"refreshTime": synced}})),
-            )
-            .await
-            .unwrap();
+        external_secret(&kube, &ns, &format!("es-{i}"), "aws", &[p]).await;
+        wait_secret(
+            &kube,
+            &ns,
+            &format!("es-{i}"),
+            "k0",
+            &initial(p),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // es-0 and es-1 change while nobody listens; es-2 does not.
+    for p in &params[..2] {
+        stack
+            .put_parameter(p, "rotated while nobody listened")
+            .await;
     }
     let dir = tempfile::tempdir().unwrap();
     let lease = format!("sweep-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut svc = Replica::new(
         &stack,
         &[&topic],
-        &[&format!("--sweep-lease={lease}"), "--lease-duration=3s"],
+        &[
+            &format!("--sweep-lease={lease}"),
+            "--lease-duration=3s",
+            "--sweep-interval=10m",
+        ],
         &[],
         dir.path(),
     );
     svc.start().await;
     for i in 0..2 {
-        wait_annotation_change(
+        wait_secret(
             &kube,
             &ns,
             &format!("es-{i}"),
-            None,
-            Duration::from_secs(20),
+            "k0",
+            "rotated while nobody listened",
+            Duration::from_secs(30),
         )
         .await;
     }
@@ -772,6 +821,7 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
         None,
         "in sync: left alone"
     );
+    assert_secret(&kube, &ns, "es-2", "k0", &initial(&params[2])).await;
     assert!(
         svc.metric(r#"ssm_resync_sweep_api_calls_total{result="ok"}"#)
             .await
@@ -787,7 +837,8 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
 
 #[tokio::test]
 async fn two_replicas_one_sweeps_and_the_other_takes_over() {
-    let stack = Stack::shared();
+    // Private: a sweep every second would force the shared cluster's readers.
+    let stack = Stack::private();
     let topic = stack
         .topic(&format!("rel-{}", uuid::Uuid::new_v4().simple()))
         .await;
@@ -886,7 +937,7 @@ async fn soak() {
         topic,
         ns,
     } = Scenario::new("rel-soak").await;
-    let params = readers(&kube, &ns, 10).await;
+    let params = readers(&stack, &kube, &ns, 10).await;
     let dir = tempfile::tempdir().unwrap();
     let mut svc = Replica::new(&stack, &[&topic], &["--sweep-interval=0s"], &[], dir.path());
     svc.start().await;

@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 use time::OffsetDateTime;
 use tokio::sync::{Semaphore, watch};
 
+use super::eso::CesTrigger;
 use crate::index::{Target, TargetKind};
 use crate::metrics::Metrics;
 
@@ -112,8 +113,10 @@ impl Resources {
     }
 }
 
-/// The annotation ESO mirrors from a ClusterExternalSecret to every ExternalSecret it owns
-/// (ESO docs, "ClusterExternalSecret: Synchronizing corresponding ExternalSecrets").
+/// The annotation ESO v0.20.0 and later mirror from a ClusterExternalSecret to every
+/// ExternalSecret it owns (ESO docs, "ClusterExternalSecret"; v2.9.0
+/// `pkg/controllers/clusterexternalsecret/clusterexternalsecret_controller.go`, the mutate
+/// function of `CreateOrUpdate`). Earlier releases ignore it (`cluster::eso`).
 pub const CES_FORCE_SYNC: &str = "external-secrets.io/force-sync";
 
 struct Inner {
@@ -127,6 +130,9 @@ struct Inner {
     covered: moka::sync::Cache<Target, (OffsetDateTime, Instant)>,
     last_value: Mutex<i128>,
     last_negative: Mutex<i64>,
+    /// How ClusterExternalSecrets are triggered (`cluster::eso`); set at start-up and
+    /// whenever the CRD is read again.
+    ces_trigger: Mutex<CesTrigger>,
     metrics: Arc<Metrics>,
 }
 
@@ -150,9 +156,19 @@ impl Trigger {
                     .build(),
                 last_value: Mutex::new(0),
                 last_negative: Mutex::new(0),
+                ces_trigger: Mutex::new(CesTrigger::SpecAnnotations),
                 metrics,
             }),
         }
+    }
+
+    /// How ClusterExternalSecrets are patched from now on.
+    pub fn set_ces_trigger(&self, trigger: CesTrigger) {
+        *self.inner.ces_trigger.lock() = trigger;
+    }
+
+    pub fn ces_trigger(&self) -> CesTrigger {
+        *self.inner.ces_trigger.lock()
     }
 
     /// Forces a re-sync of every target for a change that happened before `changed_before`
@@ -312,13 +328,26 @@ impl Inner {
             }
             TargetKind::ClusterExternalSecret => {
                 let api: Api<DynamicObject> = Api::all_with(c, &r.cluster_external_secret);
-                api.patch_metadata(
-                    &target.name,
-                    &params,
-                    &Patch::Merge(annotate(CES_FORCE_SYNC)),
-                )
-                .await
-                .map(drop)
+                let trigger = *self.ces_trigger.lock();
+                match trigger {
+                    CesTrigger::ParentAnnotation => api
+                        .patch_metadata(
+                            &target.name,
+                            &params,
+                            &Patch::Merge(annotate(CES_FORCE_SYNC)),
+                        )
+                        .await
+                        .map(drop),
+                    // ESO copies these to every child, replacing the child's annotations: the
+                    // children change, and nothing undoes it (`cluster::eso`).
+                    CesTrigger::SpecAnnotations => {
+                        let body = serde_json::json!({"spec": {"externalSecretMetadata": {
+                            "annotations": {&self.config.annotation: self.next_value()}}}});
+                        api.patch(&target.name, &params, &Patch::Merge(body))
+                            .await
+                            .map(drop)
+                    }
+                }
             }
             TargetKind::KesExternalSecret => {
                 // KES ignores annotations: a MODIFIED event re-creates its poller, which polls at

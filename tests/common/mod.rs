@@ -1,5 +1,6 @@
-//! Test harness: the local stack (real kube-apiserver + etcd, moto) and a real
-//! `ssm-resync serve` process, over loopback.
+//! Test harness: the local stack (real kube-apiserver + etcd, moto, the External Secrets
+//! Operator's controller and webhook) and a real `ssm-resync serve` process, over loopback.
+//! End-to-end tests end where users look: the Kubernetes Secret ESO writes.
 //!
 //! `Stack::shared()` uses the stack named by `SSM_RESYNC_TEST_STACK_DIR` (what `make test`
 //! starts once) or else starts a private one; `Stack::private()` always starts its own (for
@@ -58,7 +59,7 @@ impl Stack {
             .tempdir()
             .unwrap();
         let dir = tmp.path().to_path_buf();
-        let (etcd, api, moto) = (free_pair_port(), free_port(), free_port());
+        let (etcd, api, moto, eso) = (free_pair_port(), free_port(), free_port(), free_run(3));
         let out = Command::new("bash")
             .arg(format!("{REPO}/scripts/stack.sh"))
             .arg("up")
@@ -66,6 +67,8 @@ impl Stack {
             .env("STACK_ETCD_PORT", etcd.to_string())
             .env("STACK_API_PORT", api.to_string())
             .env("STACK_MOTO_PORT", moto.to_string())
+            .env("STACK_ESO_PORT", eso.to_string())
+            .env("STACK_ESO", "1")
             .stdin(Stdio::null())
             .output()
             .expect("running scripts/stack.sh");
@@ -90,33 +93,43 @@ impl Stack {
             .unwrap_or_else(|| panic!("{key} missing from the stack env"))
     }
 
-    fn script(&self, cmd: &str) {
+    fn script(&self, args: &[&str]) {
         let st = Command::new("bash")
             .arg(format!("{REPO}/scripts/stack.sh"))
-            .arg(cmd)
+            .args(args)
             .env("STACK_DIR", &self.dir)
             .stdin(Stdio::null())
             .status()
             .unwrap();
-        assert!(st.success(), "stack.sh {cmd} failed");
+        assert!(st.success(), "stack.sh {args:?} failed");
     }
 
     pub fn stop_apiserver(&self) {
-        assert!(self.owned, "only a private stack may be stopped");
-        self.script("stop-apiserver");
+        self.stop("kube-apiserver");
     }
 
     pub fn start_apiserver(&self) {
+        self.start("kube-apiserver");
+    }
+
+    /// Stops one component of a private stack: `kube-apiserver`, `eso`, `eso-webhook`.
+    pub fn stop(&self, component: &str) {
+        assert!(self.owned, "only a private stack may be stopped");
+        self.script(&["stop", component]);
+    }
+
+    pub fn start(&self, component: &str) {
         assert!(self.owned, "only a private stack may be started");
-        self.script("start-apiserver");
+        self.script(&["start", component]);
     }
 
-    pub async fn kube(&self) -> kube::Client {
-        kube_client(self.get("KUBECONFIG")).await
+    /// moto's SSM, as ESO reads it.
+    pub async fn ssm(&self) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.aws_config().await)
     }
 
-    pub async fn sns(&self) -> aws_sdk_sns::Client {
-        let cfg = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    pub async fn aws_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(self.get("AWS_REGION").to_owned()))
             .endpoint_url(self.get("AWS_ENDPOINT_URL"))
             .credentials_provider(aws_sdk_sns::config::Credentials::new(
@@ -127,8 +140,81 @@ impl Stack {
                 "test",
             ))
             .load()
+            .await
+    }
+
+    /// Creates or overwrites a SecureString parameter in moto; returns its new version.
+    pub async fn put_parameter(&self, name: &str, value: &str) -> i64 {
+        self.ssm()
+            .await
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PutParameter {name}: {}",
+                    aws_sdk_ssm::error::DisplayErrorContext(e)
+                )
+            })
+            .version()
+    }
+
+    /// moto's Secrets Manager, as ESO reads it.
+    pub async fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.aws_config().await)
+    }
+
+    /// Creates a secret, or puts a new current value if it exists.
+    pub async fn put_secret(&self, name: &str, value: &str) {
+        let sm = self.secrets_manager().await;
+        let created = sm
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
             .await;
-        aws_sdk_sns::Client::new(&cfg)
+        if let Err(e) = created {
+            let exists = e
+                .as_service_error()
+                .is_some_and(|s| s.is_resource_exists_exception());
+            assert!(
+                exists,
+                "CreateSecret {name}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            );
+            sm.put_secret_value()
+                .secret_id(name)
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "PutSecretValue {name}: {}",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                    )
+                });
+        }
+    }
+
+    /// The stack runs ESO (every stack the tests start does; `STACK_ESO=0` is for benches).
+    pub fn assert_eso(&self) {
+        assert_eq!(
+            self.env.get("STACK_ESO").map(String::as_str),
+            Some("1"),
+            "this test needs ESO in the stack (scripts/stack.sh with STACK_ESO=1)"
+        );
+    }
+
+    pub async fn kube(&self) -> kube::Client {
+        kube_client(self.get("KUBECONFIG")).await
+    }
+
+    pub async fn sns(&self) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::new(&self.aws_config().await)
     }
 
     /// A fresh topic for one test (moto fails a Publish if any subscriber is gone, so tests
@@ -168,11 +254,23 @@ impl Drop for Stack {
     }
 }
 
+/// `--sweep-interval=0s` unless `args` set it: every service sees the whole shared cluster,
+/// and a sweep would force other tests' readers whose parameters they just changed (tests
+/// of the sweep ask for it, on a private stack).
+pub fn no_sweep_unless_asked(args: &[&str]) -> Option<&'static str> {
+    (!args.iter().any(|a| a.starts_with("--sweep-interval"))).then_some("--sweep-interval=0s")
+}
+
 /// etcd needs two consecutive free ports (client, peer).
 fn free_pair_port() -> u16 {
+    free_run(2)
+}
+
+/// The first of `n` consecutive free ports (ESO: webhook, its probe, the controller's metrics).
+fn free_run(n: u16) -> u16 {
     loop {
         let p = free_port();
-        if p < 65000 && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+        if p < 65000 && (1..n).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
             return p;
         }
     }
@@ -222,6 +320,7 @@ impl Service {
             .arg(format!("--listen=127.0.0.1:{port}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin}"))
             .args(topics.iter().map(|t| format!("--topic-arn={t}")))
+            .args(no_sweep_unless_asked(extra))
             .args(extra)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -336,6 +435,11 @@ pub fn ss_resource() -> ApiResource {
 /// A uniquely named namespace (there is no namespace controller: namespaces are never
 /// deleted, so names must not repeat).
 pub async fn namespace(client: &kube::Client, prefix: &str) -> String {
+    labelled_namespace(client, prefix, json!({})).await
+}
+
+/// As `namespace`, with labels (what a ClusterExternalSecret's namespaceSelectors match).
+pub async fn labelled_namespace(client: &kube::Client, prefix: &str, labels: Value) -> String {
     let name = format!(
         "{prefix}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -343,7 +447,7 @@ pub async fn namespace(client: &kube::Client, prefix: &str) -> String {
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     api.create(
         &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap(),
     )
     .await
     .unwrap();
@@ -372,6 +476,27 @@ pub async fn secret_store(client: &kube::Client, ns: &str, name: &str, region: &
         }),
     )
     .await;
+}
+
+/// A ClusterSecretStore reading Parameter Store in us-east-1 (names are cluster-wide: make
+/// them unique).
+pub async fn cluster_secret_store(client: &kube::Client, name: &str) {
+    let css = ssm_resync::cluster::eso_resource(
+        ssm_resync::cluster::EsoVersion::V1,
+        "ClusterSecretStore",
+        "clustersecretstores",
+    );
+    Api::<DynamicObject>::all_with(client.clone(), &css)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": name},
+                "spec": {"provider": {"aws": {"service": "ParameterStore", "region": "us-east-1"}}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
 }
 
 /// A client for the cluster a kubeconfig file points at.
@@ -520,4 +645,98 @@ impl Scenario {
             ns,
         }
     }
+}
+
+/// The data of a Secret, decoded; `None` while it does not exist.
+pub async fn secret_data(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    let secret = api.get_opt(name).await.unwrap()?;
+    Some(
+        secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+            .collect(),
+    )
+}
+
+/// Polls until the Secret ESO writes holds `want` under `key`; returns how long that took.
+/// On timeout the failure shows the Secret and the ExternalSecret's status, so a stale
+/// Secret says why.
+pub async fn wait_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    key: &str,
+    want: &str,
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let data = secret_data(client, ns, name).await;
+        if data.as_ref().and_then(|d| d.get(key)).map(String::as_str) == Some(want) {
+            return started.elapsed();
+        }
+        if started.elapsed() > within {
+            let es: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &es_resource());
+            let status = es
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|o| o.data.get("status").cloned());
+            panic!(
+                "Secret {ns}/{name} did not hold {key}={want:?} within {within:?}: data {data:?}; ExternalSecret status {status:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts the Secret still holds `want` under `key` (a resource that must not re-sync).
+pub async fn assert_secret(client: &kube::Client, ns: &str, name: &str, key: &str, want: &str) {
+    let data = secret_data(client, ns, name).await;
+    assert_eq!(
+        data.as_ref().and_then(|d| d.get(key)).map(String::as_str),
+        Some(want),
+        "Secret {ns}/{name}: {data:?}"
+    );
+}
+
+/// An ExternalSecret `name` (refreshInterval 1h, SecretStore `aws`) reading `keys` into
+/// Secret `name` as k0, k1, ...: each parameter is put first with the value
+/// `initial:<key>`, and this returns once ESO's first sync wrote them all.
+pub async fn synced_reader(
+    stack: &Stack,
+    kube: &kube::Client,
+    ns: &str,
+    name: &str,
+    keys: &[&str],
+) {
+    stack.assert_eso();
+    for k in keys {
+        stack.put_parameter(k, &initial(k)).await;
+    }
+    external_secret(kube, ns, name, "aws", keys).await;
+    for (i, k) in keys.iter().enumerate() {
+        wait_secret(
+            kube,
+            ns,
+            name,
+            &format!("k{i}"),
+            &initial(k),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+}
+
+/// The value `synced_reader` puts first.
+pub fn initial(key: &str) -> String {
+    format!("initial:{key}")
 }

@@ -29,6 +29,7 @@ EXPECTED_RULES = {
     ("kubernetes-client.io", "externalsecrets"): {"list", "watch"},
     ("kubernetes-client.io", "externalsecrets/status"): {"patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"get"},
 }
 
 
@@ -181,6 +182,9 @@ def test_rbac_is_exactly_what_the_code_uses_and_never_secrets(overlay):
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in r[field], (o["metadata"]["name"], r)
             assert "nonResourceURLs" not in r
+    # The one non-ESO read: a single CRD by name (--ces-trigger auto).
+    (crd_rule,) = [r for r in cr["rules"] if "customresourcedefinitions" in r["resources"]]
+    assert crd_rule["resourceNames"] == ["clusterexternalsecrets.external-secrets.io"]
     crb = one(overlay, "ClusterRoleBinding", "ssm-resync")
     assert crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ssm-resync"}
     assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "ssm-resync", "namespace": "ssm-resync"}]

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Prints the absolute path of one Go program of the local stack (last stdout line: the path
+# only; progress goes to stderr), building it from the Go module proxy when the cache lacks it.
+#
+# Usage: scripts/build-go-tool.sh etcd | kube-apiserver | external-secrets | helm
+#        scripts/build-go-tool.sh --all     (the stack's three, prints nothing but progress)
+#        scripts/build-go-tool.sh --version TOOL
+#
+# Each tool is built from a small wrapper module under stack/go/<module>/ (go.mod + go.sum,
+# committed): the upstream modules replace their sibling modules with local folders, which
+# `go install MODULE@VERSION` refuses, so the wrapper requires the release and repeats those
+# replaces with published versions (shared/DESIGN.md, "The local stack"). The version is read
+# from the wrapper's go.mod, the one place to bump it.
+#
+# Cache: ${SSM_RESYNC_CACHE:-$HOME/.cache/ssm-resync}/<tool>-<version>/<tool>, plus what the
+# stack needs from the module next to it (ESO's CRD bundle). Cold builds take minutes on two
+# cores (kube-apiserver ~4 min, external-secrets ~6 min, measured in the README) and several
+# GiB of module and build cache; a progress line is printed every 20 s. Concurrent callers
+# serialise on a flock; binaries are moved into place atomically.
+set -euo pipefail
+
+SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(dirname "$SCRIPTS")
+GO_DIR=$REPO/stack/go
+CACHE_ROOT=${SSM_RESYNC_CACHE:-$HOME/.cache/ssm-resync}
+TOOLS=(etcd kube-apiserver external-secrets)
+
+log() { printf 'build-go-tool: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# tool -> wrapper module folder, module path, package to build.
+spec() {
+  case $1 in
+    kube-apiserver) echo "kubernetes k8s.io/kubernetes k8s.io/kubernetes/cmd/kube-apiserver" ;;
+    etcd) echo "etcd go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3" ;;
+    external-secrets) echo "external-secrets github.com/external-secrets/external-secrets github.com/external-secrets/external-secrets" ;;
+    helm) echo "helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm" ;;
+    *) return 1 ;;
+  esac
+}
+
+# The version the wrapper's go.mod requires of the module.
+version_of() {
+  local dir=$1 module=$2 v
+  v=$(awk -v m="$module" '$1 == "require" && $2 == m { print $3 } $1 == m && $2 ~ /^v/ { print $2 }' \
+    "$GO_DIR/$dir/go.mod" | head -n 1)
+  [[ -n $v ]] || die "$GO_DIR/$dir/go.mod does not require $module"
+  printf '%s\n' "$v"
+}
+
+# Version stamping, so `--version` and the API server's /version tell the truth.
+ldflags_of() {
+  local tool=$1 v=$2 minor
+  case $tool in
+    kube-apiserver)
+      minor=${v#v1.}
+      minor=${minor%%.*}
+      printf -- '-s -w -X k8s.io/component-base/version.gitVersion=%s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=%s -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z' "$v" "$minor"
+      ;;
+    helm) printf -- '-s -w -X helm.sh/helm/v3/internal/version.version=%s' "$v" ;;
+    *) printf -- '-s -w' ;;
+  esac
+}
+
+# A binary in the cache is complete (moved in atomically) and of the right version.
+binary_ok() {
+  local tool=$1 bin=$2 v=$3
+  [[ -x $bin ]] || return 1
+  case $tool in
+    kube-apiserver) "$bin" --version 2>/dev/null | grep -qx "Kubernetes $v" ;;
+    etcd) "$bin" --version 2>/dev/null | grep -q "etcd Version: ${v#v}" ;;
+    external-secrets) [[ -s $(dirname "$bin")/bundle.yaml ]] ;;
+    *) return 0 ;;
+  esac
+}
+
+# Prints the cached binary's path, building it first if needed.
+build() {
+  local tool=$1 dir module pkg v cache bin
+  read -r dir module pkg <<<"$(spec "$tool")" || die "unknown tool '$tool' (one of: ${TOOLS[*]})"
+  v=$(version_of "$dir" "$module")
+  cache=$CACHE_ROOT/$tool-$v
+  bin=$cache/$tool
+  if binary_ok "$tool" "$bin" "$v"; then
+    printf '%s\n' "$bin"
+    return 0
+  fi
+  command -v go >/dev/null 2>&1 || die "go not found on PATH (Go 1.26 is expected on this machine)"
+  command -v flock >/dev/null 2>&1 || die "flock not found (util-linux)"
+  mkdir -p "$CACHE_ROOT"
+  local lock=$cache.lock
+  exec 9>"$lock"
+  if ! flock -n 9; then
+    log "$tool $v: another build holds $lock; waiting for it"
+    flock 9
+  fi
+  if binary_ok "$tool" "$bin" "$v"; then
+    exec 9>&-
+    printf '%s\n' "$bin"
+    return 0
+  fi
+  mkdir -p "$cache"
+  local buildlog=$cache.build.log t0=$SECONDS
+  (
+    cd "$GO_DIR/$dir"
+    export CGO_ENABLED=0 GOFLAGS=-trimpath GOTOOLCHAIN=local
+    log "$tool $v: downloading modules (go mod download; cached in $(go env GOMODCACHE))"
+    go mod download >"$buildlog" 2>&1 || { tail -n 20 "$buildlog" >&2; die "$tool: go mod download failed"; }
+    local total
+    total=$(go list -deps "$pkg" 2>>"$buildlog" | wc -l)
+    log "$tool $v: compiling $total packages (cold: minutes on 2 cores; log: $buildlog)"
+    go build -v -ldflags "$(ldflags_of "$tool" "$v")" -o "$bin.tmp" "$pkg" 2>>"$buildlog" &
+    local pid=$! n
+    while kill -0 "$pid" 2>/dev/null; do
+      sleep 20 &
+      wait $! || true
+      if kill -0 "$pid" 2>/dev/null; then
+        n=$(grep -cv '^go: ' "$buildlog" || true)
+        log "$tool $v: $n/$total packages compiled, $((SECONDS - t0)) s"
+      fi
+    done
+    wait "$pid" || { tail -n 30 "$buildlog" >&2; die "$tool: go build failed (full log: $buildlog)"; }
+    if [[ $tool == external-secrets ]]; then
+      local mdir
+      mdir=$(go list -m -f '{{.Dir}}' "$module")
+      install -m 0644 "$mdir/deploy/crds/bundle.yaml" "$cache/bundle.yaml.tmp"
+      mv "$cache/bundle.yaml.tmp" "$cache/bundle.yaml"
+    fi
+  )
+  mv "$bin.tmp" "$bin"
+  binary_ok "$tool" "$bin" "$v" || die "$tool: the built $bin does not report version $v"
+  log "$tool $v: built in $((SECONDS - t0)) s -> $bin"
+  exec 9>&-
+  printf '%s\n' "$bin"
+}
+
+case ${1:-} in
+  --all)
+    for t in "${TOOLS[@]}"; do build "$t" >/dev/null; done
+    ;;
+  --version)
+    read -r dir module _ <<<"$(spec "${2:-}")" || die "unknown tool '${2:-}'"
+    version_of "$dir" "$module"
+    ;;
+  "" | -h | --help)
+    sed -n '/^# Usage:/,/^#        scripts\/build-go-tool.sh --version/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+  *) build "$1" ;;
+esac
