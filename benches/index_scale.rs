@@ -92,7 +92,7 @@ fn object(i: usize) -> (Value, String) {
             format!("/prod/{ns}/rx-{i}/password"),
         ),
         1..=10 => (
-            json!({"secretStoreRef": store, "dataFrom": [{"find": {"path": format!("/prod/{ns}/tree-{i}")}}]}),
+            json!({"secretStoreRef": store, "dataFrom": [{"find": {"path": format!("/prod/{ns}/tree-{i}"), "name": {"regexp": ""}}}]}),
             format!("/prod/{ns}/tree-{i}/db/password"),
         ),
         11..=200 => (

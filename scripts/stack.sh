@@ -149,7 +149,7 @@ live_pid() {
     eso-webhook) [[ ${args[0]##*/} == external-secrets && ${args[1]} == webhook ]] || return 1 ;;
     eso)
       [[ ${args[0]##*/} == external-secrets && ${args[1]} != webhook ]] || return 1
-      tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "KUBECONFIG=$KUBECONFIG_ESO" || return 1
+      { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -qxF "KUBECONFIG=$KUBECONFIG_ESO" || return 1
       printf '%s\n' "$pid"
       return 0
       ;;

@@ -85,7 +85,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Events::disabled(metrics.clone())
     };
 
-    let index = Arc::new(RwLock::new(Index::new()));
+    let index = Arc::new(RwLock::new(Index::with_config(args.index.config())));
     let watches = Arc::new(Watches::new(args.kes));
     watch::spawn_all(
         watch_client,
@@ -497,7 +497,13 @@ pub async fn explain(args: ExplainArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
-    let index = crate::explain::index_from_cluster(&client, args.eso_version, args.kes).await?;
+    let index = crate::explain::index_from_cluster(
+        &client,
+        args.eso_version,
+        args.kes,
+        args.index.config(),
+    )
+    .await?;
     let result = crate::explain::explain_all(&index, &changes);
     match args.output {
         Output::Json => println!(

@@ -56,6 +56,51 @@ pub struct ExplainArgs {
     /// Also read kubernetes-external-secrets (kubernetes-client.io/v1) ExternalSecrets.
     #[arg(long, env = "SSM_RESYNC_KES")]
     pub kes: bool,
+
+    #[command(flatten)]
+    pub index: IndexArgs,
+}
+
+/// What the index needs to know about the cluster's ESO (shared by `serve` and `explain`).
+#[derive(Debug, Clone, Args)]
+pub struct IndexArgs {
+    /// The AWS account ESO's own credentials read (stores without `role`). Unset: unknown,
+    /// such stores match changes from any account (spurious re-syncs, never a miss).
+    #[arg(long, env = "SSM_RESYNC_ESO_ACCOUNT", value_parser = parse_account)]
+    pub eso_account: Option<String>,
+
+    /// The controller class(es) the cluster's ESO serves (its --controller-class; stores
+    /// with another spec.controller are ignored by it). Unset: every class.
+    #[arg(
+        long = "eso-controller-class",
+        env = "SSM_RESYNC_ESO_CONTROLLER_CLASS",
+        value_delimiter = ','
+    )]
+    pub eso_controller_classes: Vec<String>,
+
+    /// Force-sync resources that also take values from generators (Password, ECR token, ...):
+    /// every sync regenerates those values. Off: such resources are reported (log, metric,
+    /// NotForceable Event), not patched.
+    #[arg(long, env = "SSM_RESYNC_FORCE_GENERATORS")]
+    pub force_generators: bool,
+}
+
+impl IndexArgs {
+    pub fn config(&self) -> crate::index::IndexConfig {
+        crate::index::IndexConfig {
+            eso_account: self.eso_account.clone(),
+            controller_classes: self.eso_controller_classes.clone(),
+            force_generators: self.force_generators,
+        }
+    }
+}
+
+fn parse_account(s: &str) -> Result<String, String> {
+    if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("an AWS account id is 12 digits, got {s:?}"))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +228,9 @@ pub struct ServeArgs {
         default_value = "auto"
     )]
     pub ces_trigger: crate::cluster::eso::CesTriggerFlag,
+
+    #[command(flatten)]
+    pub index: IndexArgs,
 
     /// Record Kubernetes Events (ForceSync, NotForceable) on the resources acted on.
     #[arg(long, env = "SSM_RESYNC_EVENTS", default_value_t = true, action = clap::ArgAction::Set)]

@@ -41,8 +41,9 @@ pub async fn index_from_cluster(
     client: &kube::Client,
     version: EsoVersion,
     kes: bool,
+    config: crate::index::IndexConfig,
 ) -> anyhow::Result<Index> {
-    let index = RwLock::new(Index::new());
+    let index = RwLock::new(Index::with_config(config));
     let metrics = Metrics::new();
     for kind in Watches::new(kes).states.iter().map(|s| s.kind) {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource(version));
@@ -85,6 +86,20 @@ fn target_json(m: &Match) -> Value {
         "reference": m.reference,
         "reader": format!("{}/{}", m.reader.namespace, m.reader.name),
         "reason": m.reason,
+        "deferred_until": deferred_until(m),
+    })
+}
+
+/// When a closed ESO sync window holds the force-sync back now: the window's opening (`null`
+/// when it is open, or the resource has no windows).
+fn deferred_until(m: &Match) -> Option<String> {
+    let now = time::OffsetDateTime::now_utc();
+    let w = m.sync_windows.as_ref().filter(|w| !w.open_at(now))?;
+    Some(match w.next_open(now) {
+        Some(at) => at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        None => "never (the window does not open within a year)".into(),
     })
 }
 
@@ -133,7 +148,13 @@ pub fn to_table(changes: &[Change], l: &Lookup) -> String {
         "WOULD FORCE-SYNC",
         l.targets
             .iter()
-            .map(|m| [m.target.to_string(), m.reference.clone(), m.reason.clone()])
+            .map(|m| {
+                let why = match deferred_until(m) {
+                    Some(at) => format!("{}; sync window closed: deferred until {at}", m.reason),
+                    None => m.reason.clone(),
+                };
+                [m.target.to_string(), m.reference.clone(), why]
+            })
             .collect(),
     );
     section(

@@ -307,8 +307,40 @@ async fn notification(s: &AppState, env: &Envelope, sent: OffsetDateTime) -> Ans
             }
         }
     }
+    // A closed ESO sync window holds the patch until it opens (the annotation would bypass
+    // the window, which the user set to keep the Secret still).
+    let now = (s.clock)();
+    let mut deferred = 0;
+    matched.retain(|(m, parameter)| {
+        let Some(w) = m.sync_windows.as_ref().filter(|w| !w.open_at(now)) else {
+            return true;
+        };
+        match w.next_open(now) {
+            Some(at) => {
+                tracing::info!(message_id = %env.message_id, parameter = %parameter, target = %m.target, opens = %at, "sync window closed: force-sync deferred to its opening");
+                s.metrics.deferred.inc();
+                s.trigger.defer(m.target.clone(), at, Some(sent));
+            }
+            None => {
+                tracing::warn!(message_id = %env.message_id, parameter = %parameter, target = %m.target, "sync window closed and never opens within a year: not patched");
+                s.metrics.unforceable.inc();
+            }
+        }
+        deferred += 1;
+        false
+    });
     let targets: Vec<Target> = matched.iter().map(|(m, _)| m.target.clone()).collect();
-    s.metrics.targets_matched.inc_by(targets.len() as u64);
+    s.metrics
+        .targets_matched
+        .inc_by((targets.len() + deferred) as u64);
+    if targets.is_empty() && deferred > 0 {
+        s.applied.insert(&env.message_id);
+        s.metrics.notification(T, "deferred");
+        return Answer {
+            status: StatusCode::OK,
+            body: json!({"result": "deferred", "changes": changes.len(), "targets": 0, "deferred": deferred, "unforceable": unforceable}),
+        };
+    }
     if targets.is_empty() {
         tracing::debug!(message_id = %env.message_id, parameters = ?changes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), unforceable, "no resource to force-sync for the changed parameter");
         s.applied.insert(&env.message_id);
@@ -348,6 +380,7 @@ async fn notification(s: &AppState, env: &Envelope, sent: OffsetDateTime) -> Ans
             "result": result,
             "changes": changes.len(),
             "targets": targets.len(),
+            "deferred": deferred,
             "unforceable": unforceable,
             "patched": targets.iter().zip(&outcomes).filter(|(_, o)| **o == Outcome::Applied).map(|(t, _)| t.to_string()).collect::<Vec<_>>(),
         }),

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub sweep_stale: Counter,
     pub sweep_leader: Gauge,
     pub unforceable: Counter,
+    pub deferred: Counter,
+    pub deferred_pending: Gauge,
     registry: Registry,
 }
 
@@ -108,6 +110,8 @@ impl Metrics {
             sweep_stale: Counter::default(),
             sweep_leader: Gauge::default(),
             unforceable: Counter::default(),
+            deferred: Counter::default(),
+            deferred_pending: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -225,6 +229,16 @@ impl Metrics {
             "unforceable",
             "Matched resources that ignore a force-sync (CreatedOnce, refreshInterval 0, immutable): reported, not patched",
             m.unforceable.clone(),
+        );
+        registry.register(
+            "deferred",
+            "Force-syncs held back by a closed ESO sync window, sent when it opens",
+            m.deferred.clone(),
+        );
+        registry.register(
+            "deferred_pending",
+            "Force-syncs waiting for a sync window to open",
+            m.deferred_pending.clone(),
         );
         registry.register(
             "build",

@@ -133,6 +133,8 @@ struct Inner {
     /// How ClusterExternalSecrets are triggered (`cluster::eso`); set at start-up and
     /// whenever the CRD is read again.
     ces_trigger: Mutex<CesTrigger>,
+    /// Force-syncs waiting for a sync window to open, by target.
+    deferred: Mutex<HashMap<Target, OffsetDateTime>>,
     metrics: Arc<Metrics>,
 }
 
@@ -157,9 +159,52 @@ impl Trigger {
                 last_value: Mutex::new(0),
                 last_negative: Mutex::new(0),
                 ces_trigger: Mutex::new(CesTrigger::SpecAnnotations),
+                deferred: Mutex::new(HashMap::new()),
                 metrics,
             }),
         }
+    }
+
+    /// Forces a re-sync of `target` at `at` (a closed ESO sync window's opening), for a change
+    /// that happened before `changed_before`. One pending deferral per target: a later change
+    /// joins it (the patch at the opening covers every change before it).
+    pub fn defer(
+        &self,
+        target: Target,
+        at: OffsetDateTime,
+        changed_before: Option<OffsetDateTime>,
+    ) {
+        {
+            let mut pending = self.inner.deferred.lock();
+            if pending.get(&target).is_some_and(|t| *t <= at) {
+                return;
+            }
+            pending.insert(target.clone(), at);
+            self.inner
+                .metrics
+                .deferred_pending
+                .set(pending.len() as i64);
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let wait = (at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+            tokio::time::sleep(wait.unsigned_abs()).await;
+            {
+                let mut pending = this.inner.deferred.lock();
+                if pending.get(&target) != Some(&at) {
+                    return;
+                }
+                pending.remove(&target);
+                this.inner
+                    .metrics
+                    .deferred_pending
+                    .set(pending.len() as i64);
+            }
+            let outcome = this
+                .force_sync(std::slice::from_ref(&target), changed_before)
+                .await;
+            tracing::info!(target = %target, outcome = ?outcome, "deferred force-sync sent: the sync window opened");
+        });
     }
 
     /// How ClusterExternalSecrets are patched from now on.
@@ -393,5 +438,63 @@ fn retryable(e: &kube::Error) -> bool {
         kube::Error::Api(s) => s.code == 409 || s.code == 429 || s.code >= 500,
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trigger(metrics: Arc<Metrics>) -> Trigger {
+        // Dry run: nothing is sent, so the client never connects.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        Trigger::new(
+            kube::Client::try_from(config).unwrap(),
+            Resources::new(super::super::EsoVersion::V1),
+            TriggerConfig {
+                dry_run: true,
+                ..Default::default()
+            },
+            metrics,
+        )
+    }
+
+    fn target(name: &str) -> Target {
+        Target {
+            kind: TargetKind::ExternalSecret,
+            namespace: "app".into(),
+            name: name.into(),
+        }
+    }
+
+    /// A deferred force-sync is sent once, at the window's opening; later changes join it.
+    #[tokio::test]
+    async fn a_deferred_force_sync_is_sent_once_at_the_opening() {
+        let metrics = Arc::new(Metrics::new());
+        let t = trigger(metrics.clone());
+        let opens = OffsetDateTime::now_utc() + time::Duration::milliseconds(300);
+        t.defer(target("a"), opens, None);
+        t.defer(target("a"), opens + time::Duration::seconds(60), None);
+        t.defer(target("b"), opens, None);
+        assert_eq!(metrics.deferred_pending.get(), 2);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            metrics
+                .patches
+                .get_or_create(&crate::metrics::Result_ { result: "dry_run" })
+                .get(),
+            0,
+            "nothing before the opening"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            metrics
+                .patches
+                .get_or_create(&crate::metrics::Result_ { result: "dry_run" })
+                .get(),
+            2,
+            "one patch per target"
+        );
+        assert_eq!(metrics.deferred_pending.get(), 0);
     }
 }

@@ -185,6 +185,7 @@ async fn sweep_once(
         by_region.entry(region).or_default().push(item);
     }
     let mut stale: HashMap<Target, OffsetDateTime> = HashMap::new();
+    let mut windows: HashMap<Target, crate::index::SyncWindows> = HashMap::new();
     for (region, items) in by_region {
         let names: Vec<String> = items
             .iter()
@@ -200,6 +201,9 @@ async fn sweep_once(
             let behind = item.synced_at.is_none_or(|s| s < *m);
             let already = forced.get(&item.target).is_some_and(|f| f >= m);
             if behind && !already {
+                if let Some(w) = item.sync_windows {
+                    windows.insert(item.target.clone(), w);
+                }
                 let e = stale.entry(item.target).or_insert(*m);
                 *e = (*e).max(*m);
             }
@@ -207,6 +211,20 @@ async fn sweep_once(
     }
     let n = stale.len();
     metrics.sweep_stale.inc_by(n as u64);
+    // Inside a closed sync window: at its opening. The next sweep finds the reader again if
+    // this process is gone by then, so a restart loses nothing.
+    let now = OffsetDateTime::now_utc();
+    stale.retain(|t, m| match windows.get(t).filter(|w| !w.open_at(now)) {
+        None => true,
+        Some(w) => {
+            if let Some(at) = w.next_open(now) {
+                tracing::info!(target = %t, opens = %at, "stale, inside a closed sync window: force-sync deferred to its opening");
+                metrics.deferred.inc();
+                trigger.defer(t.clone(), at, Some(*m));
+            }
+            false
+        }
+    });
     let targets: Vec<Target> = stale.keys().cloned().collect();
     for t in &targets {
         tracing::info!(target = %t, last_modified = %stale[t], "stale: parameter changed after the last sync; force-syncing");

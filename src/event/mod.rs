@@ -27,25 +27,51 @@ impl Service {
     }
 }
 
-/// What happened to the parameter. All of them make a re-sync worthwhile: a Delete makes
-/// ESO report the failure now rather than at its next poll.
+/// What happened to the item. Each changes what some readers get: a Delete makes ESO report
+/// the failure now rather than at its next poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     Create,
     Update,
     Delete,
     LabelParameterVersion,
+    /// Parameter Store: UnlabelParameterVersion (CloudTrail only).
+    UnlabelParameterVersion,
     /// Parameter Store Policy Action `Expiration`: SSM deleted the parameter.
     Expiration,
+    /// Tags added or removed (AddTagsToResource, RemoveTagsFromResource, TagResource,
+    /// UntagResource): what `find.tags` and `metadataPolicy: Fetch` read.
+    TagsChanged,
     /// Secrets Manager: a staging label (AWSCURRENT, AWSPREVIOUS, ...) moved.
     LabelUpdated,
     /// Secrets Manager API calls (CloudTrail), by name.
+    CreateSecret,
     PutSecretValue,
     UpdateSecret,
     RotateSecret,
     DeleteSecret,
     RestoreSecret,
     UpdateSecretVersionStage,
+    /// Secrets Manager: RotationSucceeded (an `AWS Service Event via CloudTrail`).
+    RotationSucceeded,
+    /// Secrets Manager: a replica created in this region (ReplicateSecretToRegions).
+    ReplicaCreated,
+    /// Secrets Manager: a replica removed from this region (RemoveRegionsFromReplication).
+    ReplicaRemoved,
+}
+
+/// What an operation can change of an item: decides which readers it reaches (the index
+/// knows what each reference reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Effect {
+    /// The item appeared or went away: every reader, and every `find` that lists it.
+    Existence,
+    /// A new newest value (Secrets Manager: AWSCURRENT, and AWSPREVIOUS with it, moved).
+    Value,
+    /// A Parameter Store label moved or went away.
+    Label,
+    /// Its tags.
+    Tags,
 }
 
 impl Operation {
@@ -65,26 +91,56 @@ impl Operation {
             Self::Update => "Update",
             Self::Delete => "Delete",
             Self::LabelParameterVersion => "LabelParameterVersion",
+            Self::UnlabelParameterVersion => "UnlabelParameterVersion",
             Self::Expiration => "Expiration",
+            Self::TagsChanged => "TagsChanged",
             Self::LabelUpdated => "LabelUpdated",
+            Self::CreateSecret => "CreateSecret",
             Self::PutSecretValue => "PutSecretValue",
             Self::UpdateSecret => "UpdateSecret",
             Self::RotateSecret => "RotateSecret",
             Self::DeleteSecret => "DeleteSecret",
             Self::RestoreSecret => "RestoreSecret",
             Self::UpdateSecretVersionStage => "UpdateSecretVersionStage",
+            Self::RotationSucceeded => "RotationSucceeded",
+            Self::ReplicaCreated => "ReplicaCreated",
+            Self::ReplicaRemoved => "ReplicaRemoved",
         }
     }
 
-    /// The Secrets Manager API calls that change what a reader would get.
+    pub fn effect(self) -> Effect {
+        match self {
+            Self::Create
+            | Self::Delete
+            | Self::Expiration
+            | Self::CreateSecret
+            | Self::DeleteSecret
+            | Self::RestoreSecret
+            | Self::ReplicaCreated
+            | Self::ReplicaRemoved => Effect::Existence,
+            Self::Update
+            | Self::LabelUpdated
+            | Self::PutSecretValue
+            | Self::UpdateSecret
+            | Self::RotateSecret
+            | Self::UpdateSecretVersionStage
+            | Self::RotationSucceeded => Effect::Value,
+            Self::LabelParameterVersion | Self::UnlabelParameterVersion => Effect::Label,
+            Self::TagsChanged => Effect::Tags,
+        }
+    }
+
+    /// The Secrets Manager API calls that change what a reader would get, one secret each.
     fn secrets_manager_call(s: &str) -> Option<Self> {
         match s {
+            "CreateSecret" => Some(Self::CreateSecret),
             "PutSecretValue" => Some(Self::PutSecretValue),
             "UpdateSecret" => Some(Self::UpdateSecret),
             "RotateSecret" => Some(Self::RotateSecret),
             "DeleteSecret" => Some(Self::DeleteSecret),
             "RestoreSecret" => Some(Self::RestoreSecret),
             "UpdateSecretVersionStage" => Some(Self::UpdateSecretVersionStage),
+            "TagResource" | "UntagResource" => Some(Self::TagsChanged),
             _ => None,
         }
     }
@@ -208,11 +264,15 @@ fn decode_value(message: &str) -> Result<Decoded, EventError> {
             }
             ("aws.ssm", "Parameter Store Policy Action") => parameter_policy_action(&value),
             ("aws.secretsmanager", "Secret Label Updated") => {
-                secret_label_updated(&value).map(|c| Decoded::Changes(vec![c]))
+                secret_label_updated(&value).map(Decoded::Changes)
             }
             ("aws.secretsmanager", "AWS API Call via CloudTrail") => {
                 secrets_manager_api_call(&value)
             }
+            ("aws.secretsmanager", "AWS Service Event via CloudTrail") => {
+                secrets_manager_service_event(&value)
+            }
+            ("aws.ssm", "AWS API Call via CloudTrail") => parameter_store_api_call(&value),
             _ => Ok(Decoded::Ignored {
                 kind: "unhandled_event",
                 detail: format!("source={source:?} detail-type={detail_type:?}"),
@@ -306,100 +366,341 @@ fn parameter_policy_action(event: &Value) -> Result<Decoded, EventError> {
     ssm_change(region, account, &name, Operation::Expiration).map(|c| Decoded::Changes(vec![c]))
 }
 
-/// Secrets Manager's own event when a staging label moves (rotation, UpdateSecretVersionStage).
-fn secret_label_updated(event: &Value) -> Result<Change, EventError> {
+/// Secrets Manager's own event when a staging label moves (rotation, UpdateSecretVersionStage,
+/// a new value): `detail.name` is the name (an ARN there is read as a caller's would be).
+fn secret_label_updated(event: &Value) -> Result<Vec<Change>, EventError> {
     let name = event
         .pointer("/detail/name")
         .or_else(|| event.pointer("/detail/secretId"))
         .and_then(Value::as_str)
         .ok_or_else(|| EventError("Secret Label Updated without `detail.name`".into()))?;
-    Ok(Change {
-        service: Service::SecretsManager,
-        region: check_region(field(event, "region")?)?,
-        account: optional_account(event.get("account"))?,
-        name: secret_name(name)?,
-        operation: Operation::LabelUpdated,
-    })
+    let region = check_region(field(event, "region")?)?;
+    let account = optional_account(event.get("account"))?;
+    Ok(secret_names(name, false)?
+        .into_iter()
+        .map(|name| Change {
+            service: Service::SecretsManager,
+            region: region.clone(),
+            account: account.clone(),
+            name,
+            operation: Operation::LabelUpdated,
+        })
+        .collect())
 }
 
-/// CloudTrail's record of a Secrets Manager API call. Only successful calls that change what
-/// readers get are changes; everything else (GetSecretValue, failed calls) is ignored.
-fn secrets_manager_api_call(event: &Value) -> Result<Decoded, EventError> {
+/// A CloudTrail record's `detail` and its call's name.
+type Call<'a> = (&'a serde_json::Map<String, Value>, &'a str);
+
+/// The CloudTrail record's `detail`, if it is a successful call of `service`; otherwise why it
+/// is ignored.
+fn cloudtrail_detail<'a>(
+    event: &'a Value,
+    service: &str,
+) -> Result<Result<Call<'a>, Decoded>, EventError> {
     let detail = event
         .get("detail")
         .and_then(Value::as_object)
         .ok_or_else(|| {
             EventError("AWS API Call via CloudTrail without a `detail` object".into())
         })?;
-    let name = detail
+    let call = detail
         .get("eventName")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if detail.get("eventSource").and_then(Value::as_str) != Some("secretsmanager.amazonaws.com") {
-        return Ok(Decoded::Ignored {
+    if detail.get("eventSource").and_then(Value::as_str) != Some(service) {
+        return Ok(Err(Decoded::Ignored {
             kind: "unhandled_event",
-            detail: "CloudTrail call outside secretsmanager".into(),
-        });
+            detail: format!("CloudTrail call outside {service}"),
+        }));
     }
-    let Some(operation) = Operation::secrets_manager_call(name) else {
-        return Ok(Decoded::Ignored {
-            kind: "unhandled_api_call",
-            detail: format!("secretsmanager {name}"),
-        });
-    };
     if detail.get("errorCode").is_some_and(|e| !e.is_null()) {
-        return Ok(Decoded::Ignored {
+        return Ok(Err(Decoded::Ignored {
             kind: "failed_api_call",
-            detail: format!("secretsmanager {name} failed"),
-        });
+            detail: format!("{service} {} failed", clip(call)),
+        }));
     }
-    let secret = event
-        .pointer("/detail/requestParameters/secretId")
+    Ok(Ok((detail, call)))
+}
+
+/// The event's region: `region`, else CloudTrail's `detail.awsRegion`.
+fn event_region(event: &Value) -> Result<String, EventError> {
+    check_region(
+        event
+            .get("region")
+            .or_else(|| event.pointer("/detail/awsRegion"))
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    )
+}
+
+/// CloudTrail's record of a Secrets Manager API call. Only successful calls that change what
+/// readers get are changes; everything else (GetSecretValue, failed calls) is ignored.
+fn secrets_manager_api_call(event: &Value) -> Result<Decoded, EventError> {
+    let (detail, call) = match cloudtrail_detail(event, "secretsmanager.amazonaws.com")? {
+        Ok(d) => d,
+        Err(ignored) => return Ok(ignored),
+    };
+    let region = event_region(event)?;
+    let account = optional_account(event.get("account"))?;
+    let change = |region: &str, name: String, operation| Change {
+        service: Service::SecretsManager,
+        region: region.to_owned(),
+        account: account.clone(),
+        name,
+        operation,
+    };
+    let regions_in = |list: &str| -> Vec<String> {
+        detail
+            .get("requestParameters")
+            .and_then(|r| r.get(list))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.get("region").or(Some(r)).and_then(Value::as_str))
+                    .filter_map(|r| check_region(r).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // A replica appears or goes away in other regions: the same name there.
+    let replica = match call {
+        "ReplicateSecretToRegions" => {
+            Some((regions_in("addReplicaRegions"), Operation::ReplicaCreated))
+        }
+        "RemoveRegionsFromReplication" => Some((
+            regions_in("removeReplicaRegions"),
+            Operation::ReplicaRemoved,
+        )),
+        _ => None,
+    };
+    let operation = match (&replica, Operation::secrets_manager_call(call)) {
+        (Some(_), _) => None,
+        (None, Some(op)) => Some(op),
+        (None, None) => {
+            return Ok(Decoded::Ignored {
+                kind: "unhandled_api_call",
+                detail: format!("secretsmanager {}", clip(call)),
+            });
+        }
+    };
+    let names = secret_names_of(detail, call)?;
+    let mut changes = Vec::new();
+    for name in names {
+        match (&replica, operation) {
+            (Some((regions, op)), _) => {
+                changes.extend(regions.iter().map(|r| change(r, name.clone(), *op)))
+            }
+            (None, Some(op)) => changes.push(change(&region, name, op)),
+            (None, None) => {}
+        }
+    }
+    Ok(Decoded::Changes(changes))
+}
+
+/// The secret a CloudTrail record is about. The full ARN AWS put in `responseElements.arn`
+/// (`aRN` in records before February 2024) names it unambiguously; else the request's
+/// `secretId` (CreateSecret: `name`) as the caller gave it, a name or an ARN that may lack the
+/// random suffix (both readings are kept then).
+fn secret_names_of(
+    detail: &serde_json::Map<String, Value>,
+    call: &str,
+) -> Result<Vec<String>, EventError> {
+    let response_arn = detail
+        .get("responseElements")
+        .and_then(|r| r.get("arn").or_else(|| r.get("aRN")))
+        .and_then(Value::as_str)
+        .filter(|a| a.starts_with("arn:"));
+    if let Some(arn) = response_arn {
+        return secret_names(arn, true);
+    }
+    let field = if call == "CreateSecret" {
+        "name"
+    } else {
+        "secretId"
+    };
+    let id = detail
+        .get("requestParameters")
+        .and_then(|r| r.get(field))
         .and_then(Value::as_str)
         .ok_or_else(|| {
             EventError(format!(
-                "{name} without `detail.requestParameters.secretId`"
+                "{} without `detail.requestParameters.{field}`",
+                clip(call)
             ))
         })?;
-    let region = match event.get("region").and_then(Value::as_str) {
-        Some(r) => r,
-        None => event
-            .pointer("/detail/awsRegion")
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
+    secret_names(id, false)
+}
+
+/// `AWS Service Event via CloudTrail` from Secrets Manager: `RotationSucceeded` means a new
+/// AWSCURRENT; the others (rotation started or failed, version deleted) change no value a
+/// reader gets.
+fn secrets_manager_service_event(event: &Value) -> Result<Decoded, EventError> {
+    let call = event
+        .pointer("/detail/eventName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if call != "RotationSucceeded" {
+        return Ok(Decoded::Ignored {
+            kind: "unhandled_api_call",
+            detail: format!("secretsmanager service event {}", clip(call)),
+        });
+    }
+    let id = event
+        .pointer("/detail/additionalEventData/SecretId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            EventError("RotationSucceeded without `detail.additionalEventData.SecretId`".into())
+        })?;
+    let region = event_region(event)?;
+    let account = optional_account(event.get("account"))?;
+    // The rotation service names the secret by its full ARN.
+    Ok(Decoded::Changes(
+        secret_names(id, id.starts_with("arn:"))?
+            .into_iter()
+            .map(|name| Change {
+                service: Service::SecretsManager,
+                region: region.clone(),
+                account: account.clone(),
+                name,
+                operation: Operation::RotationSucceeded,
+            })
+            .collect(),
+    ))
+}
+
+/// CloudTrail's record of a Parameter Store API call: what the native `Parameter Store
+/// Change` event does not report (UnlabelParameterVersion, DeleteParameters, tag changes),
+/// and the rest for set-ups that forward only CloudTrail.
+fn parameter_store_api_call(event: &Value) -> Result<Decoded, EventError> {
+    let (detail, call) = match cloudtrail_detail(event, "ssm.amazonaws.com")? {
+        Ok(d) => d,
+        Err(ignored) => return Ok(ignored),
     };
-    Ok(Decoded::Changes(vec![Change {
-        service: Service::SecretsManager,
-        region: check_region(region)?,
-        account: optional_account(event.get("account"))?,
-        name: secret_name(secret)?,
-        operation,
-    }]))
+    let request = detail.get("requestParameters").unwrap_or(&Value::Null);
+    let text = |key: &str| request.get(key).and_then(Value::as_str);
+    let (names, operation): (Vec<&str>, Operation) = match call {
+        // The response's version tells a new parameter from a new version of one.
+        "PutParameter" => {
+            let first = detail
+                .get("responseElements")
+                .and_then(|r| r.get("version"))
+                .and_then(Value::as_i64)
+                == Some(1);
+            (
+                text("name").into_iter().collect(),
+                if first {
+                    Operation::Create
+                } else {
+                    Operation::Update
+                },
+            )
+        }
+        "DeleteParameter" => (text("name").into_iter().collect(), Operation::Delete),
+        "DeleteParameters" => (
+            request
+                .get("names")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default(),
+            Operation::Delete,
+        ),
+        "LabelParameterVersion" => (
+            text("name").into_iter().collect(),
+            Operation::LabelParameterVersion,
+        ),
+        "UnlabelParameterVersion" => (
+            text("name").into_iter().collect(),
+            Operation::UnlabelParameterVersion,
+        ),
+        "AddTagsToResource" | "RemoveTagsFromResource" => {
+            if text("resourceType") != Some("Parameter") {
+                return Ok(Decoded::Ignored {
+                    kind: "unhandled_api_call",
+                    detail: format!(
+                        "ssm {call} of a {:?}",
+                        clip(text("resourceType").unwrap_or_default())
+                    ),
+                });
+            }
+            (
+                text("resourceId").into_iter().collect(),
+                Operation::TagsChanged,
+            )
+        }
+        other => {
+            return Ok(Decoded::Ignored {
+                kind: "unhandled_api_call",
+                detail: format!("ssm {}", clip(other)),
+            });
+        }
+    };
+    if names.is_empty() {
+        return Err(EventError(format!(
+            "ssm {call} without the parameter's name in `detail.requestParameters`"
+        )));
+    }
+    if names.len() > MAX_PLAIN_PARAMETERS {
+        return Err(EventError(format!(
+            "ssm {call} names {} parameters; at most {MAX_PLAIN_PARAMETERS} are read",
+            names.len()
+        )));
+    }
+    let region = event_region(event)?;
+    let account = optional_account(event.get("account"));
+    names
+        .into_iter()
+        .map(|n| {
+            // A name or an ARN (tag calls accept both).
+            let name = match n.split_once(":parameter") {
+                Some((arn, rest)) if arn.starts_with("arn:") => {
+                    if rest.starts_with('/') {
+                        rest.to_owned()
+                    } else {
+                        format!("/{rest}")
+                    }
+                }
+                _ => n.to_owned(),
+            };
+            ssm_change(&region, account.clone(), &name, operation)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Decoded::Changes)
 }
 
 static SECRET_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9/_+=.@\-]{1,512}$").expect("static regex"));
 
 /// A secret's name from a name or an ARN (`arn:aws:secretsmanager:<region>:<account>:secret:<name>-XXXXXX`).
-fn secret_name(id: &str) -> Result<String, EventError> {
-    let name = match id.strip_prefix("arn:") {
+/// An ARN from AWS itself (`full`) always ends in the random suffix, which is dropped; one a
+/// caller wrote may be partial, so a name ending in `-` and six characters is kept both ways.
+fn secret_names(id: &str, full: bool) -> Result<Vec<String>, EventError> {
+    let names: Vec<&str> = match id.strip_prefix("arn:") {
         Some(rest) => {
             let resource = rest.splitn(5, ':').nth(4).unwrap_or_default();
             let name = resource
                 .strip_prefix("secret:")
                 .ok_or_else(|| EventError(format!("not a secret ARN: {:?}", clip(id))))?;
-            crate::index::strip_secret_suffix(name).to_owned()
+            match (crate::index::secret_arn_names(name), full) {
+                ((_, Some(base)), true) => vec![base],
+                ((whole, Some(base)), false) => vec![whole, base],
+                ((whole, None), _) => vec![whole],
+            }
         }
-        None => id.to_owned(),
+        None => vec![id],
     };
-    if SECRET_NAME.is_match(&name) {
-        Ok(name)
-    } else {
-        Err(EventError(format!(
-            "secret name must be 1-512 of [A-Za-z0-9/_+=.@-], got {:?}",
-            clip(&name)
-        )))
-    }
+    names
+        .into_iter()
+        .map(|name| {
+            if SECRET_NAME.is_match(name) {
+                Ok(name.to_owned())
+            } else {
+                Err(EventError(format!(
+                    "secret name must be 1-512 of [A-Za-z0-9/_+=.@-], got {:?}",
+                    clip(name)
+                )))
+            }
+        })
+        .collect()
 }
 
 /// `arn:aws:ssm:<region>:<account>:parameter/<name>`: the ARN inserts a `/` only when the

@@ -182,11 +182,17 @@ fn policy_action_expiration_is_a_change_notifications_are_not() {
 
 #[test]
 fn secret_label_updated_by_name_or_arn() {
+    // An ARN written by a caller may be partial: a name that ends in `-` and six characters
+    // may be the name's own (`db-backup`), so both readings are changes.
     for (name, want) in [
-        ("prod/db", "prod/db"),
+        ("prod/db", vec!["prod/db"]),
         (
             "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf",
-            "prod/db",
+            vec!["prod/db-AbCdEf", "prod/db"],
+        ),
+        (
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db",
+            vec!["prod/db"],
         ),
     ] {
         let e = json!({"source": "aws.secretsmanager", "detail-type": "Secret Label Updated", "region": "us-east-1",
@@ -194,11 +200,10 @@ fn secret_label_updated_by_name_or_arn() {
         let Decoded::Changes(c) = decoded(e) else {
             panic!()
         };
-        assert_eq!(c[0].service, Service::SecretsManager);
-        assert_eq!(
-            (c[0].name.as_str(), c[0].operation),
-            (want, Operation::LabelUpdated)
-        );
+        assert!(c.iter().all(
+            |c| c.service == Service::SecretsManager && c.operation == Operation::LabelUpdated
+        ));
+        assert_eq!(c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), want);
     }
 }
 
@@ -213,14 +218,17 @@ fn cloudtrail_secrets_manager_calls() {
         json!({"source": "aws.secretsmanager", "detail-type": "AWS API Call via CloudTrail", "region": "eu-west-1",
             "account": "123456789012", "detail": d})
     };
-    for op in [
-        "PutSecretValue",
-        "UpdateSecret",
-        "RotateSecret",
-        "DeleteSecret",
-        "RestoreSecret",
-        "UpdateSecretVersionStage",
+    for (op, operation) in [
+        ("PutSecretValue", "PutSecretValue"),
+        ("UpdateSecret", "UpdateSecret"),
+        ("RotateSecret", "RotateSecret"),
+        ("DeleteSecret", "DeleteSecret"),
+        ("RestoreSecret", "RestoreSecret"),
+        ("UpdateSecretVersionStage", "UpdateSecretVersionStage"),
+        ("TagResource", "TagsChanged"),
+        ("UntagResource", "TagsChanged"),
     ] {
+        // The caller's ARN may be partial: both readings.
         let Decoded::Changes(c) = decoded(call(
             op,
             "arn:aws:secretsmanager:eu-west-1:123456789012:secret:app/key-x1Y2z3",
@@ -228,13 +236,27 @@ fn cloudtrail_secrets_manager_calls() {
         )) else {
             panic!("{op}")
         };
+        let got: Vec<(&str, &str, &str)> = c
+            .iter()
+            .map(|c| (c.name.as_str(), c.operation.as_str(), c.region.as_str()))
+            .collect();
         assert_eq!(
-            (
-                c[0].name.as_str(),
-                c[0].operation.as_str(),
-                c[0].region.as_str()
-            ),
-            ("app/key", op, "eu-west-1")
+            got,
+            [
+                ("app/key-x1Y2z3", operation, "eu-west-1"),
+                ("app/key", operation, "eu-west-1")
+            ]
+        );
+        // AWS's own full ARN in the response is unambiguous.
+        let mut e = call(op, "app/key-x1Y2z3", None);
+        e["detail"]["responseElements"] =
+            json!({"arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:app/key-x1Y2z3"});
+        let Decoded::Changes(c) = decoded(e) else {
+            panic!("{op}")
+        };
+        assert_eq!(
+            c.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["app/key"]
         );
     }
     assert!(matches!(
@@ -319,4 +341,229 @@ fn typed_fast_path_agrees_with_the_value_path() {
         "fast path used for {fast} of {} cases",
         cases.len()
     );
+}
+
+fn trail(source: &str, call: &str, request: Value, response: Value) -> Value {
+    json!({"source": source, "detail-type": "AWS API Call via CloudTrail", "region": "eu-west-1", "account": "123456789012",
+        "detail": {"eventSource": format!("{}.amazonaws.com", source.trim_start_matches("aws.")), "eventName": call,
+                   "awsRegion": "eu-west-1", "requestParameters": request, "responseElements": response}})
+}
+
+fn changed(e: Value) -> Vec<(String, &'static str)> {
+    let Decoded::Changes(c) = decoded(e.clone()) else {
+        panic!("not a change: {e}")
+    };
+    c.into_iter()
+        .map(|c| (c.name, c.operation.as_str()))
+        .collect()
+}
+
+/// Parameter Store calls from CloudTrail: what the native event does not report
+/// (UnlabelParameterVersion, DeleteParameters, tags), and the rest for CloudTrail-only set-ups.
+#[test]
+fn cloudtrail_parameter_store_calls() {
+    let ssm =
+        |call: &str, request: Value, response: Value| trail("aws.ssm", call, request, response);
+    assert_eq!(
+        changed(ssm(
+            "PutParameter",
+            json!({"name": "/a"}),
+            json!({"version": 1})
+        )),
+        [("/a".into(), "Create")]
+    );
+    assert_eq!(
+        changed(ssm(
+            "PutParameter",
+            json!({"name": "/a"}),
+            json!({"version": 7})
+        )),
+        [("/a".into(), "Update")]
+    );
+    assert_eq!(
+        changed(ssm("DeleteParameter", json!({"name": "flat"}), Value::Null)),
+        [("flat".into(), "Delete")]
+    );
+    assert_eq!(
+        changed(ssm(
+            "DeleteParameters",
+            json!({"names": ["/a", "/b/c"]}),
+            Value::Null
+        )),
+        [("/a".into(), "Delete"), ("/b/c".into(), "Delete")]
+    );
+    assert_eq!(
+        changed(ssm(
+            "LabelParameterVersion",
+            json!({"name": "/a", "parameterVersion": 2, "labels": ["l"]}),
+            Value::Null
+        )),
+        [("/a".into(), "LabelParameterVersion")]
+    );
+    assert_eq!(
+        changed(ssm(
+            "UnlabelParameterVersion",
+            json!({"name": "/a", "parameterVersion": 2, "labels": ["l"]}),
+            Value::Null
+        )),
+        [("/a".into(), "UnlabelParameterVersion")]
+    );
+    // Tag calls take a name or the parameter's ARN.
+    for id in ["/a/b", "arn:aws:ssm:eu-west-1:123456789012:parameter/a/b"] {
+        assert_eq!(
+            changed(ssm(
+                "AddTagsToResource",
+                json!({"resourceType": "Parameter", "resourceId": id, "tags": []}),
+                Value::Null
+            )),
+            [("/a/b".into(), "TagsChanged")]
+        );
+    }
+    assert_eq!(
+        changed(ssm(
+            "RemoveTagsFromResource",
+            json!({"resourceType": "Parameter", "resourceId": "arn:aws:ssm:eu-west-1:123456789012:parameter/flat", "tagKeys": ["t"]}),
+            Value::Null
+        )),
+        [("/flat".into(), "TagsChanged")]
+    );
+    // Not a parameter, not a change, not successful, or not naming one.
+    for (e, kind) in [
+        (
+            ssm(
+                "AddTagsToResource",
+                json!({"resourceType": "Document", "resourceId": "d"}),
+                Value::Null,
+            ),
+            "unhandled_api_call",
+        ),
+        (
+            ssm("GetParameter", json!({"name": "/a"}), Value::Null),
+            "unhandled_api_call",
+        ),
+    ] {
+        assert!(matches!(decoded(e), Decoded::Ignored { kind: k, .. } if k == kind));
+    }
+    let mut failed = ssm("DeleteParameter", json!({"name": "/a"}), Value::Null);
+    failed["detail"]["errorCode"] = json!("ParameterNotFound");
+    assert!(matches!(
+        decoded(failed),
+        Decoded::Ignored {
+            kind: "failed_api_call",
+            ..
+        }
+    ));
+    assert!(decode(&ssm("DeleteParameter", json!({}), Value::Null).to_string()).is_err());
+    let many: Vec<String> = (0..=MAX_PLAIN_PARAMETERS)
+        .map(|i| format!("/p{i}"))
+        .collect();
+    assert!(
+        decode(&ssm("DeleteParameters", json!({"names": many}), Value::Null).to_string()).is_err()
+    );
+    assert!(
+        decode(&ssm("DeleteParameter", json!({"name": "bad name!"}), Value::Null).to_string())
+            .is_err()
+    );
+}
+
+/// Secrets Manager: CreateSecret names the secret in `name`; AWS's ARN in the response (or
+/// `aRN`, as records before 2024 spell it) is the full one; replicas appear and go in other
+/// regions; RotationSucceeded is a service event.
+#[test]
+fn cloudtrail_secrets_manager_create_replicas_and_rotation() {
+    let sm = |call: &str, request: Value, response: Value| {
+        trail("aws.secretsmanager", call, request, response)
+    };
+    assert_eq!(
+        changed(sm(
+            "CreateSecret",
+            json!({"name": "app/db-backup"}),
+            Value::Null
+        )),
+        [("app/db-backup".into(), "CreateSecret")]
+    );
+    assert_eq!(
+        changed(sm(
+            "RestoreSecret",
+            json!({"secretId": "x"}),
+            json!({"aRN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:app/db-Ab12Cd"})
+        )),
+        [("app/db".into(), "RestoreSecret")]
+    );
+    let Decoded::Changes(c) = decoded(sm(
+        "ReplicateSecretToRegions",
+        json!({"secretId": "app/db", "addReplicaRegions": [{"region": "us-west-2"}, {"region": "ap-south-1"}]}),
+        Value::Null,
+    )) else {
+        panic!()
+    };
+    let got: Vec<(&str, &str, &str)> = c
+        .iter()
+        .map(|c| (c.name.as_str(), c.region.as_str(), c.operation.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("app/db", "us-west-2", "ReplicaCreated"),
+            ("app/db", "ap-south-1", "ReplicaCreated")
+        ]
+    );
+    let Decoded::Changes(c) = decoded(sm(
+        "RemoveRegionsFromReplication",
+        json!({"secretId": "app/db", "removeReplicaRegions": ["us-west-2"]}),
+        Value::Null,
+    )) else {
+        panic!()
+    };
+    assert_eq!(
+        (c[0].region.as_str(), c[0].operation.as_str()),
+        ("us-west-2", "ReplicaRemoved")
+    );
+    assert!(matches!(
+        decoded(sm(
+            "CancelRotateSecret",
+            json!({"secretId": "x"}),
+            Value::Null
+        )),
+        Decoded::Ignored {
+            kind: "unhandled_api_call",
+            ..
+        }
+    ));
+    let rotation = json!({"source": "aws.secretsmanager", "detail-type": "AWS Service Event via CloudTrail", "region": "eu-west-1",
+        "account": "123456789012", "detail": {"eventSource": "secretsmanager.amazonaws.com", "eventName": "RotationSucceeded",
+        "requestParameters": null, "additionalEventData": {"SecretId": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:app/db-Ab12Cd"}}});
+    assert_eq!(
+        changed(rotation.clone()),
+        [("app/db".into(), "RotationSucceeded")]
+    );
+    let mut started = rotation;
+    started["detail"]["eventName"] = json!("RotationStarted");
+    assert!(matches!(decoded(started), Decoded::Ignored { .. }));
+}
+
+/// What each operation can change of its item (the index reads it to pick readers).
+#[test]
+fn operations_say_what_they_change() {
+    use Effect::*;
+    for (op, effect) in [
+        (Operation::Create, Existence),
+        (Operation::Delete, Existence),
+        (Operation::Expiration, Existence),
+        (Operation::CreateSecret, Existence),
+        (Operation::DeleteSecret, Existence),
+        (Operation::RestoreSecret, Existence),
+        (Operation::ReplicaCreated, Existence),
+        (Operation::ReplicaRemoved, Existence),
+        (Operation::Update, Value),
+        (Operation::PutSecretValue, Value),
+        (Operation::UpdateSecretVersionStage, Value),
+        (Operation::LabelUpdated, Value),
+        (Operation::RotationSucceeded, Value),
+        (Operation::LabelParameterVersion, Label),
+        (Operation::UnlabelParameterVersion, Label),
+        (Operation::TagsChanged, Tags),
+    ] {
+        assert_eq!(op.effect(), effect, "{op:?}");
+    }
 }

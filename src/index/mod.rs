@@ -2,25 +2,37 @@
 //! `apply_*` / `delete_*` / `replace_*` (from watches, or literal values in tests) and asked
 //! `lookup(&Change)`.
 //!
-//! Filing: a key reference is filed under its *effective* name (store prefix + key, any
-//! `:version` removed, leading `/` dropped), a `find.path` under its normalised path, and a
-//! regexp-only or tags-only `find` in a short list scanned on every lookup. A lookup is one
-//! hash probe for the name, one per ancestor path, and the scan list; each candidate is then
-//! checked against its store's service, region, account and namespace conditions, which are
-//! read at lookup time (so a store edit applies at once). Only a store's prefix is baked into
-//! the filing; a store change re-files exactly the resources that reference that store.
+//! Filing follows how ESO (and KES) read AWS, per the store's service (docs/eso-versions.md
+//! and the README's "What it matches" have the table, with ESO source references):
+//! - a key is filed under its *effective* name: store prefix + key, any `:version` removed,
+//!   a Parameter Store name with or without its leading `/`; a Secrets Manager name exactly
+//!   (and, for an ARN whose name may or may not end in AWS's random `-XXXXXX`, under both);
+//!   `/aws/reference/secretsmanager/<name>` through a Parameter Store store reads the Secrets
+//!   Manager secret `<name>`;
+//! - a Parameter Store `find` with a path is filed under the path (a hierarchy); one without,
+//!   and every Secrets Manager `find` (its path is a case-sensitive string prefix), go to a
+//!   short list scanned on every lookup;
+//! - each reference knows what of its item it reads (the latest value, a pinned version, a
+//!   label or stage, the tags), which decides the operations that reach it: an `Update` does
+//!   not change version 3, a label move does not change the latest value.
+//!
+//! A lookup is one hash probe for the name, one per ancestor path, and the scan list; each
+//! candidate is then checked against its store's region, account and namespace conditions,
+//! read at lookup time (a store edit applies at once). A store's prefix and service decide the
+//! filing: a change of either re-files exactly the readers of that store.
 
 pub mod model;
+pub mod windows;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use regex::Regex;
 
-use crate::event::{Change, Service};
+use crate::event::{Change, Effect, Service};
 pub use model::{
-    AwsProvider, AwsService, Binding, Condition, Find, Owner, Reader, ReaderKind, RefPath,
-    Reference, Selector, Store, StoreId,
+    AwsProvider, AwsService, Binding, Condition, Find, KeyRef, Owner, Reader, ReaderKind, RefPath,
+    Reference, Selector, Store, StoreId, SyncWindows,
 };
 
 /// A resource the index holds.
@@ -94,6 +106,9 @@ pub struct Match {
     pub reason: String,
     /// The target's uid, when known (for Kubernetes Events).
     pub uid: Option<String>,
+    /// The reader's `spec.syncWindows`, when it has any (the trigger decides whether a closed
+    /// window defers the patch).
+    pub sync_windows: Option<SyncWindows>,
 }
 
 /// A reference to the same name that did not match, and what differed.
@@ -109,10 +124,24 @@ pub struct NearMiss {
 pub struct Lookup {
     /// To patch, each target once.
     pub targets: Vec<Match>,
-    /// Would match, but a force-sync cannot work on them (reported, not patched).
+    /// Would match, but a force-sync cannot work on them, or must not (reported, not patched).
     pub unforceable: Vec<Match>,
-    /// Same name, other store/region/service/account/namespace (only with `explain`).
+    /// Same name, other store/region/service/account/namespace, or an operation that does not
+    /// change what the reference reads (only with `explain`).
     pub near_misses: Vec<NearMiss>,
+}
+
+/// What the index needs to know about the cluster's ESO and the user's wishes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexConfig {
+    /// The account ESO's own credentials read (stores without `role`). `None`: unknown, any
+    /// account matches (a spurious re-sync costs less than a missed one).
+    pub eso_account: Option<String>,
+    /// The controller classes the cluster's ESO serves (its `--controller-class`); empty:
+    /// every class. A store of another class is ignored by ESO, and so here.
+    pub controller_classes: Vec<String>,
+    /// Force-sync resources that take values from generators (each sync regenerates them).
+    pub force_generators: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,17 +150,90 @@ struct ArnScope {
     account: String,
 }
 
+/// What of its item a reference reads: decides which operations reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// The newest value (no version, Secrets Manager AWSCURRENT).
+    Latest,
+    /// One version for ever (Parameter Store version number, Secrets Manager `uuid/<id>`).
+    Pinned,
+    /// A Parameter Store label: moved by LabelParameterVersion and UnlabelParameterVersion.
+    Label,
+    /// A Secrets Manager stage other than AWSCURRENT (AWSPREVIOUS moves with every new value).
+    Stage,
+    /// `metadataPolicy: Fetch`: the tags.
+    Tags,
+    /// A `find` by name or path: the newest values of what it lists.
+    FindValues,
+    /// A `find` by tags: values and tags (tags are not in the event).
+    FindTags,
+}
+
+impl Reads {
+    fn cares(self, effect: Effect) -> bool {
+        matches!(
+            (self, effect),
+            (_, Effect::Existence)
+                | (
+                    Self::Latest | Self::Stage | Self::FindValues | Self::FindTags,
+                    Effect::Value
+                )
+                | (Self::Label, Effect::Label)
+                | (Self::Tags | Self::FindTags, Effect::Tags)
+        )
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Latest => "the newest value",
+            Self::Pinned => "a pinned version",
+            Self::Label => "a labelled version",
+            Self::Stage => "a staged version",
+            Self::Tags => "the tags (metadataPolicy: Fetch)",
+            Self::FindValues => "the values it finds",
+            Self::FindTags => "what its tags select",
+        }
+    }
+}
+
+/// How a candidate's name is checked beyond the probe that found it.
+#[derive(Debug, Clone)]
+enum Test {
+    /// Filed under its name: Parameter Store names compare with or without the leading `/`.
+    Normalized,
+    /// Secrets Manager names compare exactly (filed under the normalised name like the rest).
+    Exact(Box<str>),
+    /// A Parameter Store `find` below a path: direct children only unless recursive, and the
+    /// `find.name.regexp` if any.
+    Path {
+        recursive: bool,
+        regex: Option<Arc<Regex>>,
+    },
+    /// A Parameter Store `find.name.regexp` without a path (ESO lists from `/`).
+    Regex(Arc<Regex>),
+    /// A Parameter Store `find.tags` without a path: anything in scope.
+    Always,
+    /// A Secrets Manager `find`: the path is a ListSecrets / BatchGetSecretValue `name` filter
+    /// (case-sensitive string prefix, `!` negates); without a path ESO lists every name and
+    /// reads `prefix + name`, so a change to `prefix + name` counts too.
+    SmFind {
+        filter: Option<Box<str>>,
+        regex: Option<Arc<Regex>>,
+        prefix: Box<str>,
+    },
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     key: Arc<ResourceKey>,
     reference: u32,
+    /// The service of the changes this entry is about (a Parameter Store reader of
+    /// `/aws/reference/secretsmanager/<name>` is about Secrets Manager changes).
+    service: AwsService,
+    reads: Reads,
+    /// An ARN key's own region and account: they replace the store's.
     arn: Option<Box<ArnScope>>,
-    /// `find.name.regexp`, when the find has one.
-    regex: Option<Arc<Regex>>,
-    /// For path entries: whether grandchildren count.
-    recursive: bool,
-    /// `find.tags` (undecidable from an event).
-    tags: bool,
+    test: Test,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +245,7 @@ enum Filed {
 
 #[derive(Debug, Default)]
 pub struct Index {
+    config: IndexConfig,
     stores: HashMap<StoreId, Store>,
     readers: HashMap<Arc<ResourceKey>, Reader>,
     by_store: HashMap<StoreId, HashSet<Arc<ResourceKey>>>,
@@ -161,8 +264,8 @@ struct ScanSet {
     set: regex::RegexSet,
     /// `scans` index of each pattern in `set`.
     entries: Vec<usize>,
-    /// `scans` entries without a regexp (tags only): always candidates.
-    always: Vec<usize>,
+    /// `scans` entries tested one by one.
+    others: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -179,54 +282,157 @@ pub fn normalize(name: &str) -> &str {
     name.strip_prefix('/').unwrap_or(name)
 }
 
-/// The name a key resolves to under a store prefix: `prefix + key`, any `:version` or
-/// `:label` selector removed, leading `/` normalised; ARN keys carry their own scope (and a
-/// Secrets Manager ARN's random `-XXXXXX` suffix is dropped).
-fn effective_name(prefix: &str, key: &str) -> Option<(String, Option<ArnScope>)> {
-    if let Some(rest) = key.strip_prefix("arn:") {
-        let mut parts = rest.splitn(5, ':');
-        let (_partition, service, region, account, resource) = (
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-            parts.next()?,
-        );
-        let name = match service {
-            // parameter/<name>[:<version>]
-            "ssm" => resource
-                .strip_prefix("parameter")?
-                .split(':')
-                .next()?
-                .to_owned(),
-            // secret:<name>-XXXXXX[:...]
-            "secretsmanager" => {
-                strip_secret_suffix(resource.strip_prefix("secret:")?.split(':').next()?).to_owned()
-            }
-            _ => return None,
-        };
-        let scope = ArnScope {
-            region: region.to_owned(),
-            account: account.to_owned(),
-        };
-        return Some((normalize(&name).to_owned(), Some(scope)));
-    }
-    let full = format!("{prefix}{key}");
-    let name = normalize(full.split(':').next().unwrap_or(&full));
-    (!name.is_empty()).then(|| (name.to_owned(), None))
-}
-
-/// `name-AbCdEf` → `name`: Secrets Manager appends six random characters to secret ARNs.
-pub fn strip_secret_suffix(name: &str) -> &str {
+/// A Secrets Manager ARN's name and whether its last 7 characters look like AWS's random
+/// `-XXXXXX`: a full ARN ends in it, a partial ARN (which AWS also accepts) does not, and a name
+/// may end in `-backup` by itself. Callers that cannot tell take both names.
+pub fn secret_arn_names(name: &str) -> (&str, Option<&str>) {
     match name.rsplit_once('-') {
         Some((base, suffix))
             if suffix.len() == 6
                 && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
                 && !base.is_empty() =>
         {
-            base
+            (name, Some(base))
         }
-        _ => name,
+        _ => (name, None),
+    }
+}
+
+/// `name-AbCdEf` → `name`, for an ARN known to be full (AWS's own, e.g. CloudTrail's
+/// `responseElements.arn`): Secrets Manager appends six random characters to secret ARNs.
+pub fn strip_secret_suffix(name: &str) -> &str {
+    secret_arn_names(name).1.unwrap_or(name)
+}
+
+/// One name a key reference is filed under, with what it reads there.
+struct Resolved {
+    name: String,
+    service: AwsService,
+    reads: Reads,
+    arn: Option<ArnScope>,
+}
+
+/// What `version` selects for a service.
+fn reads_of(service: AwsService, version: Option<&str>, metadata: bool) -> Reads {
+    match (service, version) {
+        _ if metadata => Reads::Tags,
+        (AwsService::ParameterStore, None) => Reads::Latest,
+        (AwsService::ParameterStore, Some(v)) if v.bytes().all(|b| b.is_ascii_digit()) => {
+            Reads::Pinned
+        }
+        (AwsService::ParameterStore, Some(_)) => Reads::Label,
+        (AwsService::SecretsManager, None | Some("AWSCURRENT")) => Reads::Latest,
+        (AwsService::SecretsManager, Some(v)) if v.starts_with("uuid/") => Reads::Pinned,
+        (AwsService::SecretsManager, Some(_)) => Reads::Stage,
+    }
+}
+
+/// The names a key reference reads through a store of `service` with `prefix`, the way ESO
+/// builds its call (`prefix + key`, `:version` appended for Parameter Store). Empty when ESO's
+/// call can never succeed (an ARN behind a prefix, an ARN of the other service).
+fn resolve_key(service: AwsService, prefix: &str, k: &KeyRef) -> Vec<Resolved> {
+    let version = k.version.as_deref();
+    if let Some(rest) = k.key.strip_prefix("arn:") {
+        if !prefix.is_empty() {
+            return Vec::new();
+        }
+        let mut parts = rest.splitn(5, ':');
+        let (Some(_partition), Some(arn_service), Some(region), Some(account), Some(resource)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Vec::new();
+        };
+        let arn = ArnScope {
+            region: region.to_owned(),
+            account: account.to_owned(),
+        };
+        return match (arn_service, service) {
+            // parameter/<name>[:<version or label>]
+            ("ssm", AwsService::ParameterStore) => {
+                let Some(p) = resource.strip_prefix("parameter") else {
+                    return Vec::new();
+                };
+                let (name, embedded) = split_version(p);
+                vec![Resolved {
+                    name: normalize(name).to_owned(),
+                    service,
+                    reads: reads_of(service, version.or(embedded), k.metadata),
+                    arn: Some(arn),
+                }]
+            }
+            // secret:<name>[-XXXXXX]
+            ("secretsmanager", AwsService::SecretsManager) => {
+                let Some(name) = resource.strip_prefix("secret:") else {
+                    return Vec::new();
+                };
+                let (whole, stripped) = secret_arn_names(name);
+                std::iter::once(whole)
+                    .chain(stripped)
+                    .map(|n| Resolved {
+                        name: n.to_owned(),
+                        service,
+                        reads: reads_of(service, version, k.metadata),
+                        arn: Some(arn.clone()),
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+    }
+    let full = format!("{prefix}{}", k.key);
+    match service {
+        AwsService::ParameterStore => {
+            let (name, embedded) = split_version(&full);
+            let version = version.or(embedded);
+            let name = normalize(name);
+            if name.is_empty() {
+                return Vec::new();
+            }
+            // SSM resolves this path to the Secrets Manager secret (and a version to its stage or
+            // version id).
+            if let Some(secret) = name.strip_prefix("aws/reference/secretsmanager/") {
+                let reads = match (k.metadata, version) {
+                    (true, _) => Reads::Tags,
+                    (false, None) => Reads::Latest,
+                    (false, Some(_)) => Reads::Stage,
+                };
+                return vec![Resolved {
+                    name: secret.to_owned(),
+                    service: AwsService::SecretsManager,
+                    reads,
+                    arn: None,
+                }];
+            }
+            vec![Resolved {
+                name: name.to_owned(),
+                service,
+                reads: reads_of(service, version, k.metadata),
+                arn: None,
+            }]
+        }
+        AwsService::SecretsManager => {
+            if full.is_empty() {
+                return Vec::new();
+            }
+            vec![Resolved {
+                name: full,
+                service,
+                reads: reads_of(service, version, k.metadata),
+                arn: None,
+            }]
+        }
+    }
+}
+
+/// `name:3` → (`name`, `3`): SSM's selector syntax.
+fn split_version(s: &str) -> (&str, Option<&str>) {
+    match s.split_once(':') {
+        Some((n, v)) => (n, Some(v).filter(|v| !v.is_empty())),
+        None => (s, None),
     }
 }
 
@@ -234,9 +440,24 @@ fn normalize_path(path: &str) -> String {
     normalize(path).trim_end_matches('/').to_owned()
 }
 
+/// Secrets Manager's `name` filter: a case-sensitive prefix; a leading `!` negates.
+fn sm_name_filter(filter: &str, name: &str) -> bool {
+    match filter.strip_prefix('!') {
+        Some(f) => !name.starts_with(f),
+        None => name.starts_with(filter),
+    }
+}
+
 impl Index {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_config(config: IndexConfig) -> Self {
+        Self {
+            config,
+            ..Self::default()
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -256,10 +477,10 @@ impl Index {
 
     pub fn apply_store(&mut self, store: Store) {
         let id = store.id.clone();
-        let old_prefix = self.stores.get(&id).map(|s| prefix_of(Some(s)).to_owned());
-        let new_prefix = prefix_of(Some(&store)).to_owned();
+        let before = self.stores.get(&id).map(filing_of);
+        let after = filing_of(&store);
         self.stores.insert(id.clone(), store);
-        if old_prefix.as_deref() != Some(new_prefix.as_str()) {
+        if before.as_ref() != Some(&after) {
             self.refile_store(&id);
         }
     }
@@ -343,40 +564,51 @@ impl Index {
     }
 
     /// `lookup` plus the near misses: references to the same name whose store, region,
-    /// service, account or namespace did not fit.
+    /// service, account or namespace did not fit, or that the operation does not reach.
     pub fn explain(&self, change: &Change) -> Lookup {
         self.evaluate(change, true)
     }
 
     fn evaluate(&self, change: &Change, misses: bool) -> Lookup {
         let name = normalize(&change.name);
+        let effect = change.operation.effect();
+        let change_service = match change.service {
+            Service::ParameterStore => AwsService::ParameterStore,
+            Service::SecretsManager => AwsService::SecretsManager,
+        };
         let mut out = Lookup::default();
         let mut seen: HashSet<Target> = HashSet::new();
         let mut consider = |entry: &Entry, how: &str| {
             let Some(reader) = self.readers.get(&entry.key) else {
                 return;
             };
-            let reference = &reader.references[entry.reference as usize];
-            if let Some(re) = &entry.regex
-                && !re.is_match(&change.name)
-            {
+            // A name the entry's own test refuses is not the same name: not even a near miss.
+            if !name_test(&entry.test, change) {
                 return;
             }
+            let reference = &reader.references[entry.reference as usize];
             let verdict = self
-                .scope(&reference.binding, &reader.namespace, change)
-                .and_then(|scope| match &entry.arn {
-                    Some(arn) if arn.region != change.region => Err(format!(
-                        "the key's ARN names region {}, the event {}",
-                        arn.region, change.region
-                    )),
-                    Some(arn) if change.account.as_ref().is_some_and(|a| *a != arn.account) => {
-                        Err(format!(
-                            "the key's ARN names account {}, the event {}",
-                            arn.account,
-                            change.account.as_deref().unwrap_or_default()
-                        ))
+                .provider(&reference.binding)
+                .and_then(|(aws, label)| {
+                    if entry.service != change_service {
+                        return Err(format!(
+                            "{label} reads {} here, the change is in {}",
+                            entry.service.as_str(),
+                            change_service.as_str()
+                        ));
                     }
-                    _ => Ok(scope),
+                    if !entry.reads.cares(effect) {
+                        return Err(format!(
+                            "reads {}: {} does not change it",
+                            entry.reads.describe(),
+                            change.operation.as_str()
+                        ));
+                    }
+                    self.scope(aws, &label, entry.arn.as_deref(), &reader.namespace, change)
+                })
+                .and_then(|scope| match reader.writes_nothing {
+                    true => Err("target.creationPolicy: None: ESO writes no Secret".to_owned()),
+                    false => Ok(scope),
                 });
             match verdict {
                 Ok(scope) => {
@@ -384,7 +616,7 @@ impl Index {
                     if !seen.insert(target.clone()) {
                         return;
                     }
-                    let tags = if entry.tags {
+                    let tags = if entry.reads == Reads::FindTags && effect != Effect::Tags {
                         "; find.tags cannot be decided from an event, so any change in scope matches"
                     } else {
                         ""
@@ -400,12 +632,10 @@ impl Index {
                         reader: (*entry.key).clone(),
                         reference: reference.path.to_string(),
                         reason: format!("{how} via {scope}{tags}"),
+                        sync_windows: reader.sync_windows.clone(),
                     };
-                    match &reader.unforceable {
-                        Some(why) => out.unforceable.push(Match {
-                            reason: why.clone(),
-                            ..m
-                        }),
+                    match self.unforceable(reader) {
+                        Some(why) => out.unforceable.push(Match { reason: why, ..m }),
                         None => out.targets.push(m),
                     }
                 }
@@ -419,7 +649,7 @@ impl Index {
         };
         if let Some(entries) = self.by_name.get(name) {
             for e in entries {
-                consider(e, "key");
+                consider(e, how_key(e.reads));
             }
         }
         // Every ancestor path of the name: "", "a", "a/b" for "a/b/c".
@@ -428,14 +658,25 @@ impl Index {
         let parent = ancestors.last().copied();
         for a in ancestors {
             if let Some(entries) = self.by_path.get(a) {
-                for e in entries.iter().filter(|e| e.recursive || Some(a) == parent) {
-                    consider(e, "path");
+                for e in entries {
+                    let direct = Some(a) == parent;
+                    if matches!(e.test, Test::Path { recursive, .. } if recursive || direct) {
+                        consider(e, "path");
+                    }
                 }
             }
         }
         let scans = self.scan_set();
-        for &i in &scans.always {
-            consider(&self.scans[i], "tags");
+        for &i in &scans.others {
+            let e = &self.scans[i];
+            consider(
+                e,
+                if e.reads == Reads::FindTags {
+                    "tags"
+                } else {
+                    "find"
+                },
+            );
         }
         for i in scans.set.matches(&change.name).iter() {
             consider(&self.scans[scans.entries[i]], "name regexp");
@@ -443,19 +684,32 @@ impl Index {
         out
     }
 
+    /// Why a matched reader must not be patched, if so.
+    fn unforceable(&self, reader: &Reader) -> Option<String> {
+        if let Some(why) = &reader.unforceable {
+            return Some(why.clone());
+        }
+        (!reader.generators.is_empty() && !self.config.force_generators).then(|| {
+            format!(
+                "takes values from generators ({}): a force-sync would regenerate them; --force-generators allows it",
+                reader.generators.join(", ")
+            )
+        })
+    }
+
     fn scan_set(&self) -> Arc<ScanSet> {
         let mut cached = self.scan_set.lock();
         if let Some(s) = cached.as_ref() {
             return s.clone();
         }
-        let (mut patterns, mut entries, mut always) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut patterns, mut entries, mut others) = (Vec::new(), Vec::new(), Vec::new());
         for (i, e) in self.scans.iter().enumerate() {
-            match &e.regex {
-                Some(re) => {
+            match &e.test {
+                Test::Regex(re) => {
                     patterns.push(re.as_str().to_owned());
                     entries.push(i);
                 }
-                None => always.push(i),
+                _ => others.push(i),
             }
         }
         // Each pattern already compiled on its own, so the set compiles too.
@@ -463,47 +717,72 @@ impl Index {
         let s = Arc::new(ScanSet {
             set,
             entries,
-            always,
+            others,
         });
         *cached = Some(s.clone());
         s
     }
 
-    /// Whether the binding reads from where the change happened; `Err` says what differed.
-    fn scope(&self, binding: &Binding, namespace: &str, change: &Change) -> Result<String, String> {
-        let (aws, label) = match binding {
-            Binding::Inline(aws) => (aws, "backend".to_owned()),
+    /// The AWS provider a binding reads through, and how to name it; `Err` says why none.
+    fn provider<'a>(&'a self, binding: &'a Binding) -> Result<(&'a AwsProvider, String), String> {
+        match binding {
+            Binding::Inline(aws) => Ok((aws, "backend".to_owned())),
             Binding::Store(id) => match self.stores.get(id) {
-                None => return Err(format!("{id} does not exist")),
-                Some(Store { aws: None, .. }) => return Err(format!("{id} is not an AWS store")),
-                Some(Store { aws: Some(aws), .. }) => (aws, id.to_string()),
+                None => Err(format!("{id} does not exist")),
+                Some(Store { aws: None, .. }) => Err(format!("{id} is not an AWS store")),
+                Some(Store {
+                    controller: Some(c),
+                    ..
+                }) if !self.config.controller_classes.is_empty()
+                    && !self.config.controller_classes.contains(c) =>
+                {
+                    Err(format!(
+                        "{id} names controller class {c:?}, which the cluster's ESO does not serve (--eso-controller-class)"
+                    ))
+                }
+                Some(Store { aws: Some(aws), .. }) => Ok((aws, id.to_string())),
             },
-        };
-        let service = match change.service {
-            Service::ParameterStore => AwsService::ParameterStore,
-            Service::SecretsManager => AwsService::SecretsManager,
-        };
-        if aws.service != service {
-            return Err(format!(
-                "{label} reads {}, the change is in {}",
-                aws.service.as_str(),
-                service.as_str()
-            ));
         }
-        if let Some(r) = &aws.region
+    }
+
+    /// Whether the provider reads from where the change happened; `Err` says what differed.
+    fn scope(
+        &self,
+        aws: &AwsProvider,
+        label: &str,
+        arn: Option<&ArnScope>,
+        namespace: &str,
+        change: &Change,
+    ) -> Result<String, String> {
+        // An ARN names its own region and account (another account's item, shared by a
+        // resource policy or RAM, is read through the store's role).
+        let region = arn.map(|a| &a.region).or(aws.region.as_ref());
+        if let Some(r) = region
             && *r != change.region
         {
+            let whose = if arn.is_some() {
+                "the key's ARN"
+            } else {
+                label
+            };
             return Err(format!(
-                "{label} reads region {r}, the change is in {}",
+                "{whose} reads region {r}, the change is in {}",
                 change.region
             ));
         }
-        if let (Some(a), Some(b)) = (&aws.account, &change.account)
+        let account = arn
+            .map(|a| &a.account)
+            .or(aws.account.as_ref())
+            .or(self.config.eso_account.as_ref());
+        if let (Some(a), Some(b)) = (account, &change.account)
             && a != b
         {
-            return Err(format!(
-                "{label} assumes a role in account {a}, the change is in {b}"
-            ));
+            let whose = match (arn, &aws.account) {
+                (Some(_), _) => "the key's ARN names".to_owned(),
+                (None, Some(_)) => format!("{label} assumes a role in"),
+                (None, None) => format!("{label} reads with ESO's credentials, in"),
+            };
+            return Err(format!("{whose} account {a}, the change is in {b}"));
         }
         if !aws.conditions.is_empty()
             && !aws
@@ -534,62 +813,128 @@ impl Index {
         let Some(reader) = self.readers.get(key) else {
             return;
         };
-        let mut filed = Vec::with_capacity(reader.references.len());
+        let mut filings: Vec<(Filed, Entry)> = Vec::with_capacity(reader.references.len());
         for (i, r) in reader.references.iter().enumerate() {
-            let entry = |arn, regex, recursive, tags| Entry {
+            let provider = match &r.binding {
+                Binding::Store(s) => self.stores.get(s).and_then(|s| s.aws.as_ref()),
+                Binding::Inline(aws) => Some(aws),
+            };
+            let entry = |service, reads, arn: Option<ArnScope>, test| Entry {
                 key: key.clone(),
                 reference: i as u32,
-                arn,
-                regex,
-                recursive,
-                tags,
+                service,
+                reads,
+                arn: arn.map(Box::new),
+                test,
             };
-            match &r.selector {
-                Selector::Key(k) => {
-                    let prefix = match &r.binding {
-                        Binding::Store(s) => prefix_of(self.stores.get(s)),
-                        Binding::Inline(aws) => aws.prefix.as_str(),
-                    };
-                    let Some((name, arn)) = effective_name(prefix, k) else {
-                        continue;
-                    };
-                    let name: Box<str> = name.into();
-                    self.by_name.entry(name.clone()).or_default().push(entry(
-                        arn.map(Box::new),
-                        None,
-                        false,
-                        false,
+            match (&r.selector, provider) {
+                // No store yet (or not an AWS one): filed by its bare name, so `explain` can say
+                // why it does not match; a store arriving re-files it.
+                (Selector::Key(k), None) => {
+                    let name: Box<str> = normalize(split_version(&k.key).0).into();
+                    filings.push((
+                        Filed::Name(name),
+                        entry(
+                            AwsService::ParameterStore,
+                            Reads::Latest,
+                            None,
+                            Test::Normalized,
+                        ),
                     ));
-                    filed.push(Filed::Name(name));
                 }
-                Selector::Find(f) => {
-                    let regex = match f.name_regexp.as_deref().map(Regex::new) {
-                        Some(Ok(re)) => Some(Arc::new(re)),
-                        Some(Err(e)) => {
-                            tracing::warn!(resource = ?key, reference = %r.path, error = %e, "invalid find.name.regexp; reference ignored");
-                            continue;
-                        }
+                (Selector::Find(_), None) => {}
+                (Selector::Key(k), Some(aws)) => {
+                    for res in resolve_key(aws.service, &aws.prefix, k) {
+                        let test = match res.service {
+                            AwsService::ParameterStore => Test::Normalized,
+                            AwsService::SecretsManager => Test::Exact(res.name.as_str().into()),
+                        };
+                        filings.push((
+                            Filed::Name(normalize(&res.name).into()),
+                            entry(res.service, res.reads, res.arn, test),
+                        ));
+                    }
+                }
+                (Selector::Find(f), Some(aws)) => {
+                    let regex = match f.name_regexp.as_deref().filter(|r| !r.is_empty()) {
                         None => None,
+                        Some(re) => match Regex::new(re) {
+                            Ok(re) => Some(Arc::new(re)),
+                            Err(e) => {
+                                tracing::warn!(resource = ?key, reference = %r.path, error = %e, "invalid find.name.regexp; reference ignored");
+                                continue;
+                            }
+                        },
                     };
-                    match &f.path {
-                        Some(p) => {
-                            let p: Box<str> = normalize_path(p).into();
-                            self.by_path.entry(p.clone()).or_default().push(entry(
-                                None,
-                                regex,
-                                f.recursive,
-                                f.tags,
-                            ));
-                            filed.push(Filed::Path(p));
+                    let service = aws.service;
+                    match service {
+                        AwsService::ParameterStore => {
+                            // ESO: `name` wins (GetParametersByPath from `path`, default `/`),
+                            // else `tags` (DescribeParameters, `{}` lists everything), else an
+                            // error ("unexpected find operator"): such a find reads nothing.
+                            let reads = match (&f.name_regexp, f.tags) {
+                                (Some(_), _) => Reads::FindValues,
+                                (None, Some(_)) => Reads::FindTags,
+                                (None, None) => continue,
+                            };
+                            match f.path.as_deref().map(normalize_path) {
+                                Some(p) if !p.is_empty() => filings.push((
+                                    Filed::Path(p.into()),
+                                    entry(
+                                        service,
+                                        reads,
+                                        None,
+                                        Test::Path {
+                                            recursive: f.recursive,
+                                            regex,
+                                        },
+                                    ),
+                                )),
+                                _ => {
+                                    let test = match regex {
+                                        Some(re) => Test::Regex(re),
+                                        None => Test::Always,
+                                    };
+                                    filings.push((Filed::Scan, entry(service, reads, None, test)));
+                                }
+                            }
                         }
-                        None => {
-                            self.scans.push(entry(None, regex, true, f.tags));
-                            *self.scan_set.get_mut() = None;
-                            filed.push(Filed::Scan);
+                        AwsService::SecretsManager => {
+                            // ESO v0.16: `name` wins (ListSecrets without a path, which reads
+                            // `prefix + name`; BatchGetSecretValue with one); else non-empty
+                            // `tags`; else an error. v2.x combines name and tags: tags then
+                            // count as undecidable too.
+                            let (reads, prefix) = match (&f.name_regexp, f.tags) {
+                                (Some(_), Some(n)) if n > 0 => (Reads::FindTags, ""),
+                                (Some(_), _) if f.path.is_none() => {
+                                    (Reads::FindValues, aws.prefix.as_str())
+                                }
+                                (Some(_), _) => (Reads::FindValues, ""),
+                                (None, Some(n)) if n > 0 => (Reads::FindTags, ""),
+                                (None, _) => continue,
+                            };
+                            let test = Test::SmFind {
+                                filter: f.path.as_deref().map(Into::into),
+                                regex,
+                                prefix: prefix.into(),
+                            };
+                            filings.push((Filed::Scan, entry(service, reads, None, test)));
                         }
                     }
                 }
             }
+        }
+        let mut filed = Vec::with_capacity(filings.len());
+        for (where_, entry) in filings {
+            match &where_ {
+                Filed::Name(n) => self.by_name.entry(n.clone()).or_default().push(entry),
+                Filed::Path(p) => self.by_path.entry(p.clone()).or_default().push(entry),
+                Filed::Scan => {
+                    self.scans.push(entry);
+                    *self.scan_set.get_mut() = None;
+                }
+            }
+            filed.push(where_);
         }
         self.references += filed.len();
         self.filed.insert(key.clone(), filed);
@@ -640,6 +985,47 @@ impl Index {
     }
 }
 
+/// What of a store decides how its readers are filed.
+fn filing_of(store: &Store) -> Option<(AwsService, String)> {
+    store.aws.as_ref().map(|a| (a.service, a.prefix.clone()))
+}
+
+/// The match reason's first word for a key reference.
+fn how_key(reads: Reads) -> &'static str {
+    match reads {
+        Reads::Latest | Reads::FindValues | Reads::FindTags => "key",
+        Reads::Pinned => "key (pinned version)",
+        Reads::Label => "key (label)",
+        Reads::Stage => "key (stage)",
+        Reads::Tags => "key (tags)",
+    }
+}
+
+/// The entry's own name check (the probe found it under the normalised name or a path).
+fn name_test(test: &Test, change: &Change) -> bool {
+    match test {
+        Test::Normalized | Test::Always => true,
+        Test::Exact(n) => **n == *change.name,
+        Test::Path { regex, .. } => regex.as_ref().is_none_or(|r| r.is_match(&change.name)),
+        // Checked by the RegexSet.
+        Test::Regex(_) => true,
+        Test::SmFind {
+            filter,
+            regex,
+            prefix,
+        } => {
+            let name = change.name.as_str();
+            let listed = |n: &str| regex.as_ref().is_none_or(|r| r.is_match(n));
+            let direct = filter.as_deref().is_none_or(|f| sm_name_filter(f, name)) && listed(name);
+            let doubled = !prefix.is_empty()
+                && name
+                    .strip_prefix(&**prefix)
+                    .is_some_and(|rest| !rest.is_empty() && listed(rest));
+            direct || doubled
+        }
+    }
+}
+
 impl Reader {
     /// What a force-sync of this reader patches: its ClusterExternalSecret parent if it has
     /// one (the parent rewrites it), else the reader itself.
@@ -671,6 +1057,8 @@ pub struct SweepItem {
     pub name: String,
     pub target: Target,
     pub synced_at: Option<time::OffsetDateTime>,
+    /// The reader's ESO sync windows: a stale reader inside a closed one is deferred.
+    pub sync_windows: Option<SyncWindows>,
 }
 
 impl Index {
@@ -679,7 +1067,7 @@ impl Index {
     pub fn sweep_items(&self) -> Vec<SweepItem> {
         let mut out = Vec::new();
         for reader in self.readers.values() {
-            if reader.unforceable.is_some() {
+            if self.unforceable(reader).is_some() || reader.writes_nothing {
                 continue;
             }
             let target = reader.target();
@@ -687,30 +1075,35 @@ impl Index {
                 let Selector::Key(k) = &r.selector else {
                     continue;
                 };
-                let aws = match &r.binding {
-                    Binding::Inline(aws) => Some(aws),
-                    Binding::Store(id) => self.stores.get(id).and_then(|s| s.aws.as_ref()),
-                };
-                let Some(aws) = aws.filter(|a| a.service == AwsService::ParameterStore) else {
+                let Ok((aws, _)) = self.provider(&r.binding) else {
                     continue;
                 };
-                let Some((name, arn)) = effective_name(&aws.prefix, k) else {
+                if aws.service != AwsService::ParameterStore {
                     continue;
-                };
-                // SSM names with a hierarchy are fully qualified: they start with `/`.
-                let name =
-                    if name.contains('/') || k.starts_with('/') || aws.prefix.starts_with('/') {
-                        format!("/{name}")
+                }
+                for res in resolve_key(aws.service, &aws.prefix, k) {
+                    if res.service != AwsService::ParameterStore || res.reads == Reads::Pinned {
+                        continue;
+                    }
+                    // SSM names with a hierarchy are fully qualified: they start with `/`.
+                    let name = if res.name.contains('/')
+                        || k.key.starts_with('/')
+                        || aws.prefix.starts_with('/')
+                        || k.key.contains("parameter/")
+                    {
+                        format!("/{}", res.name)
                     } else {
-                        name
+                        res.name
                     };
-                let region = arn.map(|a| a.region).or_else(|| aws.region.clone());
-                out.push(SweepItem {
-                    region,
-                    name,
-                    target: target.clone(),
-                    synced_at: reader.synced_at,
-                });
+                    let region = res.arn.map(|a| a.region).or_else(|| aws.region.clone());
+                    out.push(SweepItem {
+                        region,
+                        name,
+                        target: target.clone(),
+                        synced_at: reader.synced_at,
+                        sync_windows: reader.sync_windows.clone(),
+                    });
+                }
             }
         }
         out
@@ -723,13 +1116,6 @@ fn condition_allows(c: &Condition, namespace: &str) -> bool {
         || c.namespace_regexes
             .iter()
             .any(|r| Regex::new(r).is_ok_and(|re| re.is_match(namespace)))
-}
-
-fn prefix_of(store: Option<&Store>) -> &str {
-    store
-        .and_then(|s| s.aws.as_ref())
-        .map(|a| a.prefix.as_str())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -99,6 +99,8 @@ impl AwsProvider {
 pub struct Store {
     pub id: StoreId,
     pub aws: Option<AwsProvider>,
+    /// `spec.controller`: the ESO controller class that serves it (empty: every class).
+    pub controller: Option<String>,
 }
 
 impl Store {
@@ -147,7 +149,11 @@ impl Store {
                 conditions,
             })
         });
-        Ok(Self { id, aws })
+        Ok(Self {
+            id,
+            aws,
+            controller: non_empty(obj.pointer("/spec/controller")),
+        })
     }
 }
 
@@ -155,21 +161,44 @@ impl Store {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
     /// One key (`remoteRef.key`, `extract.key`, KES `data[].key`, `dataFrom[]`).
-    Key(String),
+    Key(KeyRef),
     /// `dataFrom[].find` (ESO) or `data[].path` (KES).
     Find(Find),
 }
 
+/// One item read by key, as the object says it (the index decides what it means for the
+/// store's service).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyRef {
+    pub key: String,
+    /// `remoteRef.version` (ESO: a Parameter Store version number or label, a Secrets Manager
+    /// stage or `uuid/<version id>`); KES `versionStage`, or `versionId` as `uuid/<id>`.
+    pub version: Option<Box<str>>,
+    /// `remoteRef.metadataPolicy: Fetch`: the item's tags are read, not its value.
+    pub metadata: bool,
+}
+
+impl KeyRef {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Find {
-    /// A hierarchy prefix (`find.path`, KES `path`).
+    /// `find.path`, KES `path`: a Parameter Store hierarchy, a Secrets Manager name prefix.
     pub path: Option<String>,
     /// KES `recursive: false` reads only the direct children of `path`.
     pub recursive: bool,
-    /// `find.name.regexp`, matched against the full name.
+    /// `find.name.regexp`, whenever `find.name` is set (ESO: an empty regexp matches every
+    /// name), matched unanchored against the full name.
     pub name_regexp: Option<String>,
-    /// `find.tags`: tags are not in the event, so any change in scope may be one of them.
-    pub tags: bool,
+    /// `find.tags`, when set: how many tags it names (`{}` is 0: Parameter Store then lists
+    /// every parameter, Secrets Manager refuses the find).
+    pub tags: Option<usize>,
 }
 
 /// Which store a reference reads through.
@@ -191,6 +220,9 @@ pub enum RefPath {
     KesKey(u32),
     KesPath(u32),
     KesDataFrom(u32),
+    KesDataFromWithOptions(u32),
+    /// KES's old spelling of `data`.
+    KesProperties(u32),
 }
 
 impl std::fmt::Display for RefPath {
@@ -202,6 +234,8 @@ impl std::fmt::Display for RefPath {
             Self::KesKey(i) => write!(f, "spec.data[{i}].key"),
             Self::KesPath(i) => write!(f, "spec.data[{i}].path"),
             Self::KesDataFrom(i) => write!(f, "spec.dataFrom[{i}]"),
+            Self::KesDataFromWithOptions(i) => write!(f, "spec.dataFromWithOptions[{i}].key"),
+            Self::KesProperties(i) => write!(f, "spec.properties[{i}].key"),
         }
     }
 }
@@ -242,6 +276,14 @@ pub struct Reader {
     pub references: Vec<Reference>,
     /// Why a force-sync cannot work on this resource, if it cannot.
     pub unforceable: Option<String>,
+    /// Entries whose values a generator makes (`sourceRef.generatorRef`): every sync
+    /// regenerates them, so a force-sync rotates them. As `Kind/name`.
+    pub generators: Vec<String>,
+    /// `target.creationPolicy: None`: ESO reads AWS but writes no Secret.
+    pub writes_nothing: bool,
+    /// `spec.syncWindows` (ESO v2.7+): periodic refreshes only inside (allow) or outside
+    /// (deny) these windows; an annotation change bypasses them.
+    pub sync_windows: Option<SyncWindows>,
     /// When the operator last synced it (`status.refreshTime` for ESO, `status.lastSync` for
     /// KES): the catch-up sweep compares it with the parameters' LastModifiedDate.
     pub synced_at: Option<time::OffsetDateTime>,
@@ -260,20 +302,37 @@ impl Reader {
         let null = Value::Null;
         let spec = obj.get("spec").unwrap_or(&null);
         let default_store = store_ref(spec.get("secretStoreRef"), &namespace);
-        let entry_store = |entry: &Value| match entry.pointer("/sourceRef/storeRef") {
-            Some(r) => store_ref(Some(r), &namespace),
-            None if entry.pointer("/sourceRef/generatorRef").is_some() => None,
-            None => default_store.clone(),
+        let mut generators = Vec::new();
+        let mut entry_store = |entry: &Value| {
+            if let Some(g) = entry.pointer("/sourceRef/generatorRef") {
+                generators.push(format!(
+                    "{}/{}",
+                    g.get("kind").and_then(Value::as_str).unwrap_or("Generator"),
+                    g.get("name").and_then(Value::as_str).unwrap_or_default()
+                ));
+                return None;
+            }
+            match entry.pointer("/sourceRef/storeRef") {
+                Some(r) => store_ref(Some(r), &namespace),
+                None => default_store.clone(),
+            }
         };
         let mut references = Vec::new();
         for (i, entry) in array(spec, "data").iter().enumerate() {
+            let store = entry_store(entry);
             if let (Some(key), Some(store)) = (
                 entry.pointer("/remoteRef/key").and_then(Value::as_str),
-                entry_store(entry),
+                store,
             ) {
+                let remote = entry.get("remoteRef").unwrap_or(&null);
                 references.push(Reference {
                     path: RefPath::RemoteRef(i as u32),
-                    selector: Selector::Key(key.to_owned()),
+                    selector: Selector::Key(KeyRef {
+                        key: key.to_owned(),
+                        version: non_empty(remote.get("version")).map(Into::into),
+                        metadata: remote.get("metadataPolicy").and_then(Value::as_str)
+                            == Some("Fetch"),
+                    }),
                     binding: Binding::Store(store),
                 });
             }
@@ -282,32 +341,42 @@ impl Reader {
             let Some(store) = entry_store(entry) else {
                 continue;
             };
-            if let Some(key) = entry.pointer("/extract/key").and_then(Value::as_str) {
+            if let Some(extract) = entry.get("extract")
+                && let Some(key) = extract.get("key").and_then(Value::as_str)
+            {
                 references.push(Reference {
                     path: RefPath::Extract(i as u32),
-                    selector: Selector::Key(key.to_owned()),
+                    selector: Selector::Key(KeyRef {
+                        key: key.to_owned(),
+                        version: non_empty(extract.get("version")).map(Into::into),
+                        metadata: extract.get("metadataPolicy").and_then(Value::as_str)
+                            == Some("Fetch"),
+                    }),
                     binding: Binding::Store(store.clone()),
                 });
             }
             if let Some(find) = entry.get("find").filter(|f| f.is_object()) {
+                // ESO tells "set" from "absent" (a pointer, a map): `name: {}` and
+                // `regexp: ""` match every name; `tags: {}` is set but names no tag.
                 let f = Find {
                     path: non_empty(find.get("path")),
                     recursive: true,
-                    name_regexp: non_empty(find.pointer("/name/regexp")),
-                    tags: find
-                        .get("tags")
-                        .and_then(Value::as_object)
-                        .is_some_and(|t| !t.is_empty()),
+                    name_regexp: find.get("name").filter(|n| n.is_object()).map(|n| {
+                        n.get("regexp")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned()
+                    }),
+                    tags: find.get("tags").and_then(Value::as_object).map(|t| t.len()),
                 };
-                if f.path.is_some() || f.name_regexp.is_some() || f.tags {
-                    references.push(Reference {
-                        path: RefPath::Find(i as u32),
-                        selector: Selector::Find(f),
-                        binding: Binding::Store(store),
-                    });
-                }
+                references.push(Reference {
+                    path: RefPath::Find(i as u32),
+                    selector: Selector::Find(f),
+                    binding: Binding::Store(store),
+                });
             }
         }
+        let status = obj.get("status").unwrap_or(&null);
         let parent = array(obj.get("metadata").unwrap_or(&null), "ownerReferences")
             .iter()
             .find(|o| {
@@ -329,8 +398,14 @@ impl Reader {
             uid: uid(obj.pointer("/metadata/uid")),
             parent,
             references,
-            unforceable: unforceable(spec),
-            synced_at: timestamp(obj.pointer("/status/refreshTime")),
+            unforceable: unforceable(spec, status),
+            generators,
+            writes_nothing: spec
+                .pointer("/target/creationPolicy")
+                .and_then(Value::as_str)
+                == Some("None"),
+            sync_windows: SyncWindows::from_spec(spec),
+            synced_at: timestamp(status.get("refreshTime")),
         })
     }
 
@@ -340,9 +415,10 @@ impl Reader {
         let namespace = namespace.ok_or("ExternalSecret without namespace")?;
         let null = Value::Null;
         let spec = obj.get("spec").unwrap_or(&null);
+        // `secretManager` is the old spelling KES still accepts (lib/backends/kv-backend.js).
         let service = match spec.get("backendType").and_then(Value::as_str) {
             Some("systemManager") => Some(AwsService::ParameterStore),
-            Some("secretsManager") => Some(AwsService::SecretsManager),
+            Some("secretsManager" | "secretManager") => Some(AwsService::SecretsManager),
             _ => None,
         };
         let mut references = Vec::new();
@@ -356,23 +432,34 @@ impl Reader {
                     .and_then(account_of_arn),
                 conditions: Vec::new(),
             };
-            for (i, entry) in array(spec, "data").iter().enumerate() {
+            // `properties` is KES's old spelling of `data`, read only when `data` is absent.
+            let (data, data_path): (&[Value], fn(u32) -> RefPath) = match spec.get("data") {
+                Some(_) => (array(spec, "data"), RefPath::KesKey),
+                None => (array(spec, "properties"), RefPath::KesProperties),
+            };
+            for (i, entry) in data.iter().enumerate() {
                 if let Some(key) = entry.get("key").and_then(Value::as_str) {
                     references.push(Reference {
-                        path: RefPath::KesKey(i as u32),
-                        selector: Selector::Key(key.to_owned()),
+                        path: data_path(i as u32),
+                        selector: Selector::Key(kes_key(key, entry)),
                         binding: Binding::Inline(provider.clone()),
                     });
-                } else if let Some(path) = non_empty(entry.get("path")) {
+                } else if let Some(path) = non_empty(entry.get("path"))
+                    // KES reads `path` from Parameter Store only ("_getByPath not implemented"
+                    // for Secrets Manager): such an entry reads nothing.
+                    && service == AwsService::ParameterStore
+                {
                     references.push(Reference {
                         path: RefPath::KesPath(i as u32),
+                        // GetParametersByPath: every name below the path.
                         selector: Selector::Find(Find {
                             path: Some(path),
                             recursive: entry
                                 .get("recursive")
                                 .and_then(Value::as_bool)
                                 .unwrap_or(false),
-                            ..Default::default()
+                            name_regexp: Some(String::new()),
+                            tags: None,
                         }),
                         binding: Binding::Inline(provider.clone()),
                     });
@@ -382,7 +469,16 @@ impl Reader {
                 if let Some(key) = key.as_str() {
                     references.push(Reference {
                         path: RefPath::KesDataFrom(i as u32),
-                        selector: Selector::Key(key.to_owned()),
+                        selector: Selector::Key(KeyRef::new(key)),
+                        binding: Binding::Inline(provider.clone()),
+                    });
+                }
+            }
+            for (i, entry) in array(spec, "dataFromWithOptions").iter().enumerate() {
+                if let Some(key) = entry.get("key").and_then(Value::as_str) {
+                    references.push(Reference {
+                        path: RefPath::KesDataFromWithOptions(i as u32),
+                        selector: Selector::Key(kes_key(key, entry)),
                         binding: Binding::Inline(provider.clone()),
                     });
                 }
@@ -396,13 +492,42 @@ impl Reader {
             parent: None,
             references,
             unforceable: None,
+            generators: Vec::new(),
+            writes_nothing: false,
+            sync_windows: None,
             synced_at: timestamp(obj.pointer("/status/lastSync")),
         })
     }
 }
 
-/// Why ESO would ignore a force-sync annotation on this spec (None: it will re-sync).
-fn unforceable(spec: &Value) -> Option<String> {
+/// A KES key with its version options: `versionStage`, or `versionId` (Secrets Manager).
+fn kes_key(key: &str, entry: &Value) -> KeyRef {
+    let version = match (
+        non_empty(entry.get("versionId")),
+        non_empty(entry.get("versionStage")),
+    ) {
+        (Some(id), _) => Some(format!("uuid/{id}").into()),
+        (None, Some(stage)) => Some(stage.into()),
+        (None, None) => None,
+    };
+    KeyRef {
+        key: key.to_owned(),
+        version,
+        metadata: false,
+    }
+}
+
+/// Why ESO would ignore a force-sync annotation on this resource (None: it will re-sync).
+/// ESO's `shouldRefresh` syncs every resource once before any policy applies: one that has
+/// never synced (no `status.syncedResourceVersion`) is forceable whatever its policy.
+fn unforceable(spec: &Value, status: &Value) -> Option<String> {
+    let synced = status
+        .get("syncedResourceVersion")
+        .and_then(Value::as_str)
+        .is_some_and(|v| !v.is_empty());
+    if !synced {
+        return None;
+    }
     if spec.pointer("/target/immutable").and_then(Value::as_bool) == Some(true) {
         return Some("target.immutable: true, the Secret cannot be updated".into());
     }
@@ -415,6 +540,44 @@ fn unforceable(spec: &Value) -> Option<String> {
                 format!("refreshPolicy Periodic with refreshInterval {i:?} ignores annotation changes (ESO >= 0.11); use refreshPolicy: OnChange")
             })
         }
+    }
+}
+
+/// `spec.syncWindows` (ESO v2.7+), kept when it can hold a refresh back: only the Periodic
+/// policy (or none) consults it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncWindows {
+    /// `allow`: refreshes only inside a window; `deny`: never inside one.
+    pub allow: bool,
+    /// `(schedule, duration)`: a 5-field cron (or `@daily`, `@every 1h` ...) and a Go duration.
+    pub windows: Vec<(String, String)>,
+}
+
+impl SyncWindows {
+    fn from_spec(spec: &Value) -> Option<Self> {
+        if matches!(
+            spec.get("refreshPolicy").and_then(Value::as_str),
+            Some("OnChange" | "CreatedOnce")
+        ) {
+            return None;
+        }
+        let sw = spec.get("syncWindows")?;
+        let windows: Vec<(String, String)> = array(sw, "windows")
+            .iter()
+            .filter_map(|w| {
+                Some((
+                    w.get("schedule")?.as_str()?.to_owned(),
+                    w.get("duration")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        // ESO allows a refresh when the kind is neither (`isPeriodicRefreshAllowedByWindows`).
+        let allow = match sw.get("kind").and_then(Value::as_str) {
+            Some("allow") => true,
+            Some("deny") => false,
+            _ => return None,
+        };
+        (!windows.is_empty()).then_some(Self { allow, windows })
     }
 }
 

@@ -160,14 +160,32 @@ fn leading_slash_version_suffix_and_prefix() {
         "c",
         data("plain", "SecretStore", &["prod/db/password:label1"]),
     ));
+    // b pins version 3 and c reads a label: a new version changes neither.
     assert_eq!(
         names(&idx.lookup(&change("/prod/db/password", "us-east-1"))),
-        ["app/a", "app/b", "app/c"]
+        ["app/a"]
     );
-    assert_eq!(
-        names(&idx.lookup(&change("prod/db/password", "us-east-1"))),
-        ["app/a", "app/b", "app/c"]
-    );
+    for op in [Operation::Delete, Operation::Create] {
+        let c = Change {
+            operation: op,
+            ..change("prod/db/password", "us-east-1")
+        };
+        assert_eq!(
+            names(&idx.lookup(&c)),
+            ["app/a", "app/b", "app/c"],
+            "{op:?}"
+        );
+    }
+    for op in [
+        Operation::LabelParameterVersion,
+        Operation::UnlabelParameterVersion,
+    ] {
+        let c = Change {
+            operation: op,
+            ..change("/prod/db/password", "us-east-1")
+        };
+        assert_eq!(names(&idx.lookup(&c)), ["app/c"], "{op:?}");
+    }
     // The prefix is part of the name: the bare key alone does not match.
     assert!(
         idx.lookup(&change("/db/password", "us-east-1"))
@@ -220,11 +238,39 @@ fn per_entry_source_ref_overrides_the_default_store() {
             {"secretKey": "z", "remoteRef": {"key": "/g"}, "sourceRef": {"generatorRef": {"kind": "Password", "name": "p"}}}
         ]
     })));
-    assert_eq!(names(&idx.lookup(&change("/w", "us-west-2"))), ["app/a"]);
-    assert!(idx.lookup(&change("/w", "us-east-1")).targets.is_empty());
+    // It also takes a value from a generator: a force-sync would regenerate it, so it is
+    // reported, not patched (unless allowed).
+    let m = idx.lookup(&change("/w", "us-west-2"));
+    assert!(m.targets.is_empty());
+    assert_eq!(m.unforceable.len(), 1);
     assert!(
-        idx.lookup(&change("/g", "us-east-1")).targets.is_empty(),
+        m.unforceable[0].reason.contains("Password/p"),
+        "{}",
+        m.unforceable[0].reason
+    );
+    assert!(
+        idx.lookup(&change("/w", "us-east-1"))
+            .unforceable
+            .is_empty()
+    );
+    assert!(
+        idx.lookup(&change("/g", "us-east-1"))
+            .unforceable
+            .is_empty(),
         "generator entries read no AWS key"
+    );
+    let mut allowed = Index::with_config(IndexConfig {
+        force_generators: true,
+        ..Default::default()
+    });
+    allowed.apply_store(ss("app", "east", "us-east-1", ""));
+    allowed.apply_store(ss("app", "west", "us-west-2", ""));
+    for r in idx.readers.values() {
+        allowed.apply_reader(r.clone());
+    }
+    assert_eq!(
+        names(&allowed.lookup(&change("/w", "us-west-2"))),
+        ["app/a"]
     );
 }
 
@@ -376,8 +422,21 @@ fn find(store: &str, find: Value) -> Value {
 fn find_path_matches_the_hierarchy_below_it_for_every_operation() {
     let mut idx = Index::new();
     idx.apply_store(ss("app", "s", "us-east-1", "/ignored-prefix/"));
-    idx.apply_reader(es("app", "all", find("s", json!({"path": "/app/prod"}))));
-    idx.apply_reader(es("app", "slash", find("s", json!({"path": "/app/prod/"}))));
+    // ESO's find by name: GetParametersByPath(path, recursive); `regexp: ""` matches all.
+    let every = json!({"regexp": ""});
+    idx.apply_reader(es(
+        "app",
+        "all",
+        find("s", json!({"path": "/app/prod", "name": every})),
+    ));
+    idx.apply_reader(es(
+        "app",
+        "slash",
+        find("s", json!({"path": "/app/prod/", "name": {}})),
+    ));
+    // `path` alone is an error in ESO ("unexpected find operator"): it reads nothing.
+    idx.apply_reader(es("app", "alone", find("s", json!({"path": "/app/prod"}))));
+    assert_eq!(idx.stats().references, 2);
     for op in [Operation::Create, Operation::Update, Operation::Delete] {
         let c = Change {
             operation: op,
@@ -467,9 +526,40 @@ fn find_tags_match_any_change_in_scope_and_say_so() {
             .is_empty(),
         "still scoped to the store"
     );
-    // An empty tags map selects nothing: no reference at all.
+    // Parameter Store: `tags: {}` is set (DescribeParameters with no tag filter lists every
+    // parameter), so it reads everything in its store's scope.
     idx.apply_reader(es("app", "empty", find("s", json!({"tags": {}}))));
-    assert_eq!(idx.stats().references, 1);
+    assert_eq!(idx.stats().references, 2);
+    assert_eq!(
+        names(&idx.lookup(&change("/x", "us-east-1"))),
+        ["app/empty", "app/tagged"]
+    );
+    // A tag change reaches tag finds; a label move does not change what they read.
+    let tagged = Change {
+        operation: Operation::TagsChanged,
+        ..change("/x", "us-east-1")
+    };
+    assert_eq!(names(&idx.lookup(&tagged)), ["app/empty", "app/tagged"]);
+    let labelled = Change {
+        operation: Operation::LabelParameterVersion,
+        ..change("/x", "us-east-1")
+    };
+    assert!(idx.lookup(&labelled).targets.is_empty());
+    // Secrets Manager: `tags: {}` with no name is an error there (`len(ref.Tags) > 0`).
+    idx.apply_store(
+        Store::from_object(
+            &store_obj(
+                "SecretStore",
+                Some("app"),
+                "sm",
+                json!({"service": "SecretsManager", "region": "us-east-1"}),
+            ),
+            false,
+        )
+        .unwrap(),
+    );
+    idx.apply_reader(es("app", "sm-empty", find("sm", json!({"tags": {}}))));
+    assert_eq!(idx.stats().references, 2);
 }
 
 #[test]
@@ -585,12 +675,17 @@ fn cluster_external_secret_children_patch_the_parent_once() {
 fn unforceable_resources_are_reported_not_targeted() {
     let mut idx = Index::new();
     idx.apply_store(ss("app", "s", "us-east-1", ""));
+    // As ESO leaves them after their first sync.
     let with = |name: &str, extra: Value| {
         let mut spec = data("s", "SecretStore", &["/k"]);
         for (k, v) in extra.as_object().unwrap() {
             spec[k] = v.clone();
         }
-        es("app", name, spec)
+        Reader::from_external_secret(&json!({
+            "metadata": {"namespace": "app", "name": name}, "spec": spec,
+            "status": {"refreshTime": "2026-01-01T00:00:00Z", "syncedResourceVersion": "1-abc"}
+        }))
+        .unwrap()
     };
     idx.apply_reader(with("once", json!({"refreshPolicy": "CreatedOnce"})));
     idx.apply_reader(with("zero", json!({"refreshInterval": "0s"})));
@@ -616,6 +711,36 @@ fn unforceable_resources_are_reported_not_targeted() {
     assert!(reported[0].0 == "immutable" && reported[0].1.contains("immutable"));
     assert!(reported[1].0 == "once" && reported[1].1.contains("CreatedOnce"));
     assert!(reported[2].0 == "zero" && reported[2].1.contains("OnChange"));
+    // ESO's shouldRefresh syncs every resource once before its policy counts: before the
+    // first sync (no status.syncedResourceVersion) each of them is forced like any other.
+    for name in ["once", "zero", "zero-periodic", "immutable"] {
+        let spec = match name {
+            "once" => json!({"refreshPolicy": "CreatedOnce"}),
+            "immutable" => json!({"target": {"immutable": true}}),
+            _ => json!({"refreshInterval": "0s"}),
+        };
+        let mut full = data("s", "SecretStore", &["/k"]);
+        for (k, v) in spec.as_object().unwrap() {
+            full[k] = v.clone();
+        }
+        let fresh = Reader::from_external_secret(
+            &json!({"metadata": {"namespace": "app", "name": name}, "spec": full}),
+        )
+        .unwrap();
+        assert!(fresh.unforceable.is_none(), "{name}");
+        idx.apply_reader(fresh);
+    }
+    assert_eq!(
+        names(&idx.lookup(&change("/k", "us-east-1"))),
+        [
+            "app/hourly",
+            "app/immutable",
+            "app/once",
+            "app/onchange",
+            "app/zero",
+            "app/zero-periodic"
+        ]
+    );
 }
 
 #[test]
@@ -758,7 +883,8 @@ fn explain_names_missing_stores_and_other_regions() {
 }
 
 /// Correctness at 100,000 ExternalSecrets with the mix the benchmarks use: mostly
-/// remoteRef keys, some extract, 1% find.path, 0.1% name.regexp; every lookup exact.
+/// remoteRef keys, some extract, 1% find.path (with an empty name regexp, as ESO needs),
+/// 0.1% name.regexp; every lookup exact.
 #[test]
 fn hundred_thousand_mixed_references_each_found_exactly() {
     let mut idx = Index::new();
@@ -773,7 +899,10 @@ fn hundred_thousand_mixed_references_each_found_exactly() {
                 "s",
                 json!({"name": {"regexp": format!("^/rx/{i}/[a-z]+$")}}),
             ),
-            1..=10 => find("s", json!({"path": format!("/tree/{i}")})),
+            1..=10 => find(
+                "s",
+                json!({"path": format!("/tree/{i}"), "name": {"regexp": ""}}),
+            ),
             11..=200 => {
                 json!({"secretStoreRef": {"name": "s"}, "dataFrom": [{"extract": {"key": format!("/ex/{i}")}}]})
             }
@@ -793,4 +922,548 @@ fn hundred_thousand_mixed_references_each_found_exactly() {
         let m = idx.lookup(&change(&name, "us-east-1"));
         assert_eq!(names(&m), [format!("ns{}/es{i}", i % 100)], "{name}");
     }
+}
+
+// --- Read AWS the way ESO and KES read it: one test per case of the fidelity audit ---------
+
+/// The changes an SNS Message reports (the oracle test prints its misses in this form).
+fn changes(message: &str) -> Vec<Change> {
+    match crate::event::decode(message).expect("a decodable event") {
+        crate::event::Decoded::Changes(c) => c,
+        other => panic!("not a change: {other:?}"),
+    }
+}
+
+fn op(operation: Operation, c: Change) -> Change {
+    Change { operation, ..c }
+}
+
+fn sm_store(ns: &str, name: &str, aws: Value) -> Store {
+    let mut aws = aws;
+    aws["service"] = json!("SecretsManager");
+    if aws.get("region").is_none() {
+        aws["region"] = json!("us-east-1");
+    }
+    Store::from_object(&store_obj("SecretStore", Some(ns), name, aws), false).unwrap()
+}
+
+/// Audit case 2: Secrets Manager's `find.path` is ListSecrets' `name` filter: a case-sensitive string
+/// prefix (`!` negates), not a hierarchy. Parameter Store's stays a hierarchy.
+#[test]
+fn fidelity_2_secrets_manager_find_path_is_a_string_prefix() {
+    let mut idx = Index::new();
+    idx.apply_store(sm_store("app", "sm", json!({})));
+    idx.apply_reader(es(
+        "app",
+        "pre",
+        find("sm", json!({"path": "prod/app", "name": {"regexp": ""}})),
+    ));
+    idx.apply_reader(es(
+        "app",
+        "not",
+        find("sm", json!({"path": "!prod/", "name": {"regexp": "db"}})),
+    ));
+    assert_eq!(
+        names(&idx.lookup(&sm_change("prod/app-worker"))),
+        ["app/pre"]
+    );
+    assert_eq!(names(&idx.lookup(&sm_change("prod/app/db"))), ["app/pre"]);
+    // Case-sensitive: only the negated filter takes `Prod/...`.
+    assert_eq!(names(&idx.lookup(&sm_change("Prod/app/db"))), ["app/not"]);
+    assert_eq!(names(&idx.lookup(&sm_change("staging/db"))), ["app/not"]);
+    assert!(idx.lookup(&sm_change("prod/ap")).targets.is_empty());
+}
+
+/// Audit case 3: `/aws/reference/secretsmanager/<name>` through a Parameter Store store reads the
+/// Secrets Manager secret `<name>`: its changes reach the reader; Parameter Store changes of
+/// that path do not exist.
+#[test]
+fn fidelity_3_parameter_store_references_to_secrets_manager() {
+    let mut idx = Index::new();
+    idx.apply_store(ss("app", "ps", "us-east-1", ""));
+    idx.apply_reader(es(
+        "app",
+        "ref",
+        data(
+            "ps",
+            "SecretStore",
+            &["/aws/reference/secretsmanager/prod/db"],
+        ),
+    ));
+    assert_eq!(names(&idx.lookup(&sm_change("prod/db"))), ["app/ref"]);
+    assert!(
+        idx.lookup(&change(
+            "/aws/reference/secretsmanager/prod/db",
+            "us-east-1"
+        ))
+        .targets
+        .is_empty()
+    );
+    assert!(idx.lookup(&sm_change("prod/db2")).targets.is_empty());
+    // The store still decides region and account.
+    assert!(
+        idx.lookup(&Change {
+            region: "eu-west-1".into(),
+            ..sm_change("prod/db")
+        })
+        .targets
+        .is_empty()
+    );
+}
+
+/// Audit case 4: Every API call that changes what a reader gets is a change, CreateSecret (a new secret
+/// a `find` lists) and the Parameter Store calls the native event does not report included.
+#[test]
+fn fidelity_4_calls_beyond_the_native_events_reach_their_readers() {
+    let mut idx = Index::new();
+    idx.apply_store(ss("app", "ps", "us-east-1", ""));
+    idx.apply_store(sm_store("app", "sm", json!({})));
+    idx.apply_reader(es(
+        "app",
+        "smfind",
+        find("sm", json!({"name": {"regexp": "^prod/"}})),
+    ));
+    idx.apply_reader(es("app", "label", json!({"secretStoreRef": {"name": "ps"}, "data": [{"secretKey": "k", "remoteRef": {"key": "/a", "version": "stable"}}]})));
+    idx.apply_reader(es("app", "plain", data("ps", "SecretStore", &["/b"])));
+    let trail = |source: &str, call: &str, request: Value, response: Value| {
+        json!({"source": source, "detail-type": "AWS API Call via CloudTrail", "region": "us-east-1", "account": "123456789012",
+            "detail": {"eventSource": format!("{}.amazonaws.com", source.trim_start_matches("aws.")), "eventName": call,
+                       "awsRegion": "us-east-1", "requestParameters": request, "responseElements": response}}).to_string()
+    };
+    let hit = |message: String| -> Vec<String> {
+        let mut out: Vec<String> = changes(&message)
+            .iter()
+            .flat_map(|c| names(&idx.lookup(c)))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    assert_eq!(
+        hit(trail(
+            "aws.secretsmanager",
+            "CreateSecret",
+            json!({"name": "prod/new"}),
+            json!({"arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/new-AbCdEf"})
+        )),
+        ["app/smfind"]
+    );
+    assert_eq!(
+        hit(trail(
+            "aws.secretsmanager",
+            "RestoreSecret",
+            json!({"secretId": "prod/x"}),
+            Value::Null
+        )),
+        ["app/smfind"]
+    );
+    assert_eq!(
+        hit(trail(
+            "aws.ssm",
+            "UnlabelParameterVersion",
+            json!({"name": "/a", "parameterVersion": 2, "labels": ["stable"]}),
+            Value::Null
+        )),
+        ["app/label"]
+    );
+    assert_eq!(
+        hit(trail(
+            "aws.ssm",
+            "LabelParameterVersion",
+            json!({"name": "/a", "parameterVersion": 3, "labels": ["stable"]}),
+            Value::Null
+        )),
+        ["app/label"]
+    );
+    assert_eq!(
+        hit(trail(
+            "aws.ssm",
+            "DeleteParameters",
+            json!({"names": ["/a", "/b"]}),
+            Value::Null
+        )),
+        ["app/label", "app/plain"]
+    );
+    // A new version: only the reader of the newest value.
+    assert_eq!(
+        hit(trail(
+            "aws.ssm",
+            "PutParameter",
+            json!({"name": "/a"}),
+            json!({"version": 4})
+        )),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        hit(trail(
+            "aws.ssm",
+            "PutParameter",
+            json!({"name": "/b"}),
+            json!({"version": 4})
+        )),
+        ["app/plain"]
+    );
+    // A new parameter (version 1): a label reader of that name now has something to read.
+    assert_eq!(
+        hit(trail(
+            "aws.ssm",
+            "PutParameter",
+            json!({"name": "/a"}),
+            json!({"version": 1})
+        )),
+        ["app/label"]
+    );
+}
+
+/// Audit case 5: Tags: `find.tags` readers and `metadataPolicy: Fetch` readers change on tag changes; a
+/// Fetch reader does not change on a new value, a value reader not on a tag change.
+#[test]
+fn fidelity_5_tag_changes_reach_tag_readers_only() {
+    let mut idx = Index::new();
+    idx.apply_store(ss("app", "ps", "us-east-1", ""));
+    idx.apply_store(sm_store("app", "sm", json!({})));
+    idx.apply_reader(es("app", "meta", json!({"secretStoreRef": {"name": "ps"}, "data": [{"secretKey": "t", "remoteRef": {"key": "/a", "metadataPolicy": "Fetch"}}]})));
+    idx.apply_reader(es("app", "value", data("ps", "SecretStore", &["/a"])));
+    idx.apply_reader(es(
+        "app",
+        "tagfind",
+        find("ps", json!({"path": "/", "tags": {"team": "x"}})),
+    ));
+    idx.apply_reader(es("app", "smmeta", json!({"secretStoreRef": {"name": "sm"}, "data": [{"secretKey": "t", "remoteRef": {"key": "s", "metadataPolicy": "Fetch"}}]})));
+    idx.apply_reader(es(
+        "app",
+        "smtags",
+        find("sm", json!({"tags": {"team": "x"}})),
+    ));
+    let tagged = op(Operation::TagsChanged, change("/a", "us-east-1"));
+    assert_eq!(names(&idx.lookup(&tagged)), ["app/meta", "app/tagfind"]);
+    assert_eq!(
+        names(&idx.lookup(&change("/a", "us-east-1"))),
+        ["app/tagfind", "app/value"]
+    );
+    assert_eq!(
+        names(&idx.lookup(&op(Operation::TagsChanged, sm_change("s")))),
+        ["app/smmeta", "app/smtags"]
+    );
+    assert_eq!(
+        names(&idx.lookup(&op(Operation::PutSecretValue, sm_change("s")))),
+        ["app/smtags"]
+    );
+    // Deleting the item changes what every reader gets, tags included.
+    assert_eq!(
+        names(&idx.lookup(&op(Operation::Delete, change("/a", "us-east-1")))),
+        ["app/meta", "app/tagfind", "app/value"]
+    );
+    let e = idx.explain(&change("/a", "us-east-1"));
+    assert!(
+        e.near_misses
+            .iter()
+            .any(|n| n.reader.name == "meta" && n.reason.contains("tags")),
+        "{e:?}"
+    );
+}
+
+/// Audit case 6: An ARN key names its own region and account: another account's item (shared by a
+/// resource policy or RAM) read through the store's role, and KES's roleArn likewise.
+#[test]
+fn fidelity_6_an_arn_key_names_its_own_account_behind_a_role() {
+    let mut idx = Index::new();
+    idx.apply_store(Store::from_object(&store_obj("SecretStore", Some("app"), "role", json!({"service": "ParameterStore", "region": "us-east-1", "role": "arn:aws:iam::111111111111:role/reader"})), false).unwrap());
+    idx.apply_reader(es(
+        "app",
+        "shared",
+        data(
+            "role",
+            "SecretStore",
+            &["arn:aws:ssm:us-east-1:222222222222:parameter/shared/db"],
+        ),
+    ));
+    idx.apply_reader(es(
+        "app",
+        "own",
+        data("role", "SecretStore", &["/shared/db"]),
+    ));
+    let from = |account: &str| Change {
+        account: Some(account.into()),
+        ..change("/shared/db", "us-east-1")
+    };
+    assert_eq!(names(&idx.lookup(&from("222222222222"))), ["app/shared"]);
+    assert_eq!(names(&idx.lookup(&from("111111111111"))), ["app/own"]);
+    let kes = Reader::from_kes(&json!({"metadata": {"namespace": "app", "name": "kes"}, "spec": {"backendType": "secretsManager", "region": "us-east-1",
+        "roleArn": "arn:aws:iam::111111111111:role/r", "data": [{"key": "arn:aws:secretsmanager:us-east-1:222222222222:secret:team/db-AbCdEf", "name": "x"}]}})).unwrap();
+    idx.apply_reader(kes);
+    assert_eq!(
+        names(&idx.lookup(&Change {
+            account: Some("222222222222".into()),
+            ..sm_change("team/db")
+        })),
+        ["app/kes"]
+    );
+}
+
+/// Audit case 7: KES `dataFromWithOptions[]`, the old `properties` spelling and `secretManager`.
+#[test]
+fn fidelity_7_kes_spellings() {
+    let mut idx = Index::new();
+    let kes = |name: &str, spec: Value| {
+        Reader::from_kes(&json!({"metadata": {"namespace": "app", "name": name}, "spec": spec}))
+            .unwrap()
+    };
+    idx.apply_reader(kes("opts", json!({"backendType": "secretsManager", "region": "us-east-1", "dataFromWithOptions": [{"key": "app/json", "versionStage": "AWSCURRENT"}]})));
+    idx.apply_reader(kes("props", json!({"backendType": "systemManager", "region": "us-east-1", "properties": [{"key": "/old/key", "name": "k"}]})));
+    idx.apply_reader(kes("alias", json!({"backendType": "secretManager", "region": "us-east-1", "data": [{"key": "alias/db", "name": "k"}]})));
+    // `properties` is read only without `data`.
+    idx.apply_reader(kes("both", json!({"backendType": "systemManager", "region": "us-east-1", "data": [{"key": "/new", "name": "k"}], "properties": [{"key": "/old/key", "name": "k"}]})));
+    assert_eq!(names(&idx.lookup(&sm_change("app/json"))), ["app/opts"]);
+    assert_eq!(
+        names(&idx.lookup(&change("/old/key", "us-east-1"))),
+        ["app/props"]
+    );
+    assert_eq!(names(&idx.lookup(&sm_change("alias/db"))), ["app/alias"]);
+    let m = idx.lookup(&sm_change("app/json"));
+    assert_eq!(m.targets[0].reference, "spec.dataFromWithOptions[0].key");
+    // A KES version id pins the value.
+    idx.apply_reader(kes("pinned", json!({"backendType": "secretsManager", "region": "us-east-1", "data": [{"key": "p", "name": "k", "versionId": "1234"}]})));
+    assert!(
+        idx.lookup(&op(Operation::PutSecretValue, sm_change("p")))
+            .targets
+            .is_empty()
+    );
+    assert_eq!(
+        names(&idx.lookup(&op(Operation::DeleteSecret, sm_change("p")))),
+        ["app/pinned"]
+    );
+}
+
+/// Audit case 8: Empty selectors are not absent: `name: {regexp: ""}` (or `name: {}`) matches every
+/// name, Parameter Store `tags: {}` lists every parameter.
+#[test]
+fn fidelity_8_empty_selectors_read_everything() {
+    let mut idx = Index::new();
+    idx.apply_store(ss("app", "ps", "us-east-1", ""));
+    idx.apply_store(sm_store("app", "sm", json!({})));
+    idx.apply_reader(es("app", "re", find("ps", json!({"name": {"regexp": ""}}))));
+    idx.apply_reader(es("app", "nameobj", find("sm", json!({"name": {}}))));
+    idx.apply_reader(es("app", "tags", find("ps", json!({"tags": {}}))));
+    assert_eq!(
+        names(&idx.lookup(&change("/any/thing", "us-east-1"))),
+        ["app/re", "app/tags"]
+    );
+    assert_eq!(names(&idx.lookup(&sm_change("whatever"))), ["app/nameobj"]);
+}
+
+/// Audit case 9: A partial Secrets Manager ARN (no random suffix) of a name ending in `-backup` names
+/// `…-backup`, not `…`: both readings are kept, and a name is never stripped.
+#[test]
+fn fidelity_9_partial_secret_arns_keep_the_name() {
+    let mut idx = Index::new();
+    idx.apply_store(sm_store("app", "sm", json!({})));
+    idx.apply_reader(es(
+        "app",
+        "partial",
+        data(
+            "sm",
+            "SecretStore",
+            &["arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-backup"],
+        ),
+    ));
+    idx.apply_reader(es(
+        "app",
+        "full",
+        data(
+            "sm",
+            "SecretStore",
+            &["arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf"],
+        ),
+    ));
+    idx.apply_reader(es(
+        "app",
+        "name",
+        data("sm", "SecretStore", &["prod/db-backup"]),
+    ));
+    assert_eq!(
+        names(&idx.lookup(&sm_change("prod/db-backup"))),
+        ["app/name", "app/partial"]
+    );
+    assert_eq!(
+        names(&idx.lookup(&sm_change("prod/db"))),
+        ["app/full", "app/partial"]
+    );
+    // Events: a full ARN from AWS names the secret; a caller's ARN is read both ways.
+    let label = |name: &str| {
+        json!({"source": "aws.secretsmanager", "detail-type": "Secret Label Updated", "region": "us-east-1",
+        "account": "123456789012", "detail": {"name": name, "labelUpdated": "AWSCURRENT"}}).to_string()
+    };
+    let reached: Vec<String> = changes(&label(
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-backup",
+    ))
+    .iter()
+    .flat_map(|c| names(&idx.lookup(c)))
+    .collect();
+    assert!(
+        reached.contains(&"app/partial".to_owned()) && reached.contains(&"app/name".to_owned()),
+        "{reached:?}"
+    );
+}
+
+/// Audit case 10: Secrets Manager `find` by name without a path lists every name and reads `prefix +
+/// name` (ESO v0.16 `fetchAndSet` applies the store prefix again): a change to the prefixed
+/// secret reaches it.
+#[test]
+fn fidelity_10_secrets_manager_find_by_name_reads_prefix_plus_name() {
+    let mut idx = Index::new();
+    idx.apply_store(sm_store("app", "pre", json!({"prefix": "team/"})));
+    idx.apply_reader(es(
+        "app",
+        "find",
+        find("pre", json!({"name": {"regexp": "^app/db$"}})),
+    ));
+    assert_eq!(names(&idx.lookup(&sm_change("team/app/db"))), ["app/find"]);
+    // The listed name itself: its creation or deletion changes the listing.
+    assert_eq!(
+        names(&idx.lookup(&op(Operation::CreateSecret, sm_change("app/db")))),
+        ["app/find"]
+    );
+    assert!(idx.lookup(&sm_change("team/app/dbx")).targets.is_empty());
+}
+
+/// Audit case 12: Spurious matches: references ESO cannot read (a find with only a path, KES `path` on
+/// Secrets Manager, a store prefix before an ARN), what a new value does not change (a pinned
+/// version or version id), resources that write no Secret, stores of another controller class.
+#[test]
+fn fidelity_12_no_patch_where_nothing_changes() {
+    let mut idx = Index::with_config(IndexConfig {
+        controller_classes: vec!["default".into()],
+        ..Default::default()
+    });
+    idx.apply_store(ss("app", "ps", "us-east-1", ""));
+    idx.apply_store(ss("app", "pre", "us-east-1", "/team/"));
+    idx.apply_store(sm_store("app", "sm", json!({})));
+    let mut other = ss("app", "other-class", "us-east-1", "");
+    other.controller = Some("internal".into());
+    idx.apply_store(other);
+    idx.apply_reader(es("app", "pathonly", find("ps", json!({"path": "/a"}))));
+    idx.apply_reader(es(
+        "app",
+        "prefixarn",
+        data(
+            "pre",
+            "SecretStore",
+            &["arn:aws:ssm:us-east-1:123456789012:parameter/a/x"],
+        ),
+    ));
+    idx.apply_reader(es("app", "pinned", json!({"secretStoreRef": {"name": "ps"}, "data": [{"secretKey": "k", "remoteRef": {"key": "/a/x", "version": "3"}}]})));
+    idx.apply_reader(es("app", "uuid", json!({"secretStoreRef": {"name": "sm"}, "data": [{"secretKey": "k", "remoteRef": {"key": "s", "version": "uuid/abc"}}]})));
+    idx.apply_reader(es("app", "none", json!({"secretStoreRef": {"name": "ps"}, "target": {"creationPolicy": "None"}, "data": [{"secretKey": "k", "remoteRef": {"key": "/a/x"}}]})));
+    idx.apply_reader(es(
+        "app",
+        "class",
+        data("other-class", "SecretStore", &["/a/x"]),
+    ));
+    let kes = Reader::from_kes(&json!({"metadata": {"namespace": "app", "name": "kespath"}, "spec": {"backendType": "secretsManager", "region": "us-east-1", "data": [{"path": "a", "name": "k"}]}})).unwrap();
+    assert!(kes.references.is_empty());
+    idx.apply_reader(kes);
+    assert!(idx.lookup(&change("/a/x", "us-east-1")).targets.is_empty());
+    assert!(
+        idx.lookup(&op(Operation::PutSecretValue, sm_change("s")))
+            .targets
+            .is_empty()
+    );
+    let e = idx.explain(&change("/a/x", "us-east-1"));
+    let why = |name: &str| {
+        e.near_misses
+            .iter()
+            .find(|n| n.reader.name == name)
+            .map(|n| n.reason.clone())
+            .unwrap_or_default()
+    };
+    assert!(why("pinned").contains("pinned"), "{e:?}");
+    assert!(why("none").contains("creationPolicy: None"), "{e:?}");
+    assert!(why("class").contains("controller class"), "{e:?}");
+    // What they do care about still reaches them.
+    assert_eq!(
+        names(&idx.lookup(&op(Operation::Delete, change("/a/x", "us-east-1")))),
+        ["app/pinned"]
+    );
+}
+
+/// Stores without a role read with ESO's own credentials: with `--eso-account` the index
+/// knows whose they are.
+#[test]
+fn stores_without_a_role_read_the_eso_account() {
+    let mut idx = Index::with_config(IndexConfig {
+        eso_account: Some("123456789012".into()),
+        ..Default::default()
+    });
+    idx.apply_store(ss("app", "ps", "us-east-1", ""));
+    idx.apply_reader(es("app", "a", data("ps", "SecretStore", &["/k"])));
+    let from = |account: &str| Change {
+        account: Some(account.into()),
+        ..change("/k", "us-east-1")
+    };
+    assert_eq!(names(&idx.lookup(&from("123456789012"))), ["app/a"]);
+    assert!(idx.lookup(&from("999999999999")).targets.is_empty());
+    assert!(
+        idx.explain(&from("999999999999")).near_misses[0]
+            .reason
+            .contains("ESO's credentials")
+    );
+    // Unknown (the default): any account, as before.
+    let mut any = Index::new();
+    any.apply_store(ss("app", "ps", "us-east-1", ""));
+    any.apply_reader(es("app", "a", data("ps", "SecretStore", &["/k"])));
+    assert_eq!(names(&any.lookup(&from("999999999999"))), ["app/a"]);
+}
+
+/// A store that changes service re-files its readers: names, finds and references to Secrets
+/// Manager mean something else there.
+#[test]
+fn a_store_changing_service_refiles_its_readers() {
+    let mut idx = Index::new();
+    idx.apply_store(ss("app", "s", "us-east-1", ""));
+    idx.apply_reader(es(
+        "app",
+        "a",
+        data("s", "SecretStore", &["/aws/reference/secretsmanager/x"]),
+    ));
+    assert_eq!(names(&idx.lookup(&sm_change("x"))), ["app/a"]);
+    idx.apply_store(sm_store("app", "s", json!({})));
+    assert!(idx.lookup(&sm_change("x")).targets.is_empty());
+    assert_eq!(
+        names(&idx.lookup(&sm_change("/aws/reference/secretsmanager/x"))),
+        ["app/a"]
+    );
+}
+
+/// Audit case 14: ESO v2.7+ sync windows hold back periodic refreshes only; the match
+/// carries them so the service can defer the patch (OnChange and CreatedOnce ignore them).
+#[test]
+fn fidelity_14_sync_windows_travel_with_the_match() {
+    let mut idx = Index::new();
+    idx.apply_store(ss("app", "ps", "us-east-1", ""));
+    let windows =
+        json!({"kind": "deny", "windows": [{"schedule": "0 22 * * 1-5", "duration": "8h"}]});
+    let mut spec = data("ps", "SecretStore", &["/k"]);
+    spec["syncWindows"] = windows.clone();
+    idx.apply_reader(es("app", "windowed", spec.clone()));
+    spec["refreshPolicy"] = json!("OnChange");
+    idx.apply_reader(es("app", "onchange", spec));
+    let m = idx.lookup(&change("/k", "us-east-1"));
+    let w = |name: &str| {
+        m.targets
+            .iter()
+            .find(|t| t.target.name == name)
+            .unwrap()
+            .sync_windows
+            .clone()
+    };
+    let got = w("windowed").expect("windows kept");
+    assert!(!got.allow && got.windows == [("0 22 * * 1-5".to_owned(), "8h".to_owned())]);
+    assert!(!got.open_at(time::macros::datetime!(2026-12-01 23:00 UTC)));
+    assert_eq!(w("onchange"), None);
+    // A kind ESO does not know allows every refresh: nothing to hold back.
+    let mut odd = data("ps", "SecretStore", &["/k"]);
+    odd["syncWindows"] =
+        json!({"kind": "sometimes", "windows": [{"schedule": "@daily", "duration": "1h"}]});
+    assert_eq!(es("app", "odd", odd).sync_windows, None);
 }

@@ -312,10 +312,30 @@ impl Service {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Service {
+        Self::launch(stack, BIN, topics, extra, env).await
+    }
+
+    /// As `start`, running another build of the service (measurements of an older version).
+    pub async fn start_binary(
+        stack: &Stack,
+        bin: &str,
+        topics: &[&str],
+        extra: &[&str],
+    ) -> Service {
+        Self::launch(stack, bin, topics, extra, &[]).await
+    }
+
+    async fn launch(
+        stack: &Stack,
+        bin: &str,
+        topics: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Service {
         let (port, admin) = (free_port(), free_port());
         let logdir = tempfile::tempdir().unwrap();
         let log = logdir.path().join("serve.log");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg(format!("--listen=127.0.0.1:{port}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin}"))

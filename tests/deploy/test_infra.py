@@ -94,7 +94,7 @@ def test_only_eventbridge_publishes_to_the_topic(module: Module):
     assert stmt["resources"] == ["${aws_sns_topic.this.arn}"]
     assert conditions(stmt) == {("ArnEquals", "aws:SourceArn"): "${local.rule_arns}"}
     rule_arns = module.locals()["rule_arns"]
-    for rule in ("ssm", "secrets_manager_native", "secrets_manager_api"):
+    for rule in ("ssm", "secrets_manager_native", "secrets_manager_api", "ssm_api"):
         assert f"aws_cloudwatch_event_rule.{rule}" in rule_arns
 
 
@@ -236,20 +236,36 @@ def test_eventbridge_rules_and_targets(module: Module):
     assert api["detail-type"] == ["AWS API Call via CloudTrail"]
     assert api["detail"]["eventSource"] == ["secretsmanager.amazonaws.com"]
     assert api["detail"]["eventName"] == "${var.secrets_manager_event_names}"
+    # Every Secrets Manager call the service decodes as a change (src/event/mod.rs).
     assert set(module.variables()["secrets_manager_event_names"]["default"]) == {
-        "PutSecretValue", "UpdateSecret", "RotateSecret", "DeleteSecret", "RestoreSecret", "UpdateSecretVersionStage",
+        "CreateSecret", "PutSecretValue", "UpdateSecret", "RotateSecret", "DeleteSecret", "RestoreSecret",
+        "UpdateSecretVersionStage", "TagResource", "UntagResource", "ReplicateSecretToRegions",
+        "RemoveRegionsFromReplication",
     }
     assert loc["secrets_manager_native_pattern"]["source"] == ["aws.secretsmanager"]
     assert module.variables()["enable_secrets_manager"]["type"] == "bool"
 
-    for rule in ("ssm", "secrets_manager_native", "secrets_manager_api"):
+    # The Parameter Store calls the native event does not report.
+    ssm_api = loc["ssm_api_pattern"]
+    assert ssm_api["source"] == ["aws.ssm"]
+    assert ssm_api["detail-type"] == ["AWS API Call via CloudTrail"]
+    assert ssm_api["detail"]["eventSource"] == ["ssm.amazonaws.com"]
+    assert ssm_api["detail"]["eventName"] == "${var.parameter_store_cloudtrail_event_names}"
+    assert set(module.variables()["parameter_store_cloudtrail_event_names"]["default"]) == {
+        "UnlabelParameterVersion", "DeleteParameters", "AddTagsToResource", "RemoveTagsFromResource",
+    }
+    assert module.variables()["enable_parameter_store_cloudtrail"]["default"] is False
+
+    for rule in ("ssm", "secrets_manager_native", "secrets_manager_api", "ssm_api"):
         r = module.resource("aws_cloudwatch_event_rule", rule)
         pattern_local = re.fullmatch(r"\$\{jsonencode\(local\.(\w+)\)\}", r["event_pattern"]).group(1)
         assert pattern_local in loc
         t = module.resource("aws_cloudwatch_event_target", rule)
         assert t["arn"] == "${aws_sns_topic.this.arn}"
         assert t["dead_letter_config"][0]["arn"] == "${aws_sqs_queue.dlq.arn}"
-        if rule != "ssm":
+        if rule == "ssm_api":
+            assert r["count"] == "${var.enable_parameter_store_cloudtrail ? 1 : 0}"
+        elif rule != "ssm":
             assert r["count"] == "${var.enable_secrets_manager ? 1 : 0}"
 
 

@@ -29,11 +29,21 @@ locals {
     }
   }
 
+  ssm_api_pattern = {
+    source        = ["aws.ssm"]
+    "detail-type" = ["AWS API Call via CloudTrail"]
+    detail = {
+      eventSource = ["ssm.amazonaws.com"]
+      eventName   = var.parameter_store_cloudtrail_event_names
+    }
+  }
+
   # Every rule allowed to publish (the topic policy's aws:SourceArn condition).
   rule_arns = concat(
     [aws_cloudwatch_event_rule.ssm.arn],
     aws_cloudwatch_event_rule.secrets_manager_native[*].arn,
     aws_cloudwatch_event_rule.secrets_manager_api[*].arn,
+    aws_cloudwatch_event_rule.ssm_api[*].arn,
   )
 }
 
@@ -94,6 +104,14 @@ resource "aws_cloudwatch_event_rule" "secrets_manager_api" {
   tags          = var.tags
 }
 
+resource "aws_cloudwatch_event_rule" "ssm_api" {
+  count         = var.enable_parameter_store_cloudtrail ? 1 : 0
+  name          = "${var.name}-ssm-cloudtrail"
+  description   = "Parameter Store calls the native event does not report (CloudTrail), forwarded to ssm-resync"
+  event_pattern = jsonencode(local.ssm_api_pattern)
+  tags          = var.tags
+}
+
 # EventBridge retries a failed publish (topic policy or KMS key wrong, SNS throttling) for up
 # to an hour, then parks the event in the same dead-letter queue as undeliverable
 # notifications, so one alarm covers both ends.
@@ -131,6 +149,22 @@ resource "aws_cloudwatch_event_target" "secrets_manager_native" {
 resource "aws_cloudwatch_event_target" "secrets_manager_api" {
   count     = var.enable_secrets_manager ? 1 : 0
   rule      = aws_cloudwatch_event_rule.secrets_manager_api[0].name
+  target_id = "ssm-resync-sns"
+  arn       = aws_sns_topic.this.arn
+
+  retry_policy {
+    maximum_event_age_in_seconds = 3600
+    maximum_retry_attempts       = 185
+  }
+
+  dead_letter_config {
+    arn = aws_sqs_queue.dlq.arn
+  }
+}
+
+resource "aws_cloudwatch_event_target" "ssm_api" {
+  count     = var.enable_parameter_store_cloudtrail ? 1 : 0
+  rule      = aws_cloudwatch_event_rule.ssm_api[0].name
   target_id = "ssm-resync-sns"
   arn       = aws_sns_topic.this.arn
 

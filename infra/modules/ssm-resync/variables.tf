@@ -59,15 +59,45 @@ variable "enable_secrets_manager" {
 }
 
 variable "secrets_manager_event_names" {
-  description = "Secrets Manager API calls (CloudTrail eventName) forwarded when enable_secrets_manager is true."
+  description = <<-EOT
+    Secrets Manager API calls (CloudTrail eventName) forwarded when enable_secrets_manager is
+    true: every call that changes what a reader gets (CreateSecret for `find` readers,
+    TagResource/UntagResource for `find.tags` and `metadataPolicy: Fetch` readers, the
+    replication calls for readers of replica regions).
+  EOT
   type        = list(string)
-  default     = ["PutSecretValue", "UpdateSecret", "RotateSecret", "DeleteSecret", "RestoreSecret", "UpdateSecretVersionStage"]
+  default     = ["CreateSecret", "PutSecretValue", "UpdateSecret", "RotateSecret", "DeleteSecret", "RestoreSecret", "UpdateSecretVersionStage", "TagResource", "UntagResource", "ReplicateSecretToRegions", "RemoveRegionsFromReplication"]
 
   validation {
     condition = length(var.secrets_manager_event_names) > 0 && alltrue([
-      for n in var.secrets_manager_event_names : contains(["PutSecretValue", "UpdateSecret", "RotateSecret", "DeleteSecret", "RestoreSecret", "UpdateSecretVersionStage"], n)
+      for n in var.secrets_manager_event_names : contains(["CreateSecret", "PutSecretValue", "UpdateSecret", "RotateSecret", "DeleteSecret", "RestoreSecret", "UpdateSecretVersionStage", "TagResource", "UntagResource", "ReplicateSecretToRegions", "RemoveRegionsFromReplication"], n)
     ])
-    error_message = "secrets_manager_event_names must be a non-empty subset of PutSecretValue, UpdateSecret, RotateSecret, DeleteSecret, RestoreSecret, UpdateSecretVersionStage."
+    error_message = "secrets_manager_event_names must be a non-empty subset of CreateSecret, PutSecretValue, UpdateSecret, RotateSecret, DeleteSecret, RestoreSecret, UpdateSecretVersionStage, TagResource, UntagResource, ReplicateSecretToRegions, RemoveRegionsFromReplication."
+  }
+}
+
+variable "enable_parameter_store_cloudtrail" {
+  description = <<-EOT
+    Also forward the Parameter Store calls the native "Parameter Store Change" event does not
+    report, from CloudTrail: UnlabelParameterVersion (readers of a label), DeleteParameters
+    (plural), and tag changes (readers of `find.tags` and `metadataPolicy: Fetch`). CloudTrail
+    events reach EventBridge only when a CloudTrail trail records management events in the
+    region.
+  EOT
+  type        = bool
+  default     = false
+}
+
+variable "parameter_store_cloudtrail_event_names" {
+  description = "Parameter Store API calls (CloudTrail eventName) forwarded when enable_parameter_store_cloudtrail is true. PutParameter, DeleteParameter and LabelParameterVersion are allowed for accounts that forward CloudTrail only; with the native rule too they repeat what it reports."
+  type        = list(string)
+  default     = ["UnlabelParameterVersion", "DeleteParameters", "AddTagsToResource", "RemoveTagsFromResource"]
+
+  validation {
+    condition = length(var.parameter_store_cloudtrail_event_names) > 0 && alltrue([
+      for n in var.parameter_store_cloudtrail_event_names : contains(["UnlabelParameterVersion", "DeleteParameters", "AddTagsToResource", "RemoveTagsFromResource", "PutParameter", "DeleteParameter", "LabelParameterVersion"], n)
+    ])
+    error_message = "parameter_store_cloudtrail_event_names must be a non-empty subset of UnlabelParameterVersion, DeleteParameters, AddTagsToResource, RemoveTagsFromResource, PutParameter, DeleteParameter, LabelParameterVersion."
   }
 }
 
