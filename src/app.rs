@@ -87,11 +87,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let index = Arc::new(RwLock::new(Index::with_config(args.index.config())));
     let watches = Arc::new(Watches::new(args.kes));
+    // A dry run patches nothing: there is no outcome to follow.
+    let confirmations = (!args.dry_run).then(|| {
+        crate::cluster::confirm::Confirmations::new(
+            args.confirm_timeout,
+            index.clone(),
+            metrics.clone(),
+            events.clone(),
+        )
+    });
     watch::spawn_all(
         watch_client,
         args.eso_version,
         watch::WatchConfig {
             stall_timeout: args.watch_stall_timeout,
+            confirmations: confirmations.clone(),
         },
         index.clone(),
         &watches,
@@ -111,12 +121,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         metrics.clone(),
     );
     ces_trigger(&args, &watch_client_for_lease, &trigger).await;
+    if let Some(c) = &confirmations {
+        trigger.set_confirmations(c.clone());
+    }
     let state = Arc::new(AppState {
         verifier,
         index,
         watches,
         trigger,
         events,
+        confirmations: confirmations.clone(),
         confirmer: Arc::new(SnsConfirmer::default()),
         metrics,
         max_body_bytes: args.max_body_bytes,
@@ -132,6 +146,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(crate::cluster::sweep::run(
             crate::cluster::sweep::SweepConfig {
                 interval: args.sweep_interval,
+                confirmations: confirmations.clone(),
                 default_region: std::env::var("AWS_REGION")
                     .ok()
                     .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok()),

@@ -269,6 +269,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SSM_RESYNC_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
     pub lease_duration: Duration,
 
+    /// How long after a patch the operator has to show a refresh (ESO: a new
+    /// status.syncedResourceVersion with Ready=True; KES: a new status.lastSync) before the
+    /// outcome is reported as no response (NotRefreshed Event, refresh_total{outcome}).
+    #[arg(long, env = "SSM_RESYNC_CONFIRM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub confirm_timeout: Duration,
+
     /// Do everything but the patch; log what would be patched.
     #[arg(long, env = "SSM_RESYNC_DRY_RUN")]
     pub dry_run: bool,

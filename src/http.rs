@@ -40,6 +40,8 @@ pub struct AppState {
     pub watches: Arc<Watches>,
     pub trigger: Trigger,
     pub events: Events,
+    /// Follows applied patches to the operator's outcome.
+    pub confirmations: Option<crate::cluster::confirm::Confirmations>,
     pub confirmer: Arc<dyn Confirmer>,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
@@ -364,9 +366,21 @@ async fn notification(s: &AppState, env: &Envelope, sent: OffsetDateTime) -> Ans
         return unavailable(s, T, "patch_failed", failed.join("; "));
     }
     s.applied.insert(&env.message_id);
+    let message_id: Arc<str> = env.message_id.as_str().into();
     for ((m, parameter), outcome) in matched.iter().zip(&outcomes) {
         if *outcome == Outcome::Applied {
             s.events.force_sync(m, parameter, &env.message_id);
+            // The answer does not wait for the outcome: 200 means the patches are applied.
+            if let Some(c) = &s.confirmations {
+                c.attach(
+                    &m.target,
+                    crate::cluster::confirm::Waiter {
+                        message_id: message_id.clone(),
+                        parameter: parameter.as_str().into(),
+                        since: sent,
+                    },
+                );
+            }
         }
     }
     let lag = (OffsetDateTime::now_utc() - sent).as_seconds_f64();

@@ -39,6 +39,12 @@ pub struct Result_ {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// refreshed | failed | no_response
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     pub notifications: Family<TypeResult, Counter>,
     pub rejections: Family<Reason, Counter>,
@@ -62,10 +68,14 @@ pub struct Metrics {
     pub sweep_runs: Family<Result_, Counter>,
     pub sweep_api_calls: Family<Result_, Counter>,
     pub sweep_stale: Counter,
+    pub sweep_stale_after_refresh: Counter,
     pub sweep_leader: Gauge,
     pub unforceable: Counter,
     pub deferred: Counter,
     pub deferred_pending: Gauge,
+    pub refresh: Family<Outcome, Counter>,
+    pub refresh_seconds: Histogram,
+    pub refresh_pending: Gauge,
     registry: Registry,
 }
 
@@ -108,10 +118,15 @@ impl Metrics {
             sweep_runs: Family::default(),
             sweep_api_calls: Family::default(),
             sweep_stale: Counter::default(),
+            sweep_stale_after_refresh: Counter::default(),
             sweep_leader: Gauge::default(),
             unforceable: Counter::default(),
             deferred: Counter::default(),
             deferred_pending: Gauge::default(),
+            refresh: Family::default(),
+            // 50 ms .. ~27 min
+            refresh_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
+            refresh_pending: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -221,6 +236,11 @@ impl Metrics {
             m.sweep_stale.clone(),
         );
         registry.register(
+            "sweep_stale_after_refresh",
+            "Readers the sweep found behind their parameter although a refresh after the change was confirmed (should stay 0)",
+            m.sweep_stale_after_refresh.clone(),
+        );
+        registry.register(
             "sweep_leader",
             "1 while this replica holds the sweep Lease (or sweeps without one)",
             m.sweep_leader.clone(),
@@ -239,6 +259,21 @@ impl Metrics {
             "deferred_pending",
             "Force-syncs waiting for a sync window to open",
             m.deferred_pending.clone(),
+        );
+        registry.register(
+            "refresh",
+            "Outcomes of applied force-syncs, per target and change: refreshed (the operator synced after the patch), failed (it reported an error), no_response (nothing within --confirm-timeout)",
+            m.refresh.clone(),
+        );
+        registry.register(
+            "refresh_seconds",
+            "From the SNS Timestamp to the watch seeing the operator's refreshed status: the latency users feel",
+            m.refresh_seconds.clone(),
+        );
+        registry.register(
+            "refresh_pending",
+            "Force-synced targets whose outcome is awaited",
+            m.refresh_pending.clone(),
         );
         registry.register(
             "build",

@@ -405,7 +405,7 @@ fn check_prometheus_rule(pr: &Value) {
             );
         }
     }
-    assert_eq!(alerts, 8);
+    assert_eq!(alerts, 9);
 }
 
 // --- RBAC on the real API server ---------------------------------------------------------
@@ -1050,11 +1050,11 @@ async fn prometheus_scrapes_the_service_and_loads_the_rules() {
         })
     };
     prom.until(
-        "all 8 rules evaluated since `up` and inactive",
+        "all 9 rules evaluated since `up` and inactive",
         Duration::from_secs(30),
         || async {
             let rules = rules().await;
-            rules.len() == 8
+            rules.len() == 9
                 && rules
                     .iter()
                     .all(|r| evaluated_after(r, up_seen) && r["state"] == "inactive")

@@ -1,6 +1,7 @@
 //! Kubernetes Events on the resources this service acts on (events.k8s.io/v1, through
 //! kube-runtime's recorder): `ForceSync` on every patched resource, `NotForceable` on those
-//! that match but ignore a force-sync. At most one Event per resource and reason per
+//! that match but ignore a force-sync, `NotRefreshed` on those the operator did not refresh
+//! after the patch. At most one Event per resource and reason per
 //! interval, and never on the request path (published from a spawned task).
 
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use crate::index::{Match, TargetKind};
+use crate::index::{Match, Target, TargetKind};
 use crate::metrics::{Metrics, Result_};
 
 #[derive(Clone)]
@@ -74,11 +75,44 @@ impl Events {
         self.publish(m, EventType::Warning, "NotForceable", note);
     }
 
+    /// A force-sync was applied but the operator did not refresh the Secret (failed, or no
+    /// answer within --confirm-timeout).
+    pub fn not_refreshed(
+        &self,
+        target: &Target,
+        uid: Option<&str>,
+        parameter: &str,
+        message_id: &str,
+        why: &str,
+    ) {
+        let note = format!(
+            "parameter {parameter} changed (SNS MessageId {message_id}); the force-sync was applied but the Secret was not refreshed: {why}"
+        );
+        self.publish_on(
+            target,
+            uid.map(String::from),
+            EventType::Warning,
+            "NotRefreshed",
+            note,
+        );
+    }
+
     fn publish(&self, m: &Match, type_: EventType, reason: &'static str, note: String) {
+        self.publish_on(&m.target, m.uid.clone(), type_, reason, note);
+    }
+
+    fn publish_on(
+        &self,
+        target: &Target,
+        uid: Option<String>,
+        type_: EventType,
+        reason: &'static str,
+        note: String,
+    ) {
         let Some(recorder) = self.recorder.clone() else {
             return;
         };
-        let key = (m.target.to_string(), reason);
+        let key = (target.to_string(), reason);
         if self.recent.contains_key(&key) {
             self.metrics
                 .kube_events
@@ -89,23 +123,22 @@ impl Events {
             return;
         }
         self.recent.insert(key, ());
-        let (api_version, namespace) = match m.target.kind {
-            TargetKind::ExternalSecret => (
-                self.eso_api_version.clone(),
-                Some(m.target.namespace.clone()),
-            ),
+        let (api_version, namespace) = match target.kind {
+            TargetKind::ExternalSecret => {
+                (self.eso_api_version.clone(), Some(target.namespace.clone()))
+            }
             TargetKind::ClusterExternalSecret => (self.eso_api_version.clone(), None),
             TargetKind::KesExternalSecret => (
                 "kubernetes-client.io/v1".to_owned(),
-                Some(m.target.namespace.clone()),
+                Some(target.namespace.clone()),
             ),
         };
         let reference = ObjectReference {
             api_version: Some(api_version),
-            kind: Some(m.target.kind.as_str().to_owned()),
-            name: Some(m.target.name.clone()),
+            kind: Some(target.kind.as_str().to_owned()),
+            name: Some(target.name.clone()),
             namespace,
-            uid: m.uid.clone(),
+            uid,
             ..Default::default()
         };
         let event = Event {

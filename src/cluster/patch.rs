@@ -135,6 +135,8 @@ struct Inner {
     ces_trigger: Mutex<CesTrigger>,
     /// Force-syncs waiting for a sync window to open, by target.
     deferred: Mutex<HashMap<Target, OffsetDateTime>>,
+    /// Follows each applied patch to the operator's outcome (`cluster::confirm`).
+    confirm: parking_lot::RwLock<Option<super::confirm::Confirmations>>,
     metrics: Arc<Metrics>,
 }
 
@@ -160,6 +162,7 @@ impl Trigger {
                 last_negative: Mutex::new(0),
                 ces_trigger: Mutex::new(CesTrigger::SpecAnnotations),
                 deferred: Mutex::new(HashMap::new()),
+                confirm: parking_lot::RwLock::new(None),
                 metrics,
             }),
         }
@@ -205,6 +208,11 @@ impl Trigger {
                 .await;
             tracing::info!(target = %target, outcome = ?outcome, "deferred force-sync sent: the sync window opened");
         });
+    }
+
+    /// Reports each applied patch to `confirm`, which follows it to the operator's outcome.
+    pub fn set_confirmations(&self, confirm: super::confirm::Confirmations) {
+        *self.inner.confirm.write() = Some(confirm);
     }
 
     /// How ClusterExternalSecrets are patched from now on.
@@ -300,7 +308,12 @@ impl Inner {
                     next: None,
                 },
             );
-            let outcome = self.patch_with_retries(&target).await;
+            let (outcome, written) = self.patch_with_retries(&target).await;
+            if let (Outcome::Applied, Some(object)) = (&outcome, &written)
+                && let Some(c) = self.confirm.read().as_ref()
+            {
+                c.patched(&target, object);
+            }
             drop(permit);
             self.metrics
                 .patch_duration
@@ -328,10 +341,11 @@ impl Inner {
         }
     }
 
-    async fn patch_with_retries(&self, target: &Target) -> Outcome {
+    /// How the patch ended and, when applied, the object as the API server wrote it.
+    async fn patch_with_retries(&self, target: &Target) -> (Outcome, Option<serde_json::Value>) {
         if self.config.dry_run {
             tracing::info!(target = %target, annotation = %self.config.annotation, "dry run: would patch");
-            return Outcome::DryRun;
+            return (Outcome::DryRun, None);
         }
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
@@ -344,13 +358,13 @@ impl Inner {
             .notify(|e, wait| tracing::debug!(target = %target, error = %e, ?wait, "patch retry"))
             .await;
         match result {
-            Ok(()) => Outcome::Applied,
-            Err(kube::Error::Api(s)) if s.code == 404 => Outcome::Gone,
-            Err(e) => Outcome::Failed(e.to_string().into()),
+            Ok(object) => (Outcome::Applied, serde_json::to_value(object).ok()),
+            Err(kube::Error::Api(s)) if s.code == 404 => (Outcome::Gone, None),
+            Err(e) => (Outcome::Failed(e.to_string().into()), None),
         }
     }
 
-    async fn patch_once(&self, target: &Target) -> Result<(), kube::Error> {
+    async fn patch_once(&self, target: &Target) -> Result<DynamicObject, kube::Error> {
         let params = PatchParams {
             field_manager: Some(self.config.field_manager.clone()),
             ..Default::default()
@@ -363,34 +377,33 @@ impl Inner {
             TargetKind::ExternalSecret => {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(c, &target.namespace, &r.external_secret);
-                api.patch_metadata(
+                // The whole object back (not metadata only): its status is the baseline the
+                // outcome is judged against.
+                api.patch(
                     &target.name,
                     &params,
                     &Patch::Merge(annotate(&self.config.annotation)),
                 )
                 .await
-                .map(drop)
             }
             TargetKind::ClusterExternalSecret => {
                 let api: Api<DynamicObject> = Api::all_with(c, &r.cluster_external_secret);
                 let trigger = *self.ces_trigger.lock();
                 match trigger {
-                    CesTrigger::ParentAnnotation => api
-                        .patch_metadata(
+                    CesTrigger::ParentAnnotation => {
+                        api.patch(
                             &target.name,
                             &params,
                             &Patch::Merge(annotate(CES_FORCE_SYNC)),
                         )
                         .await
-                        .map(drop),
+                    }
                     // ESO copies these to every child, replacing the child's annotations: the
                     // children change, and nothing undoes it (`cluster::eso`).
                     CesTrigger::SpecAnnotations => {
                         let body = serde_json::json!({"spec": {"externalSecretMetadata": {
                             "annotations": {&self.config.annotation: self.next_value()}}}});
-                        api.patch(&target.name, &params, &Patch::Merge(body))
-                            .await
-                            .map(drop)
+                        api.patch(&target.name, &params, &Patch::Merge(body)).await
                     }
                 }
             }
@@ -405,7 +418,6 @@ impl Inner {
                     serde_json::json!({"status": {"observedGeneration": self.next_negative()}});
                 api.patch_status(&target.name, &params, &Patch::Merge(body))
                     .await
-                    .map(drop)
             }
         }
     }

@@ -24,11 +24,14 @@ use crate::metrics::{Metrics, Result_};
 /// DescribeParameters accepts at most 50 values per filter.
 pub const BATCH: usize = 50;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SweepConfig {
     pub interval: Duration,
     /// The region for stores that leave it to the environment.
     pub default_region: Option<String>,
+    /// The outcomes of patches: the sweep's own patches are followed too, and a reader seen
+    /// refreshed after a change but still behind it is a bug to say loudly.
+    pub confirmations: Option<super::confirm::Confirmations>,
 }
 
 /// SSM clients per region, for DescribeParameters only.
@@ -200,6 +203,18 @@ async fn sweep_once(
             };
             let behind = item.synced_at.is_none_or(|s| s < *m);
             let already = forced.get(&item.target).is_some_and(|f| f >= m);
+            // ESO's refreshTime has whole seconds: a refresh the watch saw more than a second
+            // after the change cannot leave the reader behind it.
+            if behind
+                && let Some(seen) = config
+                    .confirmations
+                    .as_ref()
+                    .and_then(|c| c.last_refreshed(&item.target))
+                && seen > *m + time::Duration::SECOND
+            {
+                tracing::error!(target = %item.target, parameter = %item.name, last_modified = %m, refreshed = %seen, refresh_time = ?item.synced_at, "reader behind its parameter although a refresh after the change was confirmed: ESO's status and the confirmation disagree");
+                metrics.sweep_stale_after_refresh.inc();
+            }
             if behind && !already {
                 if let Some(w) = item.sync_windows {
                     windows.insert(item.target.clone(), w);
@@ -232,9 +247,22 @@ async fn sweep_once(
     // A patch started after the parameter's LastModifiedDate covers it.
     let newest = stale.values().max().copied();
     let outcomes = trigger.force_sync(&targets, newest).await;
+    let sweep: Arc<str> = "sweep".into();
     for (t, o) in targets.iter().zip(outcomes) {
         if o.is_ok() {
             forced.insert(t.clone(), stale[t]);
+        }
+        if o == super::patch::Outcome::Applied
+            && let Some(c) = &config.confirmations
+        {
+            c.attach(
+                t,
+                super::confirm::Waiter {
+                    message_id: sweep.clone(),
+                    parameter: "(catch-up sweep)".into(),
+                    since: stale[t],
+                },
+            );
         }
     }
     Ok(n)

@@ -138,15 +138,19 @@ impl Watches {
 /// How long a watch may stay silent before it is declared stalled and restarted with a fresh
 /// list. The server is asked to end each watch after half of it, so a live connection always
 /// shows a sign of life (an event, a bookmark or a clean end) well within the limit.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct WatchConfig {
     pub stall_timeout: Duration,
+    /// Told of every ExternalSecret the watch sees: the operator's status after a patch is
+    /// the patch's outcome (`cluster::confirm`).
+    pub confirmations: Option<super::confirm::Confirmations>,
 }
 
 impl Default for WatchConfig {
     fn default() -> Self {
         Self {
             stall_timeout: Duration::from_secs(120),
+            confirmations: None,
         }
     }
 }
@@ -165,7 +169,7 @@ pub fn spawn_all(
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
         tokio::spawn(run(
             api,
-            config,
+            config.clone(),
             state.clone(),
             index.clone(),
             metrics.clone(),
@@ -237,6 +241,7 @@ async fn run(
                 &state,
                 &index,
                 &metrics,
+                config.confirmations.as_ref(),
             )
             .await;
             match end {
@@ -528,6 +533,7 @@ async fn watch_once(
     state: &WatchState,
     index: &RwLock<Index>,
     metrics: &Metrics,
+    confirmations: Option<&super::confirm::Confirmations>,
 ) -> End {
     let label = Kind {
         kind: kind.as_str(),
@@ -572,6 +578,21 @@ async fn watch_once(
         }
         metrics.watch_events.get_or_create(&label).inc();
         let value = to_value(obj);
+        if let Some(c) = confirmations
+            && matches!(
+                kind,
+                WatchKind::ExternalSecret | WatchKind::KesExternalSecret
+            )
+            && !deleted
+            && let Ok((Some(namespace), name)) = crate::index::model::meta(&value)
+        {
+            let key = crate::index::ResourceKey {
+                kind: reader_kind(kind),
+                namespace,
+                name,
+            };
+            c.observe(&key, value.get("status").unwrap_or(&Value::Null));
+        }
         if deleted {
             delete(kind, &value, &mut index.write());
         } else {

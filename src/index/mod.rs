@@ -1048,6 +1048,17 @@ impl Reader {
     }
 }
 
+impl Index {
+    /// The ExternalSecrets a ClusterExternalSecret owns, with their sync fingerprints.
+    pub fn children_of(&self, ces: &str) -> Vec<(ResourceKey, u64)> {
+        self.readers
+            .iter()
+            .filter(|(_, r)| r.parent.as_ref().is_some_and(|p| p.name == ces))
+            .map(|(k, r)| ((**k).clone(), r.synced))
+            .collect()
+    }
+}
+
 /// A parameter a resource reads by name, for the catch-up sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepItem {

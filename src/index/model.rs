@@ -287,6 +287,23 @@ pub struct Reader {
     /// When the operator last synced it (`status.refreshTime` for ESO, `status.lastSync` for
     /// KES): the catch-up sweep compares it with the parameters' LastModifiedDate.
     pub synced_at: Option<time::OffsetDateTime>,
+    /// `sync_fingerprint` of `status.syncedResourceVersion`: what a ClusterExternalSecret's
+    /// outcome compares its children with after a patch.
+    pub synced: u64,
+}
+
+/// A fingerprint of what an operator's status says about its last sync
+/// (`status.syncedResourceVersion`, KES `status.lastSync`): 0 when absent. Fixed-key SipHash, so
+/// the same string has the same fingerprint everywhere in the process.
+pub fn sync_fingerprint(v: Option<&str>) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    v.filter(|s| !s.is_empty())
+        .map(|s| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            s.hash(&mut h);
+            h.finish().max(1)
+        })
+        .unwrap_or(0)
 }
 
 fn timestamp(v: Option<&Value>) -> Option<time::OffsetDateTime> {
@@ -406,6 +423,7 @@ impl Reader {
                 == Some("None"),
             sync_windows: SyncWindows::from_spec(spec),
             synced_at: timestamp(status.get("refreshTime")),
+            synced: sync_fingerprint(status.get("syncedResourceVersion").and_then(Value::as_str)),
         })
     }
 
@@ -496,6 +514,7 @@ impl Reader {
             writes_nothing: false,
             sync_windows: None,
             synced_at: timestamp(obj.pointer("/status/lastSync")),
+            synced: sync_fingerprint(obj.pointer("/status/lastSync").and_then(Value::as_str)),
         })
     }
 }

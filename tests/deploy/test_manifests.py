@@ -20,6 +20,7 @@ ALERTS = {
     "SSMResyncCertFetchFailures",
     "SSMResyncWatchStalled",
     "SSMResyncNoNotifications",
+    "SSMResyncNotRefreshed",
 }
 EXPECTED_RULES = {
     ("external-secrets.io", "externalsecrets"): {"list", "watch", "patch"},
