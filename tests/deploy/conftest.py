@@ -12,6 +12,8 @@ from hcl2 import SerializationOptions
 REPO = pathlib.Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 MODULE = INFRA / "modules" / "ssm-resync"
+FORWARDER = INFRA / "modules" / "ssm-resync-forwarder"
+EXAMPLES = INFRA / "examples"
 K8S = REPO / "k8s"
 
 # Plain values: no comment or block markers, strings without their HCL quotes
@@ -83,10 +85,48 @@ class Module:
                 out.update(entry)
         return out
 
+    def modules(self) -> dict[str, dict]:
+        """module blocks by name."""
+        out = {}
+        for doc in self.docs.values():
+            for entry in doc.get("module", []):
+                for name, body in entry.items():
+                    assert name not in out, f"duplicate module {name}"
+                    out[name] = body
+        return out
+
+    def providers(self) -> dict[str, dict]:
+        """provider blocks by alias ("" for the default one), for the aws provider."""
+        out = {}
+        for doc in self.docs.values():
+            for entry in doc.get("provider", []):
+                for typ, body in entry.items():
+                    assert typ == "aws", typ
+                    alias = body.get("alias", "")
+                    assert alias not in out, f"duplicate provider aws.{alias}"
+                    out[alias] = body
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def load_module(directory: pathlib.Path) -> Module:
+    """A Terraform directory by path (a module or an example), parsed once."""
+    return Module(directory)
+
 
 @pytest.fixture(scope="session")
 def module() -> Module:
-    return Module(MODULE)
+    return load_module(MODULE)
+
+
+@pytest.fixture(scope="session")
+def forwarder() -> Module:
+    return load_module(FORWARDER)
+
+
+@pytest.fixture(scope="session")
+def multi_example() -> Module:
+    return load_module(EXAMPLES / "multi-region-multi-account")
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import INFRA, MODULE, Module, parse_tf, tf_files
+from conftest import EXAMPLES, FORWARDER, INFRA, MODULE, Module, load_module, parse_tf, tf_files
 
 FORBIDDEN_ACTIONS = {
     "ssm:GetParameter",
@@ -43,26 +43,66 @@ def test_every_tf_file_parses():
         assert isinstance(parse_tf(f), dict), f
 
 
+# Every Terraform directory: the modules and the examples.
+TF_DIRS = (MODULE, FORWARDER, EXAMPLES / "basic", EXAMPLES / "multi-region-multi-account")
+
+# The patterns of the rules, the same in the central module and the forwarder.
+PATTERN_LOCALS = (
+    "ssm_detail",
+    "ssm_event_pattern",
+    "secrets_manager_native_pattern",
+    "secrets_manager_api_pattern",
+    "ssm_api_pattern",
+)
+RULES = ("ssm", "secrets_manager_native", "secrets_manager_api", "ssm_api")
+# The variables that decide what is forwarded, shared by both modules.
+FORWARDING_VARIABLES = (
+    "ssm_operations",
+    "parameter_name_prefixes",
+    "enable_secrets_manager",
+    "secrets_manager_event_names",
+    "enable_parameter_store_cloudtrail",
+    "parameter_store_cloudtrail_event_names",
+)
+
+
+def test_every_terraform_directory_parses():
+    for d in TF_DIRS:
+        files = sorted(d.glob("*.tf"))
+        assert {f.name for f in files} >= {"versions.tf", "variables.tf", "outputs.tf"}, d
+        assert all(isinstance(parse_tf(f), dict) for f in files), d
+        assert load_module(d).docs, d
+
+
 def test_versions_pin_aws_provider_5(module: Module):
-    for d in (MODULE, INFRA / "examples" / "basic"):
+    for d in TF_DIRS:
         tf = parse_tf(d / "versions.tf")["terraform"][0]
         aws = tf["required_providers"][0]["aws"]
         assert aws["source"] == "hashicorp/aws"
         assert aws["version"] == ">= 5.0"
 
 
-def test_every_policy_is_an_inspected_policy_document(module: Module):
-    """Policies are only ever data.aws_iam_policy_document (so the checks below see all of
-    them), never inline JSON."""
+def policy_attributes(m: Module) -> int:
+    """Asserts every policy attribute of m's resources is a data.aws_iam_policy_document;
+    returns how many there are."""
     seen = 0
-    for (typ, name), body in module.resources().items():
+    for (typ, name), body in m.resources().items():
         for attr in ("policy", "assume_role_policy"):
             if attr in body:
                 seen += 1
                 assert re.fullmatch(r"\$\{data\.aws_iam_policy_document\.\w+(\[0\])?\.json\}", body[attr]), (
                     f"{typ}.{name}.{attr} must be a data.aws_iam_policy_document: {body[attr]}"
                 )
-    assert seen == 4  # topic, DLQ, role trust, role permissions
+    return seen
+
+
+def test_every_policy_is_an_inspected_policy_document(module: Module, forwarder: Module):
+    """Policies are only ever data.aws_iam_policy_document (so the checks below see all of
+    them), never inline JSON."""
+    assert policy_attributes(module) == 5  # topic, DLQ, role trust, role permissions, event bus
+    assert policy_attributes(forwarder) == 3  # role trust, role permissions, DLQ
+    for d in (EXAMPLES / "basic", EXAMPLES / "multi-region-multi-account"):
+        assert policy_attributes(load_module(d)) == 0, f"{d}: policies belong in the modules"
     for f in tf_files():
         text = f.read_text()
         assert '"Statement"' not in text and "Statement =" not in text, f"inline IAM JSON in {f}"
@@ -70,11 +110,13 @@ def test_every_policy_is_an_inspected_policy_document(module: Module):
             assert kind not in text, f"{kind} in {f}: the role's permissions live in one inline policy"
 
 
-def test_no_iam_action_contains_a_wildcard(module: Module):
+@pytest.mark.parametrize("directory", [MODULE, FORWARDER], ids=lambda p: p.name)
+def test_no_iam_action_contains_a_wildcard(directory):
     n = 0
-    for name, doc in module.policy_documents().items():
+    for name, doc in load_module(directory).policy_documents().items():
         for stmt in statements(doc):
             assert "not_actions" not in stmt, f"{name}: NotAction widens grants"
+            assert "not_principals" not in stmt and "not_resources" not in stmt, name
             for action in stmt["actions"]:
                 n += 1
                 assert "*" not in action, f"{name}: action {action!r}"
@@ -86,13 +128,27 @@ def test_only_eventbridge_publishes_to_the_topic(module: Module):
     assert policy["arn"] == "${aws_sns_topic.this.arn}"
     assert policy["policy"] == "${data.aws_iam_policy_document.topic.json}"
     stmts = statements(module.policy_documents()["topic"])
-    assert len(stmts) == 1
-    (stmt,) = stmts
+    assert len(stmts) == 2
+    stmt, deny = stmts
     assert stmt["effect"] == "Allow"
     assert principals(stmt) == [("Service", ["events.amazonaws.com"])]
     assert stmt["actions"] == ["sns:Publish"]
     assert stmt["resources"] == ["${aws_sns_topic.this.arn}"]
     assert conditions(stmt) == {("ArnEquals", "aws:SourceArn"): "${local.rule_arns}"}
+    # Everyone else's Publish is denied (identity policies of administrators included), and
+    # nothing but Publish: the policy itself stays changeable.
+    assert deny["effect"] == "Deny"
+    assert principals(deny) == [("*", ["*"])]
+    assert deny["actions"] == ["sns:Publish"]
+    assert deny["resources"] == ["${aws_sns_topic.this.arn}"]
+    assert conditions(deny) == {("ArnNotEquals", "aws:SourceArn"): "${local.rule_arns}"}
+    (exempt,) = deny["dynamic"]
+    assert exempt["condition"]["for_each"] == "${length(var.topic_publisher_arns) > 0 ? [1] : []}"
+    assert exempt["condition"]["content"] == [{
+        "test": "ArnNotLike",
+        "variable": "aws:PrincipalArn",
+        "values": "${var.topic_publisher_arns}",
+    }]
     rule_arns = module.locals()["rule_arns"]
     for rule in ("ssm", "secrets_manager_native", "secrets_manager_api", "ssm_api"):
         assert f"aws_cloudwatch_event_rule.{rule}" in rule_arns
@@ -117,8 +173,9 @@ def test_role_allows_exactly_confirm_subscription_and_describe_parameters(module
     assert role_policy["role"] == "${aws_iam_role.irsa[0].id}"
 
 
-def test_no_policy_allows_reading_secret_values(module: Module):
-    for name, doc in module.policy_documents().items():
+@pytest.mark.parametrize("directory", [MODULE, FORWARDER], ids=lambda p: p.name)
+def test_no_policy_allows_reading_secret_values(directory):
+    for name, doc in load_module(directory).policy_documents().items():
         for stmt in statements(doc):
             if stmt.get("effect", "Allow") == "Allow":
                 hit = FORBIDDEN_ACTIONS & set(stmt["actions"])
@@ -302,3 +359,238 @@ def test_delivery_policy_json_shape(module: Module):
     policy = module.locals()["delivery_policy"]
     assert set(policy) == {"healthyRetryPolicy", "throttlePolicy"}
     json.dumps(policy)
+
+
+# --- many regions, many accounts: the forwarder, the central bus policy, the example ---------
+
+
+def pattern_keys(value) -> set[str]:
+    """Every key of a (nested) pattern local."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in pattern_keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in pattern_keys(v)}
+    return set()
+
+
+def test_central_rules_match_events_of_every_region_and_account(module: Module):
+    """Forwarded events keep their original account and region: a pattern naming either would
+    drop them on the central bus."""
+    loc = module.locals()
+    for name in PATTERN_LOCALS:
+        keys = pattern_keys(loc[name])
+        assert not keys & {"account", "region"}, f"{name} filters on {keys & {'account', 'region'}}"
+        assert "account" not in str(loc[name]) and "region" not in str(loc[name]), name
+    for rule in RULES:
+        r = module.resource("aws_cloudwatch_event_rule", rule)
+        # On the default bus, which the forwarders target and the bus policy opens.
+        assert "event_bus_name" not in r, rule
+
+
+def test_forwarder_patterns_equal_the_central_modules(module: Module, forwarder: Module):
+    central, fwd = module.locals(), forwarder.locals()
+    for name in PATTERN_LOCALS:
+        assert fwd[name] == central[name], f"{name} differs between the modules"
+    cv, fv = module.variables(), forwarder.variables()
+    for name in FORWARDING_VARIABLES:
+        for key in ("type", "default", "validation"):
+            assert fv[name].get(key) == cv[name].get(key), f"variable {name}: {key} differs between the modules"
+    for rule in RULES:
+        c = module.resource("aws_cloudwatch_event_rule", rule)
+        f = forwarder.resource("aws_cloudwatch_event_rule", rule)
+        for key in ("name", "event_pattern", "count"):
+            assert f.get(key) == c.get(key), f"rule {rule}: {key} differs between the modules"
+        assert "event_bus_name" not in f, f"rule {rule}: the events are on the default bus"
+    assert set(r for t, r in forwarder.resources() if t == "aws_cloudwatch_event_rule") == set(RULES)
+    for name in ("ssm_operations", "parameter_name_prefixes", "secrets_manager_event_names", "parameter_store_cloudtrail_event_names"):
+        assert fv[name]["validation"], name
+    assert fv["name"]["validation"] == cv["name"]["validation"]
+
+
+def test_forwarder_targets_the_central_bus_with_retries_and_dead_letter(forwarder: Module):
+    v = forwarder.variables()["central_event_bus_arn"]
+    assert "default" not in v, "central_event_bus_arn is required"
+    assert "event-bus/default$" in v["validation"][0]["condition"]
+    for rule in RULES:
+        t = forwarder.resource("aws_cloudwatch_event_target", rule)
+        assert t["arn"] == "${var.central_event_bus_arn}"
+        assert t["role_arn"] == "${aws_iam_role.forward.arn}"
+        rule_ref = "aws_cloudwatch_event_rule.ssm.name" if rule == "ssm" else f"aws_cloudwatch_event_rule.{rule}[0].name"
+        assert t["rule"] == "${" + rule_ref + "}"
+        assert t["dead_letter_config"][0]["arn"] == "${aws_sqs_queue.dlq.arn}"
+        assert t["retry_policy"][0]["maximum_event_age_in_seconds"] <= 86400
+        assert t.get("count") == forwarder.resource("aws_cloudwatch_event_rule", rule).get("count")
+    targets = [r for t, r in forwarder.resources() if t == "aws_cloudwatch_event_target"]
+    assert sorted(targets) == sorted(RULES)
+    rule_arns = forwarder.locals()["rule_arns"]
+    for rule in RULES:
+        assert f"aws_cloudwatch_event_rule.{rule}" in rule_arns
+
+
+def test_forwarder_role_allows_exactly_put_events_on_the_central_bus(forwarder: Module):
+    allowed = []
+    for stmt in statements(forwarder.policy_documents()["forward"]):
+        assert stmt.get("effect", "Allow") == "Allow"
+        allowed.append((stmt["actions"], stmt["resources"]))
+    assert allowed == [(["events:PutEvents"], ["${var.central_event_bus_arn}"])]
+    rp = forwarder.resource("aws_iam_role_policy", "forward")
+    assert rp["policy"] == "${data.aws_iam_policy_document.forward.json}"
+    assert rp["role"] == "${aws_iam_role.forward.id}"
+    # Nothing else is attached to the role.
+    role_policies = [k for k in forwarder.resources() if k[0] == "aws_iam_role_policy"]
+    assert role_policies == [("aws_iam_role_policy", "forward")]
+
+
+def test_forwarder_role_trusts_only_this_modules_rules(forwarder: Module):
+    (stmt,) = statements(forwarder.policy_documents()["assume"])
+    assert stmt["effect"] == "Allow"
+    assert stmt["actions"] == ["sts:AssumeRole"]
+    assert principals(stmt) == [("Service", ["events.amazonaws.com"])]
+    assert conditions(stmt) == {
+        ("StringEquals", "aws:SourceAccount"): ["${local.account}"],
+        ("ArnEquals", "aws:SourceArn"): "${local.rule_arns}",
+    }
+    role = forwarder.resource("aws_iam_role", "forward")
+    assert role["assume_role_policy"] == "${data.aws_iam_policy_document.assume.json}"
+    assert role["permissions_boundary"] == "${var.permissions_boundary_arn}"
+    # IAM names are global: one account forwards from several regions.
+    assert "${local.region}" in role["name"]
+    # The forwarder never targets its own bus (a loop).
+    (pre,) = role["lifecycle"][0]["precondition"]
+    assert pre["condition"] == "${var.central_event_bus_arn != data.aws_cloudwatch_event_bus.local.arn}"
+
+
+def test_forwarder_dead_letter_queue(forwarder: Module):
+    q = forwarder.resource("aws_sqs_queue", "dlq")
+    assert q["sqs_managed_sse_enabled"] is True
+    assert forwarder.resource("aws_sqs_queue_policy", "dlq")["queue_url"] == "${aws_sqs_queue.dlq.id}"
+    (stmt,) = statements(forwarder.policy_documents()["dlq"])
+    assert principals(stmt) == [("Service", ["events.amazonaws.com"])]
+    assert stmt["actions"] == ["sqs:SendMessage"]
+    assert stmt["resources"] == ["${aws_sqs_queue.dlq.arn}"]
+    assert conditions(stmt) == {("ArnEquals", "aws:SourceArn"): "${local.rule_arns}"}
+    a = forwarder.resource("aws_cloudwatch_metric_alarm", "dlq")
+    assert a["metric_name"] == "ApproximateNumberOfMessagesVisible"
+    assert a["dimensions"] == {"QueueName": "${aws_sqs_queue.dlq.name}"}
+    assert a["alarm_actions"] == "${var.alarm_actions}"
+    assert "docs/deploy.md#forwarder-dead-letter-queue" in a["alarm_description"]
+    assert "### Forwarder dead-letter queue" in (INFRA.parent / "docs" / "deploy.md").read_text()
+
+
+def test_forwarder_variables_and_outputs_are_documented(forwarder: Module):
+    for name, v in forwarder.variables().items():
+        assert v.get("description"), f"variable {name} has no description"
+        assert "type" in v, f"variable {name} has no type"
+    outputs = forwarder.outputs()
+    assert outputs["rule_arns"]["value"] == "${local.rule_arns}"
+    assert outputs["role_arn"]["value"] == "${aws_iam_role.forward.arn}"
+    for name, o in outputs.items():
+        assert o.get("description"), f"output {name} has no description"
+    # No provider blocks in a module: the caller passes one per account and region.
+    assert forwarder.providers() == {}
+
+
+def test_bus_policy_is_off_by_default(module: Module):
+    """Backwards compatible: without source_account_ids and organization_id nothing changes."""
+    v = module.variables()
+    assert v["source_account_ids"]["default"] == []
+    assert v["organization_id"]["default"] is None
+    assert v["manage_event_bus_policy"]["default"] is True
+    loc = module.locals()
+    assert loc["accept_other_accounts"] == "${var.organization_id != null || length(var.source_account_ids) > 0}"
+    bp = module.resource("aws_cloudwatch_event_bus_policy", "default")
+    assert bp["count"] == "${local.accept_other_accounts && var.manage_event_bus_policy ? 1 : 0}"
+    assert bp["policy"] == "${data.aws_iam_policy_document.event_bus[0].json}"
+    assert bp["event_bus_name"] == "${data.aws_cloudwatch_event_bus.default.name}"
+    assert module.data("aws_cloudwatch_event_bus", "default")["name"] == "default"
+    assert loc["event_bus_arn"] == "${data.aws_cloudwatch_event_bus.default.arn}"
+    docs = module.policy_documents()
+    assert docs["event_bus"]["count"] == "${local.accept_other_accounts ? 1 : 0}"
+    assert "statement" not in docs["event_bus"]
+    merged = docs["event_bus"]["source_policy_documents"]
+    assert "data.aws_iam_policy_document.event_bus_from_organization[*].json" in merged
+    assert "data.aws_iam_policy_document.event_bus_from_accounts[*].json" in merged
+    assert docs["event_bus_from_organization"]["count"] == "${var.organization_id == null ? 0 : 1}"
+    assert docs["event_bus_from_accounts"]["count"] == "${length(var.source_account_ids) == 0 ? 0 : 1}"
+    assert "^[0-9]{12}$" in v["source_account_ids"]["validation"][0]["condition"]
+    assert "^o-" in v["organization_id"]["validation"][0]["condition"]
+    outputs = module.outputs()
+    assert outputs["event_bus_arn"]["value"] == "${local.event_bus_arn}"
+    assert outputs["event_bus_policy_json"]["value"] == "${one(data.aws_iam_policy_document.event_bus[*].json)}"
+
+
+def test_bus_policy_admits_only_the_organization_or_the_listed_accounts(module: Module):
+    docs = module.policy_documents()
+    accepted = {
+        ("ForAllValues:StringEquals", "events:source"): "${local.accepted_sources}",
+        ("ForAllValues:StringEquals", "events:detail-type"): "${local.accepted_detail_types}",
+    }
+    (org,) = statements(docs["event_bus_from_organization"])
+    assert org["effect"] == "Allow"
+    assert org["actions"] == ["events:PutEvents"]
+    assert org["resources"] == ["${local.event_bus_arn}"]
+    # "*" only with the organization condition.
+    assert principals(org) == [("AWS", ["*"])]
+    assert conditions(org) == {("StringEquals", "aws:PrincipalOrgID"): ["${var.organization_id}"], **accepted}
+
+    (acc,) = statements(docs["event_bus_from_accounts"])
+    assert acc["effect"] == "Allow"
+    assert acc["actions"] == ["events:PutEvents"]
+    assert acc["resources"] == ["${local.event_bus_arn}"]
+    ((typ, identifiers),) = principals(acc)
+    assert typ == "AWS"
+    assert identifiers == '${[for id in var.source_account_ids : "arn:${local.partition}:iam::${id}:root"]}'
+    assert conditions(acc) == accepted
+
+    # The sources and detail-types admitted are those of the enabled rules' patterns.
+    loc = module.locals()
+    for name in ("ssm_event_pattern", "secrets_manager_native_pattern", "secrets_manager_api_pattern", "ssm_api_pattern"):
+        assert f"local.{name}.source" in loc["accepted_sources"], name
+        assert f'local.{name}["detail-type"]' in loc["accepted_detail_types"], name
+    assert "var.enable_secrets_manager ?" in loc["accepted_sources"]
+    assert "var.enable_parameter_store_cloudtrail ?" in loc["accepted_detail_types"]
+    assert loc["partition"] == '${element(split(":", local.event_bus_arn), 1)}'
+
+
+def test_multi_region_multi_account_example_uses_both_modules(multi_example: Module):
+    d = EXAMPLES / "multi-region-multi-account"
+    assert (d / "terraform.tfvars.example").is_file()
+    mods = multi_example.modules()
+    central = mods.pop("ssm_resync")
+    assert central["source"] == "../../modules/ssm-resync"
+    assert "providers" not in central  # the default provider: central account and region
+    assert central["organization_id"] == "${var.organization_id}"
+    assert "var.member_account_id" in central["source_account_ids"]
+    assert "oidc_provider_arn" in central
+
+    providers = multi_example.providers()
+    default = providers.pop("")
+    assert default["region"] == "${var.central_region}"
+    assert default["allowed_account_ids"] == ["${var.central_account_id}"]
+    assert len(mods) >= 2, mods
+    used = set()
+    for name, body in mods.items():
+        assert body["source"] == "../../modules/ssm-resync-forwarder", name
+        assert body["central_event_bus_arn"] == "${module.ssm_resync.event_bus_arn}", name
+        alias = re.fullmatch(r"\$\{aws\.(\w+)\}", body["providers"]["aws"]).group(1)
+        assert alias in providers, f"{name}: provider aws.{alias} not configured"
+        assert alias not in used, f"{name}: two forwarders in one account and region"
+        used.add(alias)
+        # Forwarders send what the central rules match.
+        for var in ("parameter_name_prefixes", "enable_secrets_manager", "enable_parameter_store_cloudtrail"):
+            assert body[var] == central[var], f"{name}.{var} differs from the central module's"
+    # Another region of the central account, and the member account (assumed role) in two regions.
+    regions = {(p["allowed_account_ids"][0], p["region"]) for p in providers.values()}
+    assert ("${var.central_account_id}", "${var.extra_region}") in regions
+    assert ("${var.member_account_id}", "${var.central_region}") in regions
+    assert ("${var.member_account_id}", "${var.extra_region}") in regions
+    for alias, p in providers.items():
+        if p["allowed_account_ids"] == ["${var.member_account_id}"]:
+            assert p["assume_role"][0]["role_arn"] == "${var.member_role_arn}", alias
+        assert p["alias"] == alias
+    for name, v in multi_example.variables().items():
+        assert v.get("description") and "type" in v, name
+    outputs = multi_example.outputs()
+    assert outputs["topic_arn"]["value"] == "${module.ssm_resync.topic_arn}"
+    for name, o in outputs.items():
+        assert o.get("description"), f"output {name} has no description"

@@ -2,6 +2,10 @@
 # and secret names, never values.
 
 locals {
+  # The patterns name neither `account` nor `region`: events that forwarders
+  # (infra/modules/ssm-resync-forwarder) put on this bus from other regions and accounts match
+  # like local ones. The forwarder repeats these patterns; tests/deploy/test_infra.py keeps
+  # the two in step.
   ssm_detail = merge(
     { operation = var.ssm_operations },
     length(var.parameter_name_prefixes) == 0 ? {} : {
@@ -70,6 +74,36 @@ data "aws_iam_policy_document" "topic" {
       test     = "ArnEquals"
       variable = "aws:SourceArn"
       values   = local.rule_arns
+    }
+  }
+
+  # An identity policy granting sns:Publish (an administrator's, a CI role's) would otherwise
+  # reach the topic too, and each message it publishes is delivered, signed by AWS, to the
+  # service, which acts on it. Deny Publish to everything but this module's rules (and any
+  # principals listed in topic_publisher_arns). Only sns:Publish is denied: administrators
+  # keep every other action on the topic, including SetTopicAttributes, so this policy can
+  # never lock them out of changing it.
+  statement {
+    sid     = "DenyPublishExceptFromTheRules"
+    effect  = "Deny"
+    actions = ["sns:Publish"]
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+    resources = [aws_sns_topic.this.arn]
+    condition {
+      test     = "ArnNotEquals"
+      variable = "aws:SourceArn"
+      values   = local.rule_arns
+    }
+    dynamic "condition" {
+      for_each = length(var.topic_publisher_arns) > 0 ? [1] : []
+      content {
+        test     = "ArnNotLike"
+        variable = "aws:PrincipalArn"
+        values   = var.topic_publisher_arns
+      }
     }
   }
 }

@@ -32,3 +32,13 @@ output "rule_arns" {
   description = "ARNs of the EventBridge rules that publish to the topic."
   value       = local.rule_arns
 }
+
+output "event_bus_arn" {
+  description = "ARN of this account's default event bus in this region: the central_event_bus_arn of every infra/modules/ssm-resync-forwarder (other regions of this account, member accounts)."
+  value       = local.event_bus_arn
+}
+
+output "event_bus_policy_json" {
+  description = "The default bus's resource policy that admits the other accounts (null without source_account_ids and organization_id). Merge it into your own when manage_event_bus_policy is false."
+  value       = one(data.aws_iam_policy_document.event_bus[*].json)
+}

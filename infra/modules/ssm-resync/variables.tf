@@ -112,6 +112,65 @@ variable "topic_kms_master_key_id" {
   default     = null
 }
 
+variable "topic_publisher_arns" {
+  description = <<-EOT
+    IAM principal ARNs (wildcards allowed, e.g. a smoke-test role) still allowed to publish to
+    the topic by their own identity policies. Empty (the default): only this module's
+    EventBridge rules can publish; the topic policy denies sns:Publish to everyone else,
+    administrators included (they keep every other action, so they can change the policy).
+  EOT
+  type        = list(string)
+  default     = []
+}
+
+# --- events from other accounts --------------------------------------------------------
+
+variable "source_account_ids" {
+  description = <<-EOT
+    Member accounts whose forwarders (infra/modules/ssm-resync-forwarder) put their events on
+    this account's default event bus, e.g. ["111122223333"]. With this or organization_id set,
+    the module gives the default bus a resource policy that lets these accounts (and only
+    them, or the organization) events:PutEvents the sources and detail-types the rules here
+    match. Empty (and organization_id null): no bus policy, today's behaviour. Other regions
+    of this account need nothing here: same-account forwarding is authorised by the
+    forwarder's role alone.
+  EOT
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.source_account_ids : can(regex("^[0-9]{12}$", id))])
+    error_message = "source_account_ids must be 12-digit AWS account ids."
+  }
+}
+
+variable "organization_id" {
+  description = <<-EOT
+    AWS Organization (o-xxxxxxxxxx) whose accounts may put events on this account's default
+    bus (condition aws:PrincipalOrgID), instead of or besides listing source_account_ids.
+    null: no organization-wide grant.
+  EOT
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.organization_id == null || can(regex("^o-[a-z0-9]{10,32}$", var.organization_id))
+    error_message = "organization_id must look like o-a1b2c3d4e5 (10 to 32 lowercase letters or digits after o-)."
+  }
+}
+
+variable "manage_event_bus_policy" {
+  description = <<-EOT
+    Create the default bus's resource policy (aws_cloudwatch_event_bus_policy) when
+    source_account_ids or organization_id is set. That resource owns the bus's whole policy
+    and replaces any other statement on it: when the default bus already has a policy
+    managed elsewhere, set false and merge the output event_bus_policy_json into that policy
+    (e.g. source_policy_documents of its aws_iam_policy_document).
+  EOT
+  type        = bool
+  default     = true
+}
+
 # --- the HTTPS subscription ---------------------------------------------------------
 
 variable "subscription_endpoint" {
