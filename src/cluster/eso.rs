@@ -52,10 +52,10 @@ pub const CES_CRD: &str = "clusterexternalsecrets.external-secrets.io";
 
 /// What a ClusterExternalSecret CRD says about the release that installed it, and why.
 ///
-/// The marker: ESO v0.20.0 added `spec.externalSecretMetadata.finalizers` to the CRD in the
-/// release that started copying the parent's force-sync annotation to its children
-/// (v0.19.2 → v0.20.0, `config/crds/bases/external-secrets.io_clusterexternalsecrets.yaml`);
-/// every later release keeps it. A CRD without the marker, or one that cannot be read, gets
+/// The marker: ESO v0.20.0, the release that started copying the parent's force-sync
+/// annotation to its children, added `spec.externalSecretSpec.target.template.metadata.finalizers`
+/// to the CRD: the one schema difference between v0.19.2 and v0.20.0
+/// (`deploy/crds/bundle.yaml`); every later release keeps it (v2.9.0 has it). A CRD without the marker, or one that cannot be read, gets
 /// the spec trigger, which works on every release.
 pub fn ces_trigger_from_crd(crd: &Value, version: &str) -> (CesTrigger, String) {
     let Some(versions) = crd.pointer("/spec/versions").and_then(Value::as_array) else {
@@ -75,21 +75,23 @@ pub fn ces_trigger_from_crd(crd: &Value, version: &str) -> (CesTrigger, String) 
         .and_then(|v| v.pointer("/schema/openAPIV3Schema"));
     let marker = schema
         .and_then(|s| {
-            s.pointer("/properties/spec/properties/externalSecretMetadata/properties/finalizers")
+            s.pointer(
+                "/properties/spec/properties/externalSecretSpec/properties/target/properties/template/properties/metadata/properties/finalizers",
+            )
         })
         .is_some();
     if marker {
         (
             CesTrigger::ParentAnnotation,
             format!(
-                "{CES_CRD} has spec.externalSecretMetadata.finalizers: ESO v0.20.0 or later, which copies the parent's external-secrets.io/force-sync to its children"
+                "{CES_CRD} has spec.externalSecretSpec.target.template.metadata.finalizers: ESO v0.20.0 or later, which copies the parent's external-secrets.io/force-sync to its children"
             ),
         )
     } else {
         (
             CesTrigger::SpecAnnotations,
             format!(
-                "{CES_CRD} lacks spec.externalSecretMetadata.finalizers: ESO before v0.20.0, which copies only spec.externalSecretMetadata.annotations to its children"
+                "{CES_CRD} lacks spec.externalSecretSpec.target.template.metadata.finalizers: ESO before v0.20.0, which copies only spec.externalSecretMetadata.annotations to its children"
             ),
         )
     }
@@ -118,11 +120,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn crd(metadata_props: Value) -> Value {
+    /// A CRD whose v1 template metadata has these properties (the shape of ESO's
+    /// `deploy/crds/bundle.yaml`: v0.19.2 has annotations and labels, v0.20.0 to v2.9.0 add
+    /// finalizers).
+    fn crd(template_metadata_props: Value) -> Value {
         json!({"spec": {"versions": [
             {"name": "v1beta1", "storage": false, "schema": {"openAPIV3Schema": {"properties": {"spec": {"properties": {}}}}}},
             {"name": "v1", "storage": true, "schema": {"openAPIV3Schema": {"properties": {"spec": {"properties": {
-                "externalSecretMetadata": {"properties": metadata_props}}}}}}}
+                "externalSecretMetadata": {"properties": {"annotations": {}, "labels": {}}},
+                "externalSecretSpec": {"properties": {"target": {"properties": {"template": {"properties": {
+                    "metadata": {"properties": template_metadata_props}}}}}}}}}}}}}
         ]}})
     }
 
