@@ -605,6 +605,8 @@ export AWS_SECRET_ACCESS_KEY=testing
 export SSM_RESYNC_TOPIC_ARN=$TOPIC_ARN
 export SSM_RESYNC_SNS_SIGNING_CERT="$CERT_URL=$SNS_DIR/cert.pem"
 export SSM_RESYNC_SAMPLE_SIGN_KEY=$SNS_DIR/key.pem
+# curl tests of the plain format work against the local stack (off in the shipped manifests).
+export SSM_RESYNC_ACCEPT_PLAIN_FORMAT=true
 export SSM_RESYNC_SAMPLE_CERT_URL=$CERT_URL
 export STACK_DIR=$STACK_DIR
 export STACK_API_PORT=$API_PORT

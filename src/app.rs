@@ -102,6 +102,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         watch::WatchConfig {
             stall_timeout: args.watch_stall_timeout,
             confirmations: confirmations.clone(),
+            events: Some(events.clone()),
         },
         index.clone(),
         &watches,
@@ -134,9 +135,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         confirmer: Arc::new(SnsConfirmer::default()),
         metrics,
         max_body_bytes: args.max_body_bytes,
+        large_slots: tokio::sync::Semaphore::new(args.max_concurrent_requests()),
+        read_timeout: args.read_timeout,
         deadline: args.request_deadline,
-        applied: crate::dedupe::Dedupe::new(Duration::from_secs(2 * 3600), 1_000_000),
+        applied: crate::dedupe::Dedupe::new(
+            args.max_message_age + crate::sns::verify::FUTURE_TOLERANCE,
+            crate::dedupe::CAPACITY,
+        ),
         ignored_logged: Mutex::new(Default::default()),
+        reject_log: Default::default(),
+        accept_plain: args.accept_plain_format,
         accepting: AtomicBool::new(true),
         clock: time::OffsetDateTime::now_utc,
     });
@@ -171,11 +179,32 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         s.accepting.store(false, Ordering::Release);
         tracing::info!("shutting down: readiness off, finishing in-flight deliveries");
     });
-    let public_srv = axum::serve(public, crate::http::public_router(state.clone()))
-        .with_graceful_shutdown(draining);
-    let admin_srv = axum::serve(admin, crate::http::admin_router(state.clone()))
-        .with_graceful_shutdown(shutdown);
-    tokio::try_join!(async { public_srv.await }, async { admin_srv.await })?;
+    let max_concurrent = args.max_concurrent_requests();
+    let opts = crate::http::ServeOptions {
+        read_timeout: args.read_timeout,
+        max_connections: args.max_connections,
+    };
+    tracing::info!(
+        max_concurrent_requests = max_concurrent,
+        max_connections = opts.max_connections,
+        read_timeout = ?opts.read_timeout,
+        "connection limits"
+    );
+    let public_srv = crate::http::serve(
+        public,
+        crate::http::public_router(state.clone()),
+        draining,
+        opts,
+        state.metrics.clone(),
+    );
+    let admin_srv = crate::http::serve(
+        admin,
+        crate::http::admin_router(state.clone()),
+        shutdown,
+        opts,
+        state.metrics.clone(),
+    );
+    tokio::try_join!(public_srv, admin_srv)?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -484,7 +513,7 @@ async fn verify_file_inner(args: VerifyArgs) -> anyhow::Result<Result<(), crate:
     };
     let topics = if args.topic_arns.is_empty() {
         eprintln!("note: no --topic-arn given: the topic allow-list check is skipped");
-        TopicPolicy::new(&["arn:*:sns:*:*:*"])?
+        TopicPolicy::any()
     } else {
         TopicPolicy::new(&args.topic_arns)?
     };

@@ -185,6 +185,27 @@ pub struct ServeArgs {
     #[arg(long, env = "SSM_RESYNC_MAX_BODY_BYTES", default_value_t = 512 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Deliveries larger than 16 KiB handled at once on the public port; beyond that such a
+    /// request is answered 503 (reason `overloaded`) at once, so SNS retries it, instead of
+    /// buffering another large body. Smaller ones (every change notification) need no slot.
+    /// Default: what the memory limit affords, (cgroup `memory.max` − 64 MiB −
+    /// `--max-connections` × 48 KiB) / (3 × `--max-body-bytes`), clamped to 4..=256; 256
+    /// without a memory limit.
+    #[arg(long, env = "SSM_RESYNC_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+
+    /// Connections open at once on each port; a further one is closed on accept (metric
+    /// `ssm_resync_connections_refused_total`).
+    #[arg(long, env = "SSM_RESYNC_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// A connection must send a complete request head within this long, counted from when the
+    /// server starts waiting for one (so idle keep-alive connections close after it too), and
+    /// then its body within this long (408, reason `body_read_timeout`). Keep a load
+    /// balancer's idle timeout below it.
+    #[arg(long, env = "SSM_RESYNC_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub read_timeout: Duration,
+
     /// Patches in flight at once against the API server.
     #[arg(long, env = "SSM_RESYNC_PATCH_CONCURRENCY", default_value_t = 16)]
     pub patch_concurrency: usize,
@@ -275,6 +296,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SSM_RESYNC_CONFIRM_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub confirm_timeout: Duration,
 
+    /// Accept the plain test format ({"parameters": [...], "region": ...}) in verified
+    /// notifications. Off by default: anyone allowed to publish to the topic could name any 100
+    /// parameters with it. The local stack turns it on for curl tests.
+    #[arg(long, env = "SSM_RESYNC_ACCEPT_PLAIN_FORMAT")]
+    pub accept_plain_format: bool,
+
     /// Do everything but the patch; log what would be patched.
     #[arg(long, env = "SSM_RESYNC_DRY_RUN")]
     pub dry_run: bool,
@@ -351,4 +378,63 @@ pub struct DevCertArgs {
     /// Validity in days.
     #[arg(long, default_value_t = 3650)]
     pub days: i64,
+}
+
+impl ServeArgs {
+    /// `--max-concurrent-requests`, or what the container's memory limit affords.
+    pub fn max_concurrent_requests(&self) -> usize {
+        self.max_concurrent_requests
+            .unwrap_or_else(|| {
+                concurrency_for(memory_limit(), self.max_body_bytes, self.max_connections)
+            })
+            .max(1)
+    }
+}
+
+/// Large deliveries that fit in `limit` bytes of memory. Set aside: 64 MiB for the process
+/// itself (index, watch caches, MessageId dedupe, runtime) and, per allowed connection, its
+/// read buffer (32 KiB) plus a small body held three times (16 KiB each way, rounded into
+/// the 48 KiB). Each large delivery may hold its body three times over (the buffered bytes,
+/// the parsed envelope, the decoded message). Clamped to 4..=256; 256 without a limit.
+pub fn concurrency_for(limit: Option<u64>, max_body_bytes: usize, max_connections: usize) -> usize {
+    const RESERVED: u64 = 64 << 20;
+    const PER_CONNECTION: u64 = 48 << 10;
+    match limit {
+        None => 256,
+        Some(l) => {
+            let per = 3 * (max_body_bytes.max(1) as u64);
+            let free = l
+                .saturating_sub(RESERVED)
+                .saturating_sub(PER_CONNECTION * max_connections as u64);
+            (free / per).clamp(4, 256) as usize
+        }
+    }
+}
+
+/// The cgroup memory limit of this process (v2 `memory.max`, else v1 `memory.limit_in_bytes`);
+/// `None` when there is none or it cannot be read.
+fn memory_limit() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let v = read("/sys/fs/cgroup/memory.max")
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))?;
+    // "max" (v2) or a huge number (v1: 2^63 rounded to the page size) mean no limit.
+    v.trim().parse::<u64>().ok().filter(|&n| n < (1 << 62))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::concurrency_for;
+
+    #[test]
+    fn concurrency_follows_the_memory_limit() {
+        // The shipped manifests: 128 MiB limit, 512 KiB bodies, 512 connections → 26.
+        assert_eq!(concurrency_for(Some(128 << 20), 512 * 1024, 512), 26);
+        assert_eq!(concurrency_for(Some(256 << 20), 512 * 1024, 512), 112);
+        // A tight limit still leaves a few slots; a generous one is capped.
+        assert_eq!(concurrency_for(Some(64 << 20), 512 * 1024, 512), 4);
+        assert_eq!(concurrency_for(Some(16 << 30), 512 * 1024, 512), 256);
+        assert_eq!(concurrency_for(None, 512 * 1024, 512), 256);
+        // Bigger bodies, fewer slots.
+        assert_eq!(concurrency_for(Some(256 << 20), 4 << 20, 512), 14);
+    }
 }

@@ -1,10 +1,13 @@
 //! Which SNS MessageIds were already applied, so a redelivery patches nothing twice.
 //!
-//! Bounded in time and memory: ids live in ten-minute generations and are forgotten when
-//! their generation is older than the retention (default two hours: SNS retries for at most
-//! one); if the total exceeds the capacity the oldest generation goes first. An id is kept
-//! as a 128-bit value (SNS MessageIds are UUIDs; anything else is hashed), about 20 bytes
-//! each, so the default 1,000,000 ids stay near 20 MiB at most.
+//! Bounded in time and memory: ids live in generations (ten minutes, or an eighth of the
+//! capacity, whichever fills first) and are forgotten when their generation is older than the
+//! retention (the service uses --max-message-age plus the clock-skew tolerance: an older
+//! redelivery is rejected before it gets here); if the total exceeds the capacity the oldest
+//! generation goes first, so at most capacity × 9/8 ids are held. An id is kept as a 128-bit
+//! value (SNS MessageIds are UUIDs; anything else is hashed), 16 bytes plus the hash table's
+//! overhead: [`CAPACITY`] ids take about 4 MiB at most (docs/reliability.md, "Memory
+//! budget"). Forgetting an id early costs at most one extra re-sync, never a missed one.
 
 use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -13,6 +16,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 const GENERATION: Duration = Duration::from_secs(600);
+
+/// The service's capacity: an hour of 28 distinct notifications a second (SNS's retry window
+/// is at most the --max-message-age of an hour).
+pub const CAPACITY: usize = 100_000;
 
 pub struct Dedupe {
     inner: Mutex<Inner>,
@@ -68,11 +75,10 @@ impl Dedupe {
         let key = self.key(id);
         let mut inner = self.inner.lock();
         inner.expire(now, self.retention);
-        if inner
-            .generations
-            .front()
-            .is_none_or(|(start, _)| now.duration_since(*start) >= GENERATION)
-        {
+        let per_generation = (self.capacity / 8).max(1);
+        if inner.generations.front().is_none_or(|(start, ids)| {
+            now.duration_since(*start) >= GENERATION || ids.len() >= per_generation
+        }) {
             inner.generations.push_front((now, HashSet::new()));
         }
         if inner.generations[0].1.insert(key) {
@@ -125,6 +131,18 @@ mod tests {
         assert_eq!(d.len(), 2);
     }
 
+    /// However fast ids arrive, the total stays within capacity × 9/8.
+    #[test]
+    fn a_burst_within_one_generation_is_bounded_too() {
+        let d = Dedupe::new(Duration::from_secs(3600), 800);
+        let t0 = Instant::now();
+        for i in 0..10_000 {
+            d.insert_at(&format!("id-{i}"), t0);
+            assert!(d.len() <= 900, "{} ids after {i}", d.len());
+        }
+        assert!(d.contains("id-9999") && !d.contains("id-0"));
+    }
+
     #[test]
     fn forgets_after_retention() {
         let d = Dedupe::new(Duration::from_secs(3600), 1000);
@@ -139,16 +157,18 @@ mod tests {
 
     #[test]
     fn capacity_drops_the_oldest_generation_first() {
-        let d = Dedupe::new(Duration::from_secs(7200), 3);
+        // Capacity 16: generations of 2 ids (or ten minutes).
+        let d = Dedupe::new(Duration::from_secs(7200), 16);
         let t0 = Instant::now();
         for (i, id) in ["a", "b"].iter().enumerate() {
             d.insert_at(id, t0 + Duration::from_secs(i as u64));
         }
-        for id in ["c", "d"] {
-            d.insert_at(id, t0 + Duration::from_secs(700));
+        for i in 0..15 {
+            d.insert_at(&format!("n{i}"), t0 + Duration::from_secs(700));
         }
-        assert_eq!(d.len(), 2);
+        // 17 > 16: the oldest generation (a, b) went as a whole.
+        assert_eq!(d.len(), 15);
         assert!(!d.contains("a") && !d.contains("b"));
-        assert!(d.contains("c") && d.contains("d"));
+        assert!(d.contains("n0") && d.contains("n14"));
     }
 }

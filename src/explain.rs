@@ -73,6 +73,7 @@ pub fn explain_all(index: &Index, changes: &[Change]) -> Lookup {
         }
         all.unforceable.extend(l.unforceable);
         all.near_misses.extend(l.near_misses);
+        all.rejected = l.rejected;
     }
     all
 }
@@ -119,6 +120,11 @@ pub fn to_json(l: &Lookup) -> Value {
         "targets": l.targets.iter().map(target_json).collect::<Vec<_>>(),
         "near_misses": l.near_misses.iter().map(miss_json).collect::<Vec<_>>(),
         "unforceable": l.unforceable.iter().map(target_json).collect::<Vec<_>>(),
+        "rejected_references": l.rejected.iter().map(|r| miss_json(&NearMiss {
+            reader: r.reader.clone(),
+            reference: r.reference.clone(),
+            reason: r.reason.clone(),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -179,5 +185,21 @@ pub fn to_table(changes: &[Change], l: &Lookup) -> String {
             })
             .collect(),
     );
+    if !l.rejected.is_empty() {
+        section(
+            &mut out,
+            "REFERENCES NOT EVALUATED AS WRITTEN (anywhere in the cluster)",
+            l.rejected
+                .iter()
+                .map(|r| {
+                    [
+                        format!("ExternalSecret {}/{}", r.reader.namespace, r.reader.name),
+                        r.reference.clone(),
+                        r.reason.clone(),
+                    ]
+                })
+                .collect(),
+        );
+    }
     out
 }

@@ -45,11 +45,19 @@ pub struct AppState {
     pub confirmer: Arc<dyn Confirmer>,
     pub metrics: Arc<Metrics>,
     pub max_body_bytes: usize,
+    /// Slots for deliveries larger than [`SMALL_BODY_BYTES`] (`--max-concurrent-requests`).
+    pub large_slots: tokio::sync::Semaphore,
+    /// A body must arrive within this long after its head (`--read-timeout`).
+    pub read_timeout: Duration,
     pub deadline: Duration,
     /// MessageIds already applied, so SNS redeliveries patch nothing twice.
     pub applied: crate::dedupe::Dedupe,
     /// Unhandled event types already logged (the log line appears once per type).
     pub ignored_logged: Mutex<HashSet<String>>,
+    /// Rejections are logged at most `LogBudget::LINES` a window; the metric counts them all.
+    pub reject_log: LogBudget,
+    /// `--accept-plain-format`.
+    pub accept_plain: bool,
     /// Flips to false on shutdown so /readyz fails before the listener closes.
     pub accepting: std::sync::atomic::AtomicBool,
     /// Clock for certificate validity; tests may fix it.
@@ -76,12 +84,119 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The public router: `POST /sns` only. A delivery whose body may exceed
+/// [`SMALL_BODY_BYTES`] needs one of `--max-concurrent-requests` slots, or is shed at once
+/// with 503 (so SNS retries it) instead of buffering another large body.
 pub fn public_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/sns", post(sns))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admit))
         .layer(DefaultBodyLimit::disable())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Bodies declared this small pass without a slot. Every change notification SNS sends is
+/// 1–6 KiB, so genuine deliveries are never shed for want of one, however many large bodies
+/// are held; what small bodies cost is bounded by the connection cap (`--max-connections` ×
+/// 16 KiB × 3).
+pub const SMALL_BODY_BYTES: u64 = 16 * 1024;
+
+async fn admit(
+    State(s): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let small = header_str(req.headers(), &header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n <= SMALL_BODY_BYTES);
+    if small {
+        return next.run(req).await;
+    }
+    let Ok(_slot) = s.large_slots.try_acquire() else {
+        return overloaded(&s).into_response();
+    };
+    next.run(req).await
+}
+
+fn overloaded(s: &AppState) -> Answer {
+    s.metrics.shed.inc();
+    if s.reject_log.take().is_some() {
+        tracing::warn!(
+            "shedding a delivery: --max-concurrent-requests large requests are in flight; answering 503 so SNS retries"
+        );
+    }
+    Answer {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        body: json!({"result": "retry", "reason": "overloaded", "detail": "too many large requests in flight (--max-concurrent-requests)"}),
+    }
+}
+
+/// How `serve` treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// A connection must deliver a complete request head within this long from the moment the
+    /// server waits for one (so an idle keep-alive connection is closed after it too).
+    pub read_timeout: Duration,
+    /// Connections open at once; a further one is closed on accept.
+    pub max_connections: usize,
+}
+
+/// Largest request head accepted (SNS sends a few hundred bytes of headers): a longer one gets
+/// 431 and the connection is closed, so an open connection costs at most this much buffer.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish. hyper's
+/// HTTP/1 connection with a timer (the header read timeout) and a cap on open connections:
+/// a slow or silent client can neither hold a connection for ever nor exhaust memory.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()>,
+    opts: ServeOptions,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES * 2)
+        .max_header_size(MAX_HEADER_BYTES);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics.connections_refused.inc();
+            drop(stream);
+            continue;
+        };
+        // Small answers on a request/response protocol: no Nagle delay.
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 pub fn admin_router(state: Arc<AppState>) -> Router {
@@ -109,6 +224,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     s.watches.export(&s.metrics);
+    s.metrics.dedupe_ids.set(s.applied.len() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -127,12 +243,64 @@ struct Answer {
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        // Answered before the body was read (shed, too large, too slow): close the connection
+        // rather than read and discard the rest of a body nobody wants.
+        let close = matches!(
+            self.status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        ) || self.body["reason"] == "overloaded";
+        let mut r = (self.status, Json(self.body)).into_response();
+        if close {
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        r
+    }
+}
+
+/// A budget of log lines per window: a flood of hostile requests must not flood the log (each
+/// line costs I/O and log storage), while every one is still counted in the metrics.
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    state: Mutex<(Option<Instant>, u32, u64)>,
+}
+
+impl LogBudget {
+    /// Lines per window.
+    pub const LINES: u32 = 20;
+    pub const WINDOW: Duration = Duration::from_secs(10);
+
+    /// Whether to log this one; `Some(n)` also says `n` lines were skipped before it.
+    pub fn take(&self) -> Option<u64> {
+        let mut st = self.state.lock();
+        let now = Instant::now();
+        if st
+            .0
+            .is_none_or(|start| now.duration_since(start) >= Self::WINDOW)
+        {
+            *st = (Some(now), 0, st.2);
+        }
+        if st.1 >= Self::LINES {
+            st.2 += 1;
+            return None;
+        }
+        st.1 += 1;
+        Some(std::mem::take(&mut st.2))
     }
 }
 
 fn rejected(s: &AppState, t: &'static str, r: Reject) -> Answer {
-    tracing::warn!(reason = r.reason(), r#type = t, error = %r, "rejected SNS delivery");
+    match s.reject_log.take() {
+        Some(0) => {
+            tracing::warn!(reason = r.reason(), r#type = t, error = %r, "rejected SNS delivery")
+        }
+        Some(skipped) => {
+            tracing::warn!(reason = r.reason(), r#type = t, error = %r, skipped, "rejected SNS delivery (earlier rejections were not logged: at most {} lines per {:?}; ssm_resync_rejections_total counts every one)", LogBudget::LINES, LogBudget::WINDOW)
+        }
+        None => {}
+    }
     s.metrics.reject(t, r.reason());
     Answer {
         status: r.status(),
@@ -179,7 +347,7 @@ async fn sns(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> 
 }
 
 async fn handle(s: &AppState, headers: &HeaderMap, label: &'static str, body: Body) -> Answer {
-    let bytes = match read_limited(headers, body, s.max_body_bytes).await {
+    let bytes = match read_limited(headers, body, s.max_body_bytes, s.read_timeout).await {
         Ok(b) => b,
         Err(r) => return rejected(s, label, r),
     };
@@ -256,11 +424,13 @@ async fn notification(s: &AppState, env: &Envelope, sent: OffsetDateTime) -> Ans
             body: json!({"result": "duplicate", "message_id": env.message_id}),
         };
     }
-    let changes = match event::decode(&env.message) {
+    let changes = match event::decode_delivered(&env.message, s.accept_plain) {
         Ok(Decoded::Changes(c)) => c,
         Ok(Decoded::Ignored { kind, detail }) => {
             s.metrics.events_ignored.get_or_create(&Kind { kind }).inc();
             s.metrics.notification(T, "ignored");
+            // Clipped: the detail quotes the event (a `source` may be 500 KiB long).
+            let detail = crate::sns::envelope::truncate(&detail, 160).to_owned();
             let mut logged = s.ignored_logged.lock();
             if logged.len() < 1000 && logged.insert(detail.clone()) {
                 tracing::info!(kind, detail = %detail, "ignoring messages of this type (logged once per type)");
@@ -425,7 +595,12 @@ fn headers_agree(headers: &HeaderMap, env: &Envelope) -> Result<(), Reject> {
 
 /// Reads at most `max` bytes, refusing early on a too-large Content-Length and stopping the
 /// stream as soon as the limit is passed (never buffering more than `max`).
-async fn read_limited(headers: &HeaderMap, body: Body, max: usize) -> Result<bytes::Bytes, Reject> {
+async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    within: Duration,
+) -> Result<bytes::Bytes, Reject> {
     if let Some(len) =
         header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
         && len > max as u64
@@ -434,15 +609,19 @@ async fn read_limited(headers: &HeaderMap, body: Body, max: usize) -> Result<byt
             "Content-Length {len} exceeds {max} bytes"
         )));
     }
-    match http_body_util::Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
+    let read = http_body_util::Limited::new(body, max).collect();
+    match tokio::time::timeout(within, read).await {
+        Err(_) => Err(Reject::BodyReadTimeout(format!(
+            "the body did not arrive within --read-timeout {within:?}"
+        ))),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
             Err(Reject::BodyTooLarge(format!("body exceeds {max} bytes")))
         }
-        Err(e) => Err(Reject::MalformedJson(format!("reading body: {e}"))),
+        Ok(Err(e)) => Err(Reject::MalformedJson(format!("reading body: {e}"))),
     }
 }
 

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub cert_fetches: Family<Result_, Counter>,
     pub index_objects: Family<Kind, Gauge>,
     pub index_references: Gauge,
+    pub index_rejected_references: Gauge,
+    pub dedupe_ids: Gauge,
     pub watch_events: Family<Kind, Counter>,
     pub watch_restarts: Family<Kind, Counter>,
     pub watch_errors: Family<Kind, Counter>,
@@ -73,6 +75,8 @@ pub struct Metrics {
     pub unforceable: Counter,
     pub deferred: Counter,
     pub deferred_pending: Gauge,
+    pub shed: Counter,
+    pub connections_refused: Counter,
     pub refresh: Family<Outcome, Counter>,
     pub refresh_seconds: Histogram,
     pub refresh_pending: Gauge,
@@ -108,6 +112,8 @@ impl Metrics {
             cert_fetches: Family::default(),
             index_objects: Family::default(),
             index_references: Gauge::default(),
+            index_rejected_references: Gauge::default(),
+            dedupe_ids: Gauge::default(),
             watch_events: Family::default(),
             watch_restarts: Family::default(),
             watch_errors: Family::default(),
@@ -123,6 +129,8 @@ impl Metrics {
             unforceable: Counter::default(),
             deferred: Counter::default(),
             deferred_pending: Gauge::default(),
+            shed: Counter::default(),
+            connections_refused: Counter::default(),
             refresh: Family::default(),
             // 50 ms .. ~27 min
             refresh_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
@@ -184,6 +192,16 @@ impl Metrics {
             "index_references",
             "Key references in the index",
             m.index_references.clone(),
+        );
+        registry.register(
+            "dedupe_ids",
+            "SNS MessageIds remembered so a redelivery is not applied twice (at most 112,500: 100,000 plus one generation)",
+            m.dedupe_ids.clone(),
+        );
+        registry.register(
+            "index_rejected_references",
+            "References not evaluated as written (a find.name.regexp that does not compile, or compiles too large: matched as every name); `ssm-resync explain` lists them",
+            m.index_rejected_references.clone(),
         );
         registry.register(
             "watch_events",
@@ -259,6 +277,16 @@ impl Metrics {
             "deferred_pending",
             "Force-syncs waiting for a sync window to open",
             m.deferred_pending.clone(),
+        );
+        registry.register(
+            "shed",
+            "Deliveries answered 503 at once because --max-concurrent-requests were in flight",
+            m.shed.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed on accept because --max-connections were open",
+            m.connections_refused.clone(),
         );
         registry.register(
             "refresh",

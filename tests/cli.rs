@@ -200,3 +200,39 @@ fn serve_refuses_a_pin_outside_the_url_policy() {
     let (code, _, err) = run(&["serve", "--check-config"]);
     assert_eq!(code, 2, "no --topic-arn is a usage error: {err}");
 }
+
+/// A wildcard in the partition or account of `--topic-arn` would admit topics anyone can
+/// create in their own AWS account: `serve` refuses to start, naming the segment.
+#[test]
+fn serve_refuses_wildcard_accounts_and_partitions() {
+    for (arn, segment) in [
+        ("arn:aws:sns:*:*:ssm-resync", "account"),
+        ("arn:aws:sns:us-east-1:*:ssm-resync", "account"),
+        ("arn:aws:sns:us-east-1:1234*:ssm-resync", "account"),
+        ("arn:*:sns:us-east-1:123456789012:ssm-resync", "partition"),
+    ] {
+        let (code, _, err) = run(&["serve", "--check-config", "--topic-arn", arn]);
+        assert_eq!(code, 1, "{arn} accepted");
+        assert!(
+            err.contains(&format!("`*` in the {segment}")),
+            "{arn}: {err}"
+        );
+    }
+    let (code, _, err) = run(&[
+        "serve",
+        "--check-config",
+        "--topic-arn",
+        "arn:aws:sns:us-east-1:12345:ssm-resync",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("the account must be 12 digits"), "{err}");
+    // The region and the topic name may carry wildcards.
+    let (code, out, err) = run(&[
+        "serve",
+        "--check-config",
+        "--topic-arn",
+        "arn:aws:sns:*:123456789012:ssm-*",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("config ok"), "{out}");
+}

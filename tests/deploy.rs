@@ -737,6 +737,363 @@ async fn rbac_is_enough_and_forbids_secrets() {
     );
 }
 
+// --- admission policy on the real API server ---------------------------------------------
+
+/// A kubeconfig for the rendered ServiceAccount (a TokenRequest token on the stack's server).
+fn service_account_kubeconfig(admin: &str, dir: &Path) -> (String, String) {
+    let out = run(kubectl(admin).args([
+        "create",
+        "token",
+        "ssm-resync",
+        "-n",
+        "ssm-resync",
+        "--duration=1h",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    let path = dir.join("kubeconfig-sa");
+    std::fs::copy(admin, &path).unwrap();
+    let kc = path.display().to_string();
+    for args in [
+        vec![
+            "config",
+            "set-credentials",
+            "sa",
+            &format!("--token={token}"),
+        ],
+        vec!["config", "set-context", "--current", "--user=sa"],
+    ] {
+        let out = run(kubectl(&kc).args(&args));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    (kc, token)
+}
+
+/// PATCHes (JSON merge patch) `path` on the stack's API server with `token`: the status code
+/// and the server's message.
+async fn patch_as(server: &str, token: &str, path: &str, body: Value) -> (u16, String) {
+    let resp = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
+        .patch(format!("{server}{path}"))
+        .bearer_auth(token)
+        .header("content-type", "application/merge-patch+json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, body["message"].as_str().unwrap_or("").to_owned())
+}
+
+/// The shipped ValidatingAdmissionPolicy, on the real API server, for the real ServiceAccount
+/// (a TokenRequest token): the service running as it still force-syncs an ExternalSecret, a
+/// ClusterExternalSecret (the spec trigger ESO v0.16 needs) and a kubernetes-client.io
+/// ExternalSecret; the same identity changing anything else (a spec, another annotation, a
+/// label, another status field) is denied, while an administrator may.
+#[tokio::test]
+async fn admission_policy_lets_the_service_account_change_only_its_triggers() {
+    let stack = Stack::shared();
+    stack.assert_eso();
+    let admin = stack.get("KUBECONFIG").to_owned();
+    let kube = stack.kube().await;
+    let rendered = kustomize("overlays/local");
+    ensure_namespace(&admin, &rendered);
+    let strip_ns = |o: &Value| {
+        let mut o = o.clone();
+        o["metadata"].as_object_mut().unwrap().remove("namespace");
+        o
+    };
+    let sa = find(&rendered, "ServiceAccount", "ssm-resync").clone();
+    let policy = strip_ns(find(&rendered, "ValidatingAdmissionPolicy", "ssm-resync"));
+    let policy_binding = strip_ns(find(
+        &rendered,
+        "ValidatingAdmissionPolicyBinding",
+        "ssm-resync",
+    ));
+    let name = unique("ssm-resync-vap-test");
+    let mut cluster_role = find(&rendered, "ClusterRole", "ssm-resync").clone();
+    cluster_role["metadata"] = json!({"name": name});
+    let mut cluster_binding = find(&rendered, "ClusterRoleBinding", "ssm-resync").clone();
+    cluster_binding["metadata"] = json!({"name": name});
+    cluster_binding["roleRef"]["name"] = json!(name);
+    let policy_name = policy["metadata"]["name"].as_str().unwrap().to_owned();
+    let _cleanup = Cleanup {
+        admin: admin.clone(),
+        objects: vec![
+            ("clusterrolebinding".into(), name.clone()),
+            ("clusterrole".into(), name.clone()),
+            (
+                "validatingadmissionpolicybinding".into(),
+                policy_name.clone(),
+            ),
+            ("validatingadmissionpolicy".into(), policy_name.clone()),
+        ],
+    };
+    let out = run_stdin(
+        kubectl(&admin).args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=ssm-resync-deploy-test",
+            "-f",
+            "-",
+        ]),
+        &as_list(&[sa, cluster_role, cluster_binding, policy, policy_binding]),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let (sa_kubeconfig, token) = service_account_kubeconfig(&admin, dir.path());
+    let server = {
+        let out = run(kubectl(&admin).args([
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ]));
+        text(&out.stdout).trim().to_owned()
+    };
+
+    // Readers of one parameter: an ExternalSecret, a ClusterExternalSecret's child, a KES one.
+    let (ns, parameter) = reader(&stack, &kube, "deploy-vap").await;
+    let ces = unique("vap");
+    Api::<kube::api::DynamicObject>::all_with(
+        kube.clone(),
+        &ssm_resync::cluster::cluster_external_secret_resource(ssm_resync::cluster::EsoVersion::V1),
+    )
+    .create(&PostParams::default(), &serde_json::from_value(json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret",
+        "metadata": {"name": ces, "annotations": {"owner": "platform"}},
+        "spec": {"externalSecretName": "from-ces", "namespaces": [ns],
+            "externalSecretMetadata": {"annotations": {"team": "a"}},
+            "externalSecretSpec": {"refreshInterval": "1h", "secretStoreRef": {"name": "aws", "kind": "SecretStore"},
+                "target": {"name": "from-ces"}, "data": [{"secretKey": "v", "remoteRef": {"key": parameter}}]}}
+    })).unwrap())
+    .await
+    .unwrap();
+    Api::<kube::api::DynamicObject>::namespaced_with(kube.clone(), &ns, &ssm_resync::cluster::kes_resource())
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "kubernetes-client.io/v1", "kind": "ExternalSecret", "metadata": {"name": "legacy", "namespace": ns},
+            "spec": {"backendType": "systemManager", "region": "us-east-1", "data": [{"key": parameter, "name": "password"}]}
+        })).unwrap())
+        .await
+        .unwrap();
+    let es = format!("/apis/external-secrets.io/v1/namespaces/{ns}/externalsecrets/db");
+    let ces_path = format!("/apis/external-secrets.io/v1/clusterexternalsecrets/{ces}");
+    let kes =
+        format!("/apis/kubernetes-client.io/v1/namespaces/{ns}/externalsecrets/legacy/status");
+
+    // The policy takes effect within a moment of its creation: wait for its first denial.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, msg) = patch_as(
+            &server,
+            &token,
+            &es,
+            json!({"spec": {"refreshInterval": "2h"}}),
+        )
+        .await;
+        if code == 403 && msg.contains("ValidatingAdmissionPolicy") {
+            break;
+        }
+        assert!(code == 200 || code == 403, "{code} {msg}");
+        assert!(
+            Instant::now() < deadline,
+            "the policy never denied a spec change: {code} {msg}"
+        );
+        // Undo what got through before the policy was in force.
+        let out = run(kubectl(&admin).args([
+            "-n",
+            &ns,
+            "patch",
+            "externalsecrets.external-secrets.io",
+            "db",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"refreshInterval":"1h"}}"#,
+        ]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The service itself, as the ServiceAccount, under the policy: all three are patched.
+    let topic = stack.topic(&unique("deploy-vap")).await;
+    let svc = Launched::start(
+        &stack,
+        &sa_kubeconfig,
+        &[&topic],
+        &[("POD_NAMESPACE", "ssm-resync"), ("SSM_RESYNC_KES", "true")],
+    )
+    .await;
+    let (status, body) = svc.post(&signed_change(&stack, &topic, &parameter)).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    let patched: Vec<&str> = body["patched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for want in [
+        format!("ExternalSecret {ns}/db"),
+        format!("ClusterExternalSecret {ces}"),
+        format!("ExternalSecret.kubernetes-client.io {ns}/legacy"),
+    ] {
+        assert!(
+            patched.contains(&want.as_str()),
+            "{want} not in {patched:?}"
+        );
+    }
+    assert!(
+        !svc.logs().contains("ValidatingAdmissionPolicy"),
+        "{}",
+        svc.logs()
+    );
+
+    // The same identity, anything else: denied. (An administrator is not affected.)
+    let table: Vec<(&str, &String, Value, u16)> = vec![
+        (
+            "ES force-sync annotation",
+            &es,
+            json!({"metadata": {"annotations": {"force-sync": "t1"}}}),
+            200,
+        ),
+        (
+            "ES spec.refreshInterval",
+            &es,
+            json!({"spec": {"refreshInterval": "2h"}}),
+            403,
+        ),
+        (
+            "ES spec.data (another key)",
+            &es,
+            json!({"spec": {"data": [{"secretKey": "v", "remoteRef": {"key": "/other/key"}}]}}),
+            403,
+        ),
+        (
+            "ES another annotation",
+            &es,
+            json!({"metadata": {"annotations": {"other": "x"}}}),
+            403,
+        ),
+        (
+            "ES a label",
+            &es,
+            json!({"metadata": {"labels": {"x": "y"}}}),
+            403,
+        ),
+        (
+            "ES a finalizer",
+            &es,
+            json!({"metadata": {"finalizers": ["x/y"]}}),
+            403,
+        ),
+        (
+            "CES external-secrets.io/force-sync annotation",
+            &ces_path,
+            json!({"metadata": {"annotations": {"external-secrets.io/force-sync": "t1"}}}),
+            200,
+        ),
+        (
+            "CES spec.externalSecretMetadata.annotations[force-sync]",
+            &ces_path,
+            json!({"spec": {"externalSecretMetadata": {"annotations": {"force-sync": "t1"}}}}),
+            200,
+        ),
+        (
+            "CES another annotation",
+            &ces_path,
+            json!({"metadata": {"annotations": {"owner": "me"}}}),
+            403,
+        ),
+        (
+            "CES spec.externalSecretMetadata.annotations[team]",
+            &ces_path,
+            json!({"spec": {"externalSecretMetadata": {"annotations": {"team": "b"}}}}),
+            403,
+        ),
+        (
+            "CES spec.externalSecretMetadata.labels",
+            &ces_path,
+            json!({"spec": {"externalSecretMetadata": {"labels": {"x": "y"}}}}),
+            403,
+        ),
+        (
+            "CES spec.namespaces",
+            &ces_path,
+            json!({"spec": {"namespaces": [ns, "kube-system"]}}),
+            403,
+        ),
+        (
+            "CES spec.externalSecretSpec",
+            &ces_path,
+            json!({"spec": {"externalSecretSpec": {"refreshInterval": "2h"}}}),
+            403,
+        ),
+        (
+            "KES status.observedGeneration",
+            &kes,
+            json!({"status": {"observedGeneration": -7}}),
+            200,
+        ),
+        (
+            "KES status.status",
+            &kes,
+            json!({"status": {"status": "SUCCESS"}}),
+            403,
+        ),
+        (
+            "KES status.lastSync",
+            &kes,
+            json!({"status": {"lastSync": "2026-01-01T00:00:00Z"}}),
+            403,
+        ),
+    ];
+    let mut report = String::from(
+        "| change by system:serviceaccount:ssm-resync:ssm-resync | answer |\n|---|---|\n",
+    );
+    for (what, path, body, want) in &table {
+        let (code, msg) = patch_as(&server, &token, path, body.clone()).await;
+        report.push_str(&format!(
+            "| {what} | {} |\n",
+            if code == 200 {
+                "allowed".into()
+            } else {
+                format!("denied ({code})")
+            }
+        ));
+        assert_eq!(code, *want, "{what}: {msg}");
+        if *want == 403 {
+            assert!(
+                msg.contains("ssm-resync may"),
+                "{what}: denied by something else: {msg}"
+            );
+        }
+    }
+    eprintln!("{report}");
+    let out = run(kubectl(&admin).args([
+        "-n",
+        &ns,
+        "patch",
+        "externalsecrets.external-secrets.io",
+        "db",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"refreshInterval":"2h"}}"#,
+    ]));
+    assert!(
+        out.status.success(),
+        "an administrator was denied: {}",
+        text(&out.stderr)
+    );
+}
+
 // --- metrics -----------------------------------------------------------------------------
 
 /// Family name -> OpenMetrics type, and every sample name, of an exposition.

@@ -185,7 +185,9 @@ impl Replica {
     }
 
     async fn start(&mut self) {
-        let mut cmd = Command::new(BIN);
+        // RELIABILITY_SERVICE_BIN: measure another build (e.g. a release before a change).
+        let bin = std::env::var("RELIABILITY_SERVICE_BIN").unwrap_or_else(|_| BIN.to_owned());
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg(format!("--listen=127.0.0.1:{}", self.port))
             .arg(format!("--admin-listen=127.0.0.1:{}", self.admin))
@@ -922,8 +924,15 @@ async fn two_replicas_one_sweeps_and_the_other_takes_over() {
     eprintln!("take-over after {:?} (lease 3 s)", t0.elapsed());
 }
 
+/// The memory the process itself may use (index, watch caches, MessageId dedupe at its cap,
+/// runtime): the share `--max-concurrent-requests` sets aside before it counts request bodies
+/// (`config::concurrency_for`, docs/reliability.md "Memory budget").
+const PROCESS_BUDGET_KIB: u64 = 64 * 1024;
+
 /// 30 s at 500 notifications/s (`SOAK_SECONDS` for the long run): no error responses, stable
-/// latency, RSS growth < 10%.
+/// latency, and RSS within the process's memory budget throughout. (Not a growth percentage:
+/// the MessageId dedupe fills towards its bound of 100,000 ids for 200 s at this rate, so
+/// RSS rises until then by design; a long run shows the plateau after it.)
 #[tokio::test]
 async fn soak() {
     let seconds: u64 = std::env::var("SOAK_SECONDS")
@@ -974,6 +983,7 @@ async fn soak() {
     let client = reqwest::Client::new();
     let url = format!("{}/sns", svc.url());
     let mut rss_start = svc.rss_kib();
+    let mut rss_series = vec![(0u64, rss_start)];
     let latencies = Arc::new(Mutex::new(Vec::<(u64, Duration)>::new()));
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let start = Instant::now();
@@ -1001,12 +1011,17 @@ async fn soak() {
             // Measured after a warm-up: allocator arenas, pools and caches fill at first.
             rss_start = svc.rss_kib();
         }
+        if i > 0 && (i as u64).is_multiple_of(10 * rate) {
+            rss_series.push((i as u64 / rate, svc.rss_kib()));
+        }
     }
     for t in inflight {
         t.await.unwrap();
     }
     let elapsed = start.elapsed();
     let rss_end = svc.rss_kib();
+    rss_series.push((seconds, rss_end));
+    let dedupe = svc.metric("ssm_resync_dedupe_ids").await;
     let errors = errors.lock().clone();
     assert!(
         errors.is_empty(),
@@ -1015,27 +1030,51 @@ async fn soak() {
         &errors[..errors.len().min(5)]
     );
     let lat = latencies.lock().clone();
-    let p99 = |from: u64, to: u64| {
+    // The q-quantile of the latencies of seconds [from, to).
+    let quantile = |from: u64, to: u64, q: f64| {
         let mut v: Vec<Duration> = lat
             .iter()
             .filter(|(s, _)| *s >= from && *s < to)
             .map(|(_, d)| *d)
             .collect();
         v.sort();
-        v[(v.len() * 99 / 100).min(v.len() - 1)]
+        v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
     };
+    let p99 = |from, to| quantile(from, to, 0.99);
+    let p50 = |from, to| quantile(from, to, 0.5);
     let third = seconds / 3;
     let (early, late) = (p99(1, third.max(2)), p99(seconds - third, seconds + 1));
     let growth = rss_end as f64 / rss_start as f64;
+    let peak = rss_series.iter().map(|(_, r)| *r).max().unwrap_or(0);
     eprintln!(
-        "soak: {} notifications in {elapsed:?} ({:.0}/s), p99 early {early:?} late {late:?}, RSS {rss_start} -> {rss_end} KiB ({:+.1}%)",
+        "soak: {} notifications in {elapsed:?} ({:.0}/s), p99 early {early:?} late {late:?}, RSS {rss_start} -> {rss_end} KiB ({:+.1}%), peak {peak} KiB (budget {PROCESS_BUDGET_KIB} KiB), dedupe {dedupe} ids",
         lat.len(),
         lat.len() as f64 / elapsed.as_secs_f64(),
         (growth - 1.0) * 100.0
     );
+    eprintln!(
+        "soak RSS (s: MiB): {}",
+        rss_series
+            .iter()
+            .map(|(s, r)| format!("{s}: {:.1}", *r as f64 / 1024.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // Degradation shows in the median first; a p99 on this shared 2-core machine also moves
+    // with whatever else runs (the other tests of this file start API servers), so it gets a
+    // wider margin.
+    let (early50, late50) = (p50(1, third.max(2)), p50(seconds - third, seconds + 1));
     assert!(
-        late < early * 3 + Duration::from_millis(20),
+        late50 < early50 * 3 + Duration::from_millis(5),
+        "latency grew: p50 {early50:?} -> {late50:?}"
+    );
+    assert!(
+        late < early * 5 + Duration::from_millis(100),
         "latency grew: p99 {early:?} -> {late:?}"
     );
-    assert!(growth < 1.10, "RSS grew {rss_start} -> {rss_end} KiB");
+    assert!(
+        peak < PROCESS_BUDGET_KIB,
+        "RSS {peak} KiB over the process budget {PROCESS_BUDGET_KIB} KiB: {rss_series:?}"
+    );
+    assert!(dedupe <= 112_500.0, "the dedupe passed its bound: {dedupe}");
 }

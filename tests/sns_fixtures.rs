@@ -24,6 +24,11 @@ const SETS: &[Set] = &[
         file: "notifications-2017-us-west-2.json",
         cert: "SimpleNotificationService-b95095be-2017.pem",
     },
+    // The VeriSign-issued certificate of 2014–2015, whose subject CN is a T61String.
+    Set {
+        file: "notifications-2015-us-east-1.json",
+        cert: "SimpleNotificationService-d6d679a1-2015.pem",
+    },
 ];
 
 /// Every fixture body (as raw JSON text, exactly as SNS sent it), with a verifier that has the
@@ -41,6 +46,7 @@ fn fixtures() -> Vec<(String, Arc<Verifier>)> {
         let topics = TopicPolicy::new(&[
             "arn:aws:sns:*:604091128280:*",
             "arn:aws:sns:*:295079676684:*",
+            "arn:aws:sns:*:041977924901:*",
         ])
         .unwrap();
         let verifier = Arc::new(Verifier::new(topics, Arc::new(certs)));
@@ -58,7 +64,7 @@ fn at(env: &Envelope) -> OffsetDateTime {
 #[tokio::test]
 async fn every_real_message_verifies_at_its_own_timestamp() {
     let all = fixtures();
-    assert_eq!(all.len(), 6);
+    assert_eq!(all.len(), 7);
     let mut versions = std::collections::BTreeSet::new();
     let mut with_subject = 0;
     for (body, verifier) in &all {
@@ -71,7 +77,7 @@ async fn every_real_message_verifies_at_its_own_timestamp() {
             .unwrap_or_else(|e| panic!("{}: {e}", env.message_id));
     }
     assert_eq!(versions.into_iter().collect::<Vec<_>>(), ["1", "2"]);
-    assert_eq!(with_subject, 3);
+    assert_eq!(with_subject, 4);
 }
 
 #[tokio::test]
@@ -172,4 +178,49 @@ async fn today_they_are_too_old_and_their_certificates_expired() {
         matches!(err, Reject::CertInvalid(ref m) if m.contains("expired")),
         "{err}"
     );
+}
+
+const DEV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sns/dev-signed");
+
+/// The dev-signed message of each partition (tests/data/sns/dev-signed, NOT AWS-signed) with
+/// the certificate of region `cert_of` pinned at its SigningCertURL.
+async fn verify_dev(region: &str, cert_of: &str) -> Result<(), Reject> {
+    let body = std::fs::read(format!("{DEV}/{region}.json")).unwrap();
+    let env = Envelope::parse(&body).unwrap();
+    let mut certs = CertStore::new(CertStoreConfig::default());
+    certs
+        .pin_spec(&format!("{}={DEV}/{cert_of}.pem", env.signing_cert_url))
+        .unwrap();
+    let topics = TopicPolicy::new(&[env.topic_arn.as_str()]).unwrap();
+    Verifier::new(topics, Arc::new(certs))
+        .verify(&env, at(&env))
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test]
+async fn each_partition_verifies_with_its_own_signing_name_only() {
+    let regions: Vec<String> = std::fs::read_dir(DEV)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".json").map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(regions.len(), 9, "{regions:?}");
+    for region in &regions {
+        verify_dev(region, region)
+            .await
+            .unwrap_or_else(|e| panic!("{region}: {e}"));
+        // The commercial certificate does not sign for another partition, nor theirs for it.
+        if region != "us-east-1" && region != "af-south-1" {
+            let err = verify_dev(region, "us-east-1").await.unwrap_err();
+            assert_eq!(err.reason(), "cert_invalid", "{region}: {err}");
+            let err = verify_dev("us-east-1", region).await;
+            assert!(
+                err.is_err(),
+                "us-east-1 accepted the certificate of {region}"
+            );
+        }
+    }
 }

@@ -135,9 +135,16 @@ impl FakeSns {
         self.hits.load(Ordering::SeqCst)
     }
 
+    /// A verifier fetching from this server. The fetch rate is not limited here (these tests
+    /// fetch many URLs on purpose; `tests/attacks.rs` tests the limit) and failures are
+    /// remembered for 300 ms.
     fn verifier(&self, timeout: Duration) -> Verifier {
         let certs = CertStore::new(CertStoreConfig {
             fetch_timeout: timeout,
+            failure_ttl: FAILURE_TTL,
+            fetch_burst: 10_000,
+            fetch_interval: Duration::from_millis(1),
+            max_fetches_in_flight: 64,
             test_tls: Some(TestTls {
                 resolve: vec![
                     ("sns.us-east-1.amazonaws.com".into(), self.addr),
@@ -150,6 +157,8 @@ impl FakeSns {
         Verifier::new(TopicPolicy::new(&[TOPIC]).unwrap(), Arc::new(certs))
     }
 }
+
+const FAILURE_TTL: Duration = Duration::from_millis(300);
 
 fn hex_name(n: u32) -> String {
     format!("SimpleNotificationService-{n:032x}.pem")
@@ -376,8 +385,10 @@ async fn malformed_certificate_bodies_are_rejected_by_name() {
         .unwrap();
 }
 
+/// A failed fetch is remembered briefly (a stream of messages naming a URL that serves no
+/// certificate costs one request), then tried again (a transient failure heals).
 #[tokio::test]
-async fn a_failed_fetch_is_not_cached() {
+async fn a_failed_fetch_is_remembered_briefly_then_retried() {
     let sns = FakeSns::start().await;
     let cert = dev_cert(30).unwrap();
     let name = hex_name(3);
@@ -389,15 +400,19 @@ async fn a_failed_fetch_is_not_cached() {
         },
     );
     let verifier = sns.verifier(Duration::from_secs(5));
-    assert_eq!(
-        verifier
-            .verify(&signed(&cert, &url), now())
-            .await
-            .unwrap_err()
-            .reason(),
-        "cert_unavailable"
-    );
+    for _ in 0..10 {
+        assert_eq!(
+            verifier
+                .verify(&signed(&cert, &url), now())
+                .await
+                .unwrap_err()
+                .reason(),
+            "cert_unavailable"
+        );
+    }
+    assert_eq!(sns.hits(), 1, "the failure was not remembered");
     sns.serve(&name, Reply::ok(cert.cert_pem.clone()));
+    tokio::time::sleep(FAILURE_TTL + Duration::from_millis(100)).await;
     verifier.verify(&signed(&cert, &url), now()).await.unwrap();
     assert_eq!(sns.hits(), 2);
 }

@@ -1,7 +1,9 @@
 //! Kubernetes Events on the resources this service acts on (events.k8s.io/v1, through
 //! kube-runtime's recorder): `ForceSync` on every patched resource, `NotForceable` on those
 //! that match but ignore a force-sync, `NotRefreshed` on those the operator did not refresh
-//! after the patch. At most one Event per resource and reason per
+//! after the patch, `ReferenceRejected` on those with a reference the index cannot evaluate as
+//! written (a `find.name.regexp` that does not compile or compiles too large). At most one
+//! Event per resource and reason per
 //! interval, and never on the request path (published from a spawned task).
 
 use std::sync::Arc;
@@ -95,6 +97,31 @@ impl Events {
             "NotRefreshed",
             note,
         );
+    }
+
+    /// References of this resource that the index could not evaluate as written.
+    pub fn reference_rejected(
+        &self,
+        reader: &crate::index::ResourceKey,
+        uid: Option<String>,
+        rejected: &[crate::index::RejectedReference],
+    ) {
+        let target = Target {
+            kind: match reader.kind {
+                crate::index::ReaderKind::ExternalSecret => TargetKind::ExternalSecret,
+                crate::index::ReaderKind::KesExternalSecret => TargetKind::KesExternalSecret,
+            },
+            namespace: reader.namespace.clone(),
+            name: reader.name.clone(),
+        };
+        let note = rejected
+            .iter()
+            .map(|r| format!("{}: {}", r.reference, r.reason))
+            .collect::<Vec<_>>()
+            .join("; ");
+        // An Event note holds at most 1 KiB.
+        let note = crate::sns::envelope::truncate(&note, 1000).to_owned();
+        self.publish_on(&target, uid, EventType::Warning, "ReferenceRejected", note);
     }
 
     fn publish(&self, m: &Match, type_: EventType, reason: &'static str, note: String) {

@@ -144,6 +144,9 @@ pub struct WatchConfig {
     /// Told of every ExternalSecret the watch sees: the operator's status after a patch is
     /// the patch's outcome (`cluster::confirm`).
     pub confirmations: Option<super::confirm::Confirmations>,
+    /// Where a reference the index cannot evaluate as written is reported (a Warning Event
+    /// `ReferenceRejected` on its resource).
+    pub events: Option<super::events::Events>,
 }
 
 impl Default for WatchConfig {
@@ -151,6 +154,7 @@ impl Default for WatchConfig {
         Self {
             stall_timeout: Duration::from_secs(120),
             confirmations: None,
+            events: None,
         }
     }
 }
@@ -223,6 +227,25 @@ async fn run(
                 delays = backoff();
                 state.touch();
                 state.synced.store(true, Ordering::Release);
+                if let Some(events) = &config.events
+                    && matches!(
+                        kind,
+                        WatchKind::ExternalSecret | WatchKind::KesExternalSecret
+                    )
+                {
+                    let index = index.read();
+                    let kind = reader_kind(kind);
+                    let mut by_reader: std::collections::HashMap<
+                        &crate::index::ResourceKey,
+                        Vec<_>,
+                    > = Default::default();
+                    for r in index.rejected().filter(|r| r.reader.kind == kind) {
+                        by_reader.entry(&r.reader).or_default().push(r.clone());
+                    }
+                    for (key, rejected) in by_reader {
+                        events.reference_rejected(key, None, &rejected);
+                    }
+                }
                 v
             }
             Err(e) => {
@@ -237,11 +260,10 @@ async fn run(
                 kind,
                 &mut version,
                 server_timeout,
-                config.stall_timeout,
+                &config,
                 &state,
                 &index,
                 &metrics,
-                config.confirmations.as_ref(),
             )
             .await;
             match end {
@@ -529,12 +551,12 @@ async fn watch_once(
     kind: WatchKind,
     version: &mut String,
     server_timeout: u32,
-    stall_timeout: Duration,
+    config: &WatchConfig,
     state: &WatchState,
     index: &RwLock<Index>,
     metrics: &Metrics,
-    confirmations: Option<&super::confirm::Confirmations>,
 ) -> End {
+    let (stall_timeout, confirmations) = (config.stall_timeout, config.confirmations.as_ref());
     let label = Kind {
         kind: kind.as_str(),
     };
@@ -597,9 +619,39 @@ async fn watch_once(
             delete(kind, &value, &mut index.write());
         } else {
             apply(kind, &value, &mut index.write());
+            if let Some(events) = &config.events {
+                report_rejected(kind, &value, &index.read(), events);
+            }
         }
         export_index(&index.read(), metrics);
     }
+}
+
+/// A Warning Event on a resource whose references the index could not evaluate as written.
+fn report_rejected(kind: WatchKind, obj: &Value, index: &Index, events: &super::events::Events) {
+    if !matches!(
+        kind,
+        WatchKind::ExternalSecret | WatchKind::KesExternalSecret
+    ) {
+        return;
+    }
+    let Ok((Some(namespace), name)) = crate::index::model::meta(obj) else {
+        return;
+    };
+    let key = crate::index::ResourceKey {
+        kind: reader_kind(kind),
+        namespace,
+        name,
+    };
+    let rejected = index.rejected_of(&key);
+    if rejected.is_empty() {
+        return;
+    }
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(String::from);
+    events.reference_rejected(&key, uid, rejected);
 }
 
 fn to_value(obj: DynamicObject) -> Value {
@@ -671,6 +723,7 @@ fn export_index(index: &Index, metrics: &Metrics) {
         .get_or_create(&Kind { kind: "Store" })
         .set(s.stores as i64);
     metrics.index_references.set(s.references as i64);
+    metrics.index_rejected_references.set(s.rejected as i64);
 }
 
 #[cfg(test)]

@@ -180,7 +180,29 @@ pub const MAX_PLAIN_PARAMETERS: usize = 100;
 static REGION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}$").expect("static regex"));
 
-/// Decodes an SNS `Message`.
+/// Decodes an SNS `Message` as `serve` does: the plain test format only when allowed
+/// (`--accept-plain-format`: anyone who may publish to the topic could name any 100
+/// parameters with it, so it is off in production and on in the local stack).
+pub fn decode_delivered(message: &str, accept_plain: bool) -> Result<Decoded, EventError> {
+    let decoded = decode(message);
+    // Checked for a malformed plain message too: with the format off, its fields are not
+    // worth a 400 (SNS would count a failed delivery for a message nobody can act on).
+    if !accept_plain && !matches!(decoded, Ok(Decoded::Ignored { .. })) && is_plain(message) {
+        return Ok(Decoded::Ignored {
+            kind: "plain_format_disabled",
+            detail: "the plain test format is off (--accept-plain-format)".into(),
+        });
+    }
+    decoded
+}
+
+/// The plain format is the one JSON object without `source` and with `parameters`.
+fn is_plain(message: &str) -> bool {
+    serde_json::from_str::<Value>(message)
+        .is_ok_and(|v| v.get("source").is_none() && v.get("parameters").is_some())
+}
+
+/// Decodes an SNS `Message` (every format; `explain` and tests).
 pub fn decode(message: &str) -> Result<Decoded, EventError> {
     if let Some(decoded) = parameter_store_change_typed(message) {
         return decoded;

@@ -567,3 +567,34 @@ fn operations_say_what_they_change() {
         assert_eq!(op.effect(), effect, "{op:?}");
     }
 }
+
+/// The plain test format is a change only where it is allowed (`--accept-plain-format`).
+#[test]
+fn the_plain_format_is_off_unless_allowed() {
+    let plain = r#"{"parameters": ["/a"], "region": "us-east-1"}"#;
+    assert!(matches!(
+        decode_delivered(plain, true),
+        Ok(Decoded::Changes(_))
+    ));
+    assert!(matches!(
+        decode_delivered(plain, false),
+        Ok(Decoded::Ignored {
+            kind: "plain_format_disabled",
+            ..
+        })
+    ));
+    // AWS's events are unaffected; a malformed plain payload is ignored too while the format
+    // is off, and malformed once it is on.
+    assert!(matches!(
+        decode_delivered(&ssm_event("Update", "/a"), false),
+        Ok(Decoded::Changes(_))
+    ));
+    assert!(matches!(
+        decode_delivered(r#"{"parameters": []}"#, false),
+        Ok(Decoded::Ignored {
+            kind: "plain_format_disabled",
+            ..
+        })
+    ));
+    assert!(decode_delivered(r#"{"parameters": []}"#, true).is_err());
+}

@@ -129,6 +129,9 @@ pub struct Lookup {
     /// Same name, other store/region/service/account/namespace, or an operation that does not
     /// change what the reference reads (only with `explain`).
     pub near_misses: Vec<NearMiss>,
+    /// References anywhere in the index that could not be evaluated as written (only with
+    /// `explain`): they may or may not read this change.
+    pub rejected: Vec<RejectedReference>,
 }
 
 /// What the index needs to know about the cluster's ESO and the user's wishes.
@@ -256,12 +259,76 @@ pub struct Index {
     /// per entry), built on first use after the list changed.
     scan_set: parking_lot::Mutex<Option<Arc<ScanSet>>>,
     filed: HashMap<Arc<ResourceKey>, Vec<Filed>>,
+    /// References this index could not evaluate as written, per resource (reported as Events,
+    /// a metric and by `explain`).
+    rejected: HashMap<Arc<ResourceKey>, Vec<RejectedReference>>,
+    /// What each resource's patterns are charged against [`REGEX_BUDGET`], and the total.
+    pattern_cost: HashMap<Arc<ResourceKey>, usize>,
+    pattern_bytes: usize,
     references: usize,
+}
+
+/// A reference the index could not evaluate as written, and what it does instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedReference {
+    pub reader: ResourceKey,
+    /// Where in the reader, e.g. `spec.dataFrom[0].find`.
+    pub reference: String,
+    pub reason: String,
+}
+
+/// The compiled size one `find.name.regexp` may take (regex's `size_limit`). A name pattern
+/// compiles to a few KiB (a Unicode class like `\w` to about 30 KiB); ESO (Go's regexp) has
+/// no such cap, so a larger one is not refused: it is treated as matching every name
+/// (spurious re-syncs rather than a stale Secret) and reported.
+pub const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+/// Patterns are charged this much when they compile within it, else [`REGEX_SIZE_LIMIT`].
+const REGEX_SMALL: usize = 8 * 1024;
+/// The lazy DFA cache each pattern may grow per thread (regex's `dfa_size_limit`); past it the
+/// engine falls back to slower search, never to a wrong answer.
+pub const REGEX_DFA_LIMIT: usize = 32 * 1024;
+/// What every tenant's patterns together may cost (compiled size plus two threads' DFA
+/// caches each): a pattern past it is treated as too large. Bounds the amplification of a
+/// few bytes of pattern into KiBs of automaton, whoever creates how many.
+pub const REGEX_BUDGET: usize = 16 << 20;
+/// The combined `RegexSet` of every scan pattern; past it, patterns are matched one by one.
+pub const REGEX_SET_SIZE_LIMIT: usize = 4 << 20;
+
+/// Why a tenant's pattern is not used as written.
+#[derive(Debug)]
+enum PatternProblem {
+    /// ESO's Go regexp would reject it too: the reference reads nothing.
+    Invalid(String),
+    /// Valid, but past [`REGEX_SIZE_LIMIT`].
+    TooLarge,
+}
+
+/// Compiles a tenant's pattern with bounded size, never panicking; with what it is charged
+/// against [`REGEX_BUDGET`].
+fn compile_pattern(re: &str) -> Result<(Regex, usize), PatternProblem> {
+    let build = |limit| {
+        regex::RegexBuilder::new(re)
+            .size_limit(limit)
+            .dfa_size_limit(REGEX_DFA_LIMIT)
+            .build()
+    };
+    let charge = |compiled| compiled + 2 * REGEX_DFA_LIMIT;
+    match build(REGEX_SMALL) {
+        Ok(r) => Ok((r, charge(REGEX_SMALL))),
+        Err(regex::Error::CompiledTooBig(_)) => match build(REGEX_SIZE_LIMIT) {
+            Ok(r) => Ok((r, charge(REGEX_SIZE_LIMIT))),
+            Err(regex::Error::CompiledTooBig(_)) => Err(PatternProblem::TooLarge),
+            Err(e) => Err(PatternProblem::Invalid(e.to_string())),
+        },
+        Err(e) => Err(PatternProblem::Invalid(e.to_string())),
+    }
 }
 
 #[derive(Debug)]
 struct ScanSet {
-    set: regex::RegexSet,
+    /// `None` when the patterns together exceed [`REGEX_SET_SIZE_LIMIT`]: they are then
+    /// among `others`, each tested on its own.
+    set: Option<regex::RegexSet>,
     /// `scans` index of each pattern in `set`.
     entries: Vec<usize>,
     /// `scans` entries tested one by one.
@@ -275,6 +342,8 @@ pub struct Stats {
     pub stores: usize,
     pub references: usize,
     pub names: usize,
+    /// References not evaluated as written (`rejected()`).
+    pub rejected: usize,
 }
 
 /// Compares names with and without their leading `/`.
@@ -472,6 +541,7 @@ impl Index {
             stores: self.stores.len(),
             references: self.references,
             names: self.by_name.len(),
+            rejected: self.rejected.values().map(Vec::len).sum(),
         }
     }
 
@@ -566,7 +636,16 @@ impl Index {
     /// `lookup` plus the near misses: references to the same name whose store, region,
     /// service, account or namespace did not fit, or that the operation does not reach.
     pub fn explain(&self, change: &Change) -> Lookup {
-        self.evaluate(change, true)
+        let mut l = self.evaluate(change, true);
+        l.rejected = self.rejected().cloned().collect();
+        l.rejected.sort_by(|a, b| {
+            (&a.reader.namespace, &a.reader.name, &a.reference).cmp(&(
+                &b.reader.namespace,
+                &b.reader.name,
+                &b.reference,
+            ))
+        });
+        l
     }
 
     fn evaluate(&self, change: &Change, misses: bool) -> Lookup {
@@ -678,8 +757,10 @@ impl Index {
                 },
             );
         }
-        for i in scans.set.matches(&change.name).iter() {
-            consider(&self.scans[scans.entries[i]], "name regexp");
+        if let Some(set) = &scans.set {
+            for i in set.matches(&change.name).iter() {
+                consider(&self.scans[scans.entries[i]], "name regexp");
+            }
         }
         out
     }
@@ -712,8 +793,19 @@ impl Index {
                 _ => others.push(i),
             }
         }
-        // Each pattern already compiled on its own, so the set compiles too.
-        let set = regex::RegexSet::new(&patterns).expect("regexps that compiled alone");
+        // Each pattern compiled on its own within its limit; together they may not.
+        let set = match regex::RegexSetBuilder::new(&patterns)
+            .size_limit(REGEX_SET_SIZE_LIMIT)
+            .dfa_size_limit(1 << 20)
+            .build()
+        {
+            Ok(set) => Some(set),
+            Err(e) => {
+                tracing::warn!(patterns = patterns.len(), error = %e, "find.name.regexp patterns too large to combine; matching them one by one");
+                others.append(&mut entries);
+                None
+            }
+        };
         let s = Arc::new(ScanSet {
             set,
             entries,
@@ -814,6 +906,8 @@ impl Index {
             return;
         };
         let mut filings: Vec<(Filed, Entry)> = Vec::with_capacity(reader.references.len());
+        let mut rejected = Vec::new();
+        let mut charged = 0;
         for (i, r) in reader.references.iter().enumerate() {
             let provider = match &r.binding {
                 Binding::Store(s) => self.stores.get(s).and_then(|s| s.aws.as_ref()),
@@ -858,10 +952,45 @@ impl Index {
                 (Selector::Find(f), Some(aws)) => {
                     let regex = match f.name_regexp.as_deref().filter(|r| !r.is_empty()) {
                         None => None,
-                        Some(re) => match Regex::new(re) {
-                            Ok(re) => Some(Arc::new(re)),
-                            Err(e) => {
-                                tracing::warn!(resource = ?key, reference = %r.path, error = %e, "invalid find.name.regexp; reference ignored");
+                        Some(re) => match compile_pattern(re) {
+                            Ok((re, cost))
+                                if self.pattern_bytes + charged + cost <= REGEX_BUDGET =>
+                            {
+                                charged += cost;
+                                Some(Arc::new(re))
+                            }
+                            Ok(_) => {
+                                rejected.push(RejectedReference {
+                                    reader: (**key).clone(),
+                                    reference: r.path.to_string(),
+                                    reason: format!(
+                                        "find.name.regexp: the patterns of all ExternalSecrets together passed their {} MiB budget: treated as matching every name",
+                                        REGEX_BUDGET >> 20
+                                    ),
+                                });
+                                None
+                            }
+                            Err(PatternProblem::TooLarge) => {
+                                rejected.push(RejectedReference {
+                                    reader: (**key).clone(),
+                                    reference: r.path.to_string(),
+                                    reason: format!(
+                                        "find.name.regexp ({} bytes) compiles past {} KiB: treated as matching every name",
+                                        re.len(),
+                                        REGEX_SIZE_LIMIT / 1024
+                                    ),
+                                });
+                                None
+                            }
+                            Err(PatternProblem::Invalid(e)) => {
+                                rejected.push(RejectedReference {
+                                    reader: (**key).clone(),
+                                    reference: r.path.to_string(),
+                                    reason: format!(
+                                        "find.name.regexp does not compile (ESO cannot use it either): {}",
+                                        e.lines().last().unwrap_or_default()
+                                    ),
+                                });
                                 continue;
                             }
                         },
@@ -938,9 +1067,30 @@ impl Index {
         }
         self.references += filed.len();
         self.filed.insert(key.clone(), filed);
+        if !rejected.is_empty() {
+            self.rejected.insert(key.clone(), rejected);
+        }
+        if charged > 0 {
+            self.pattern_bytes += charged;
+            self.pattern_cost.insert(key.clone(), charged);
+        }
+    }
+
+    /// The references of one resource this index could not evaluate as written.
+    pub fn rejected_of(&self, key: &ResourceKey) -> &[RejectedReference] {
+        self.rejected.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every reference this index could not evaluate as written.
+    pub fn rejected(&self) -> impl Iterator<Item = &RejectedReference> {
+        self.rejected.values().flatten()
     }
 
     fn unfile(&mut self, key: &ResourceKey) {
+        self.rejected.remove(key);
+        if let Some(cost) = self.pattern_cost.remove(key) {
+            self.pattern_bytes -= cost;
+        }
         let Some(filed) = self.filed.remove(key) else {
             return;
         };
@@ -1007,8 +1157,8 @@ fn name_test(test: &Test, change: &Change) -> bool {
         Test::Normalized | Test::Always => true,
         Test::Exact(n) => **n == *change.name,
         Test::Path { regex, .. } => regex.as_ref().is_none_or(|r| r.is_match(&change.name)),
-        // Checked by the RegexSet.
-        Test::Regex(_) => true,
+        // Checked by the RegexSet when there is one; cheap again for the few it matched.
+        Test::Regex(r) => r.is_match(&change.name),
         Test::SmFind {
             filter,
             regex,
@@ -1126,7 +1276,7 @@ fn condition_allows(c: &Condition, namespace: &str) -> bool {
         || c.namespaces.iter().any(|n| n == namespace)
         || c.namespace_regexes
             .iter()
-            .any(|r| Regex::new(r).is_ok_and(|re| re.is_match(namespace)))
+            .any(|r| compile_pattern(r).is_ok_and(|(re, _)| re.is_match(namespace)))
 }
 
 #[cfg(test)]

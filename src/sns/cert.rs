@@ -11,49 +11,85 @@ use regex::Regex;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::Reject;
+use super::{Reject, partition};
 
-/// The only shape of `SigningCertURL` AWS uses: https, host exactly `sns.<region>.amazonaws.com`
-/// (`.com.cn` in China), no userinfo, port, query or fragment, and a
-/// `/SimpleNotificationService-<hex>.pem` path. Matching the raw string as a whole (rather than
-/// a parsed URL) leaves no room for normalisation tricks: `%2e`, `@`, `\`, `:443`, `?x=.pem`
-/// and `#` all fail to match.
+/// The only shape of `SigningCertURL` AWS uses: https, host exactly `sns.<region>.<dnsSuffix>`
+/// (the SNS endpoint of a region, with its partition's DNS suffix), no userinfo, port, query or
+/// fragment, and a `/SimpleNotificationService-<hex>.pem` path. Matching the raw string as a
+/// whole (rather than a parsed URL) leaves no room for normalisation tricks: `%2e`, `@`, `\`,
+/// `:443`, `?x=.pem` and `#` all fail to match.
 static CERT_URL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"^https://sns\.(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2})\.amazonaws\.com(?:\.cn)?/SimpleNotificationService-[0-9a-f]{1,64}\.pem$",
-    )
+    let suffixes: Vec<String> = partition::PARTITIONS
+        .iter()
+        .map(|p| regex::escape(p.dns_suffix))
+        .collect();
+    Regex::new(&format!(
+        r"^https://sns\.(?P<region>[a-z]{{2,4}}(?:-[a-z]+)+-[0-9]{{1,2}})\.(?P<suffix>{})/SimpleNotificationService-[0-9a-f]{{1,64}}\.pem$",
+        suffixes.join("|")
+    ))
     .expect("static regex")
 });
 
-/// Checks a `SigningCertURL` against the policy; returns the region it names.
+/// Checks a `SigningCertURL` against the policy (its DNS suffix must be the one of its
+/// region's partition); returns the region it names.
 pub fn check_cert_url(url: &str) -> Result<&str, Reject> {
-    CERT_URL
-        .captures(url)
-        .and_then(|c| c.name("region"))
-        .map(|m| m.as_str())
-        .ok_or_else(|| {
-            Reject::CertUrl(format!(
-                "expected https://sns.<region>.amazonaws.com/SimpleNotificationService-<hex>.pem, got {:?}",
-                super::envelope::truncate(url, 200)
-            ))
-        })
+    let rejected = || {
+        Reject::CertUrl(format!(
+            "expected https://sns.<region>.<partition DNS suffix>/SimpleNotificationService-<hex>.pem, got {:?}",
+            super::envelope::truncate(url, 200)
+        ))
+    };
+    let caps = CERT_URL.captures(url).ok_or_else(rejected)?;
+    let (region, suffix) = (caps.name("region").ok_or_else(rejected)?, &caps["suffix"]);
+    if partition::of_region(region.as_str()).dns_suffix != suffix {
+        return Err(rejected());
+    }
+    Ok(region.as_str())
 }
 
-/// The region of a URL that already passed `check_cert_url` (no regex needed for its shape).
-fn region_of_accepted(url: &str) -> Result<&str, Reject> {
-    match url
-        .strip_prefix("https://sns.")
-        .and_then(|rest| rest.split_once(".amazonaws.com"))
-    {
-        Some((region, _)) => Ok(region),
-        None => check_cert_url(url),
+/// The partition and region of a topic ARN (`arn:<partition>:sns:<region>:<account>:<name>`).
+pub fn topic_location(topic_arn: &str) -> Option<(&str, &str)> {
+    let mut parts = topic_arn.splitn(6, ':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(partition), Some("sns"), Some(region)) => Some((partition, region)),
+        _ => None,
     }
+}
+
+/// Binds a `SigningCertURL` to the topic: the certificate must come from the SNS endpoint of
+/// the topic's own region and partition, as AWS's SDK validators require (they pin the host
+/// to the region the message manager serves). A certificate host in another region or
+/// partition is never fetched. Returns the topic's region.
+pub fn check_cert_url_for<'t>(url: &str, topic_arn: &'t str) -> Result<&'t str, Reject> {
+    let (part, region) = topic_location(topic_arn).ok_or_else(|| {
+        Reject::CertUrl(format!(
+            "TopicArn {:?} is not an SNS topic ARN",
+            super::envelope::truncate(topic_arn, 200)
+        ))
+    })?;
+    let prefix = partition::cert_url_prefix(part, region).ok_or_else(|| {
+        Reject::CertUrl(format!(
+            "TopicArn {:?} names no known partition holding region {region:?}",
+            super::envelope::truncate(topic_arn, 200)
+        ))
+    })?;
+    if !url.starts_with(&prefix) {
+        return Err(Reject::CertUrl(format!(
+            "expected a certificate from {prefix} (the SNS endpoint of the topic's region), got {:?}",
+            super::envelope::truncate(url, 200)
+        )));
+    }
+    Ok(region)
 }
 
 /// A parsed signing certificate: the RSA key ready for both signature versions, and what the
 /// policy checks need.
 pub struct SigningCert {
-    pub common_name: String,
+    /// The subject CN, decoded whatever its string type (`None` without one).
+    pub common_name: Option<String>,
+    /// The names the certificate is for: its DNS subject-alternative names, or its CN when it
+    /// has none (as AWS's Java SDK matches them, with Apache's `DefaultHostnameVerifier`).
+    pub names: Vec<String>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
     sha1: ParsedPublicKey,
@@ -64,6 +100,7 @@ impl std::fmt::Debug for SigningCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningCert")
             .field("common_name", &self.common_name)
+            .field("names", &self.names)
             .field("not_before", &self.not_before)
             .field("not_after", &self.not_after)
             .finish_non_exhaustive()
@@ -116,9 +153,34 @@ impl SigningCert {
             .subject()
             .iter_common_name()
             .next()
-            .and_then(|cn| cn.as_str().ok())
-            .ok_or_else(|| Reject::CertInvalid("certificate subject has no common name".into()))?
-            .to_owned();
+            .and_then(|cn| attribute_string(cn.attr_value()));
+        let sans: Vec<String> = match cert.subject_alternative_name() {
+            Ok(Some(ext)) => ext
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+                    _ => None,
+                })
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                return Err(Reject::CertInvalid(format!(
+                    "subject alternative names do not parse: {e}"
+                )));
+            }
+        };
+        let names = if !sans.is_empty() {
+            sans
+        } else if let Some(cn) = &common_name {
+            vec![cn.clone()]
+        } else {
+            return Err(Reject::CertInvalid(
+                "certificate names no DNS subject alternative name and no subject common name"
+                    .into(),
+            ));
+        };
         let spki = cert.public_key();
         if spki.algorithm.algorithm.to_id_string() != "1.2.840.113549.1.1.1" {
             return Err(Reject::CertInvalid(format!(
@@ -134,6 +196,7 @@ impl SigningCert {
         let validity = cert.validity();
         Ok(Self {
             common_name,
+            names,
             not_before: validity.not_before.to_datetime(),
             not_after: validity.not_after.to_datetime(),
             sha1: parse(&signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY)?,
@@ -141,19 +204,25 @@ impl SigningCert {
         })
     }
 
-    /// The subject SNS certificates carry: `sns.amazonaws.com`, or in opt-in regions
-    /// `sns-signing.<region>.amazonaws.com` for the region the URL names.
+    /// The name SNS certificates carry for `region` (see [`partition::signing_names`]):
+    /// `sns.amazonaws.com` or `sns-signing.<region>.amazonaws.com` in the commercial partition,
+    /// each other partition's own names elsewhere.
     pub fn check_subject(&self, region: &str) -> Result<(), Reject> {
-        let cn = self.common_name.as_str();
-        let regional = cn
-            .strip_prefix("sns-signing.")
-            .and_then(|r| r.strip_suffix(".amazonaws.com"))
-            .is_some_and(|r| r == region);
-        if cn == "sns.amazonaws.com" || regional {
+        let want = partition::signing_names(region);
+        if self
+            .names
+            .iter()
+            .any(|n| want.iter().any(|w| w.eq_ignore_ascii_case(n)))
+        {
             Ok(())
         } else {
             Err(Reject::CertInvalid(format!(
-                "expected subject CN sns.amazonaws.com or sns-signing.{region}.amazonaws.com, got {cn:?}"
+                "expected a certificate for {} (region {region}), got one for {:?}",
+                want.join(" or "),
+                self.names
+                    .iter()
+                    .map(|n| super::envelope::truncate(n, 80))
+                    .collect::<Vec<_>>()
             )))
         }
     }
@@ -181,11 +250,46 @@ impl SigningCert {
     }
 }
 
+/// An X.509 name attribute as text, whatever its ASN.1 string type: UTF8String and the ASCII
+/// types as they are, T61String (TeletexString, which AWS's 2010–2015 VeriSign-issued
+/// certificates use for their CN) and VideotexString as Latin-1 (as Go's `crypto/x509` and
+/// BoringSSL read them), BMPString as UTF-16 and UniversalString as UTF-32.
+fn attribute_string(v: &x509_parser::der_parser::asn1_rs::Any) -> Option<String> {
+    use x509_parser::der_parser::asn1_rs::Tag;
+    let data = v.data;
+    match v.tag() {
+        Tag::Utf8String
+        | Tag::PrintableString
+        | Tag::Ia5String
+        | Tag::NumericString
+        | Tag::VisibleString => std::str::from_utf8(data).ok().map(str::to_owned),
+        Tag::T61String | Tag::VideotexString => Some(data.iter().map(|&b| char::from(b)).collect()),
+        Tag::BmpString if data.len().is_multiple_of(2) => char::decode_utf16(
+            data.chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]])),
+        )
+        .collect::<Result<String, _>>()
+        .ok(),
+        Tag::UniversalString if data.len().is_multiple_of(4) => data
+            .chunks_exact(4)
+            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        _ => None,
+    }
+}
+
 /// Where certificates come from: pinned ones (`--sns-signing-cert URL=FILE`, never fetched)
 /// and an HTTPS fetch under the URL policy, cached by URL until the certificate's notAfter.
 pub struct CertStore {
     pinned: HashMap<String, Arc<SigningCert>>,
     cache: moka::future::Cache<String, Arc<SigningCert>>,
+    /// URLs whose fetch failed, with why, for [`CertStoreConfig::failure_ttl`]: a stream of
+    /// messages naming a URL that does not serve a certificate costs one request, not one each.
+    failures: moka::sync::Cache<String, Reject>,
+    /// Fetches of URLs not yet cached: a rate (a burst, then a steady trickle)...
+    fetch_rate: governor::DefaultDirectRateLimiter,
+    /// ...and a bound on distinct URLs being fetched at once.
+    fetch_slots: Arc<tokio::sync::Semaphore>,
     http: reqwest::Client,
     /// `sns verify --cert`: the body every fetch returns, instead of a request.
     fixed_body: Option<Vec<u8>>,
@@ -212,6 +316,16 @@ pub struct CertStoreConfig {
     pub fetch_timeout: Duration,
     pub max_bytes: usize,
     pub capacity: u64,
+    /// How long a failed fetch is remembered (the same URL answers the same error meanwhile).
+    pub failure_ttl: Duration,
+    /// Fetches of new URLs allowed at once after a quiet spell...
+    pub fetch_burst: u32,
+    /// ...then one per this interval. SNS signs with one certificate per region for months
+    /// (they rotate yearly), so genuine traffic fetches a handful of URLs a year; anything
+    /// more is someone naming fresh URLs to make this service fetch them.
+    pub fetch_interval: Duration,
+    /// Distinct URLs being fetched at once.
+    pub max_fetches_in_flight: usize,
     /// Tests only: resolve the SNS host to a loopback server and trust its CA instead of the
     /// system roots. The URL policy is unchanged; production never sets this.
     #[doc(hidden)]
@@ -230,6 +344,10 @@ impl Default for CertStoreConfig {
             fetch_timeout: Duration::from_secs(5),
             max_bytes: 16 * 1024,
             capacity: 256,
+            failure_ttl: Duration::from_secs(30),
+            fetch_burst: 4,
+            fetch_interval: Duration::from_secs(10),
+            max_fetches_in_flight: 2,
             test_tls: None,
         }
     }
@@ -255,6 +373,20 @@ impl CertStore {
                 .max_capacity(config.capacity)
                 .expire_after(UntilNotAfter)
                 .build(),
+            failures: moka::sync::Cache::builder()
+                .max_capacity(1024)
+                .time_to_live(config.failure_ttl)
+                .build(),
+            fetch_rate: governor::RateLimiter::direct(
+                governor::Quota::with_period(config.fetch_interval.max(Duration::from_millis(1)))
+                    .expect("non-zero period")
+                    .allow_burst(
+                        std::num::NonZeroU32::new(config.fetch_burst.max(1)).expect("non-zero"),
+                    ),
+            ),
+            fetch_slots: Arc::new(tokio::sync::Semaphore::new(
+                config.max_fetches_in_flight.max(1),
+            )),
             http,
             fixed_body: None,
             max_bytes: config.max_bytes,
@@ -300,20 +432,32 @@ impl CertStore {
         self.pinned.len()
     }
 
-    /// The certificate for `url` and the region the URL names, or why there is none.
+    /// The certificate for `url`, a `SigningCertURL` in a message from `topic_arn`, and the
+    /// topic's region (the one the certificate must be for), or why there is none.
     ///
-    /// The URL policy runs for a URL not seen before, ahead of any fetch. A pinned or cached
-    /// URL passed it when it was pinned or fetched (both maps are keyed by the exact string),
-    /// so a hit skips the regex: almost every message names a URL already seen.
-    pub async fn get<'u>(&self, url: &'u str) -> Result<(Arc<SigningCert>, &'u str), Reject> {
+    /// The URL must come from the SNS endpoint of the topic's own region and partition
+    /// (checked on every call: two string comparisons). For a URL not seen before the full URL
+    /// policy runs ahead of any fetch; a pinned or cached URL passed it when it was pinned or
+    /// fetched (both maps are keyed by the exact string), so a hit skips the regex: almost
+    /// every message names a URL already seen. A URL whose fetch failed lately answers the
+    /// same error without a request; fetches of new URLs are rate-limited and bounded.
+    pub async fn get<'t>(
+        &self,
+        url: &str,
+        topic_arn: &'t str,
+    ) -> Result<(Arc<SigningCert>, &'t str), Reject> {
+        let region = check_cert_url_for(url, topic_arn)?;
         let known = match self.pinned.get(url) {
             Some(cert) => Some(cert.clone()),
             None => self.cache.get(url).await,
         };
         if let Some(cert) = known {
-            return Ok((cert, region_of_accepted(url)?));
+            return Ok((cert, region));
         }
-        let region = check_cert_url(url)?;
+        check_cert_url(url)?;
+        if let Some(e) = self.failures.get(url) {
+            return Err(e);
+        }
         let cert = self
             .cache
             .try_get_with(url.to_owned(), self.fetch(url))
@@ -323,11 +467,27 @@ impl CertStore {
     }
 
     async fn fetch(&self, url: &str) -> Result<Arc<SigningCert>, Reject> {
+        // Single-flight (the cache runs one of these per URL); across URLs, a bound and a rate.
+        let Ok(_slot) = self.fetch_slots.try_acquire() else {
+            (self.fetches)("limited");
+            return Err(Reject::CertFetchLimited(
+                "other certificate URLs are being fetched; retry".into(),
+            ));
+        };
+        if self.fetch_rate.check().is_err() {
+            (self.fetches)("limited");
+            return Err(Reject::CertFetchLimited(
+                "new certificate URLs are fetched at a bounded rate; retry".into(),
+            ));
+        }
         let result = self
             .fetch_body(url)
             .await
             .and_then(|body| SigningCert::from_pem(&body));
         (self.fetches)(if result.is_ok() { "ok" } else { "error" });
+        if let Err(e) = &result {
+            self.failures.insert(url.to_owned(), e.clone());
+        }
         result.map(Arc::new)
     }
 
@@ -393,7 +553,145 @@ mod tests {
             ),
         ] {
             assert_eq!(check_cert_url(url).unwrap(), region, "{url}");
-            assert_eq!(region_of_accepted(url).unwrap(), region, "{url}");
+        }
+        // Each partition's own suffix only.
+        for url in [
+            "https://sns.cn-north-1.amazonaws.com/SimpleNotificationService-abc.pem",
+            "https://sns.us-east-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+            "https://sns.us-east-1.c2s.ic.gov/SimpleNotificationService-abc.pem",
+        ] {
+            assert_eq!(
+                check_cert_url(url).unwrap_err().reason(),
+                "cert_url_rejected"
+            );
+        }
+        assert_eq!(
+            check_cert_url(
+                "https://sns.eusc-de-east-1.amazonaws.eu/SimpleNotificationService-a.pem"
+            )
+            .unwrap(),
+            "eusc-de-east-1"
+        );
+    }
+
+    #[test]
+    fn the_certificate_comes_from_the_topics_own_region_and_partition() {
+        let topic = "arn:aws:sns:us-east-1:123456789012:t";
+        assert_eq!(check_cert_url_for(GOOD, topic).unwrap(), "us-east-1");
+        for (url, topic) in [
+            // Another region of the same partition.
+            (GOOD, "arn:aws:sns:eu-west-1:123456789012:t"),
+            // The commercial host for a GovCloud topic, and the other way round.
+            (GOOD, "arn:aws-us-gov:sns:us-gov-west-1:123456789012:t"),
+            (
+                "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-a.pem",
+                topic,
+            ),
+            // A partition that does not hold the topic's region.
+            (GOOD, "arn:aws-cn:sns:us-east-1:123456789012:t"),
+            (GOOD, "not an arn"),
+        ] {
+            let err = check_cert_url_for(url, topic).unwrap_err();
+            assert_eq!(err.reason(), "cert_url_rejected", "{url} {topic}");
+        }
+        assert_eq!(
+            check_cert_url_for(
+                "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-a.pem",
+                "arn:aws-cn:sns:cn-north-1:123456789012:t"
+            )
+            .unwrap(),
+            "cn-north-1"
+        );
+    }
+
+    fn dev(cn: Option<rcgen::DnValue>, sans: &[&str]) -> SigningCert {
+        let now = OffsetDateTime::now_utc();
+        let day = time::Duration::days(1);
+        let c = crate::sns::sign::cert_named(cn, sans, now - day, now + day).unwrap();
+        SigningCert::from_pem(c.cert_pem.as_bytes()).unwrap()
+    }
+
+    /// AWS's 2010–2015 certificates encode their CN as a T61String; others have used UTF8String,
+    /// PrintableString; BMPString and UniversalString are legal too. The name reads the same.
+    #[test]
+    fn the_common_name_reads_whatever_its_string_type() {
+        use rcgen::string::{BmpString, PrintableString, TeletexString, UniversalString};
+        let name = "sns.amazonaws.com";
+        for (what, value) in [
+            (
+                "T61String",
+                rcgen::DnValue::TeletexString(TeletexString::try_from(name).unwrap()),
+            ),
+            ("UTF8String", rcgen::DnValue::Utf8String(name.into())),
+            (
+                "PrintableString",
+                rcgen::DnValue::PrintableString(PrintableString::try_from(name).unwrap()),
+            ),
+            (
+                "BMPString",
+                rcgen::DnValue::BmpString(BmpString::try_from(name).unwrap()),
+            ),
+            (
+                "UniversalString",
+                rcgen::DnValue::UniversalString(UniversalString::try_from(name).unwrap()),
+            ),
+        ] {
+            let cert = dev(Some(value), &[]);
+            assert_eq!(cert.common_name.as_deref(), Some(name), "{what}");
+            assert_eq!(cert.names, [name], "{what}");
+            cert.check_subject("us-east-1")
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+    }
+
+    /// The DNS subject-alternative names decide when there are any (as in AWS's Java SDK);
+    /// the CN only without them.
+    #[test]
+    fn subject_alternative_names_come_before_the_common_name() {
+        let cn = |n: &str| Some(rcgen::DnValue::Utf8String(n.into()));
+        dev(cn("evil.example"), &["sns.amazonaws.com"])
+            .check_subject("us-east-1")
+            .unwrap();
+        let err = dev(cn("sns.amazonaws.com"), &["evil.example"])
+            .check_subject("us-east-1")
+            .unwrap_err();
+        assert_eq!(err.reason(), "cert_invalid", "{err}");
+        assert!(err.to_string().contains("evil.example"), "{err}");
+        // Opt-in regions sign with their regional name, and only their own.
+        let regional = dev(None, &["sns-signing.af-south-1.amazonaws.com"]);
+        regional.check_subject("af-south-1").unwrap();
+        assert!(regional.check_subject("eu-south-1").is_err());
+        // Neither a SAN nor a CN: not a certificate for anything.
+        let c = crate::sns::sign::cert_named(
+            None,
+            &[],
+            OffsetDateTime::now_utc(),
+            OffsetDateTime::now_utc() + time::Duration::days(1),
+        )
+        .unwrap();
+        let err = SigningCert::from_pem(c.cert_pem.as_bytes()).unwrap_err();
+        assert_eq!(err.reason(), "cert_invalid");
+    }
+
+    /// Each partition's certificate passes for its own regions and no other.
+    #[test]
+    fn each_partition_accepts_its_own_signing_name_only() {
+        let cases = [
+            ("cn-north-1", "sns-cn-north-1.amazonaws.com.cn"),
+            ("us-gov-east-1", "sns-us-gov-west-1.amazonaws.com"),
+            ("us-iso-east-1", "sns-us-iso-east-1.c2s.ic.gov"),
+            ("eusc-de-east-1", "sns-signing.eusc-de-east-1.amazonaws.eu"),
+        ];
+        for (region, name) in cases {
+            dev(None, &[name]).check_subject(region).unwrap();
+            // The commercial certificate is no good there...
+            assert!(
+                dev(None, &["sns.amazonaws.com"])
+                    .check_subject(region)
+                    .is_err()
+            );
+            // ...nor this one in the commercial partition.
+            assert!(dev(None, &[name]).check_subject("us-east-1").is_err());
         }
     }
 
@@ -447,13 +745,14 @@ mod tests {
         #[test]
         fn documented_shape_passes(
             geo in "[a-z]{2}", words in proptest::collection::vec("[a-z]{3,9}", 1..3),
-            n in 1u8..20, cn in any::<bool>(), hex in "[0-9a-f]{1,64}",
+            n in 1u8..20, hex in "[0-9a-f]{1,64}",
         ) {
             let region = format!("{geo}-{}-{n}", words.join("-"));
-            let url = format!("https://sns.{region}.amazonaws.com{}/SimpleNotificationService-{hex}.pem", if cn { ".cn" } else { "" });
+            let p = partition::of_region(&region);
+            let url = format!("https://sns.{region}.{}/SimpleNotificationService-{hex}.pem", p.dns_suffix);
             prop_assert_eq!(check_cert_url(&url).unwrap(), region.as_str());
-            // A cache hit reads the region without the regex: it must read the same one.
-            prop_assert_eq!(region_of_accepted(&url).unwrap(), region.as_str());
+            let topic = format!("arn:{}:sns:{region}:123456789012:t", p.name);
+            prop_assert_eq!(check_cert_url_for(&url, &topic).unwrap(), region.as_str());
         }
 
         /// Inserting any character that can carry a host, port, query, fragment, escape or

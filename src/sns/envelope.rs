@@ -67,10 +67,24 @@ pub struct Envelope {
         skip_serializing_if = "Option::is_none"
     )]
     pub unsubscribe_url: Option<String>,
-    /// Not signed; kept only so a parsed body can be re-serialised faithfully.
+    /// Not signed; kept as the raw text (never parsed into a tree: a body of nested empty
+    /// arrays would cost many times its size) so a parsed body can be re-serialised faithfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_attributes: Option<serde_json::Value>,
+    pub message_attributes: Option<RawJson>,
 }
+
+/// A JSON value kept as its text.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<serde_json::value::RawValue>);
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for RawJson {}
 
 impl Envelope {
     /// Parses a delivery body. Errors name what was expected and what came.

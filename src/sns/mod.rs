@@ -3,6 +3,7 @@
 
 pub mod cert;
 pub mod envelope;
+pub mod partition;
 pub mod sign;
 pub mod topic;
 pub mod verify;
@@ -20,6 +21,8 @@ use http::StatusCode;
 pub enum Reject {
     #[error("body too large: {0}")]
     BodyTooLarge(String),
+    #[error("body too slow: {0}")]
+    BodyReadTimeout(String),
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
     #[error("missing field: {0}")]
@@ -38,6 +41,8 @@ pub enum Reject {
     CertUrl(String),
     #[error("signing certificate unavailable: {0}")]
     CertUnavailable(String),
+    #[error("signing certificate fetch deferred: {0}")]
+    CertFetchLimited(String),
     #[error("signing certificate rejected: {0}")]
     CertInvalid(String),
     #[error("signature does not verify: {0}")]
@@ -56,6 +61,7 @@ impl Reject {
     /// Every reason, for documentation and for pre-registering metric label values.
     pub const REASONS: &'static [&'static str] = &[
         "body_too_large",
+        "body_read_timeout",
         "malformed_json",
         "missing_field",
         "unknown_type",
@@ -65,6 +71,7 @@ impl Reject {
         "signature_encoding",
         "cert_url_rejected",
         "cert_unavailable",
+        "cert_fetch_limited",
         "cert_invalid",
         "signature_invalid",
         "topic_not_allowed",
@@ -77,6 +84,7 @@ impl Reject {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::BodyTooLarge(_) => "body_too_large",
+            Self::BodyReadTimeout(_) => "body_read_timeout",
             Self::MalformedJson(_) => "malformed_json",
             Self::MissingField(_) => "missing_field",
             Self::UnknownType(_) => "unknown_type",
@@ -86,6 +94,7 @@ impl Reject {
             Self::SignatureEncoding(_) => "signature_encoding",
             Self::CertUrl(_) => "cert_url_rejected",
             Self::CertUnavailable(_) => "cert_unavailable",
+            Self::CertFetchLimited(_) => "cert_fetch_limited",
             Self::CertInvalid(_) => "cert_invalid",
             Self::SignatureInvalid(_) => "signature_invalid",
             Self::TopicNotAllowed(_) => "topic_not_allowed",
@@ -96,16 +105,17 @@ impl Reject {
     }
 
     /// The HTTP status SNS sees. 4xx means "delivered, do not retry"; only a failure on our
-    /// side that a retry can cure (the certificate could not be fetched) is a 5xx.
+    /// side that a retry can cure (the certificate could not be fetched, or not yet) is a 5xx.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::MalformedJson(_)
             | Self::MissingField(_)
             | Self::UnknownType(_)
             | Self::HeaderMismatch(_)
             | Self::EventMalformed(_) => StatusCode::BAD_REQUEST,
-            Self::CertUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CertUnavailable(_) | Self::CertFetchLimited(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RawDelivery(_)
             | Self::UnsupportedSignatureVersion(_)
             | Self::SignatureEncoding(_)

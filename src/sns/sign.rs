@@ -92,12 +92,31 @@ pub fn cert_with(
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 ) -> anyhow::Result<DevCert> {
+    cert_named(
+        Some(rcgen::DnValue::Utf8String(common_name.into())),
+        &[],
+        not_before,
+        not_after,
+    )
+}
+
+/// A self-signed RSA certificate with any subject CN value (any ASN.1 string type, or none)
+/// and DNS subject-alternative names: the shapes SNS certificates have had over the years.
+pub fn cert_named(
+    common_name: Option<rcgen::DnValue>,
+    dns_names: &[&str],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> anyhow::Result<DevCert> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    let mut params =
+        rcgen::CertificateParams::new(dns_names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, common_name);
+    if let Some(cn) = common_name {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+    }
     params.not_before = not_before;
     params.not_after = not_after;
     let cert = params.self_signed(&key)?;

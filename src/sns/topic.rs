@@ -5,7 +5,10 @@
 use regex::RegexSet;
 
 /// Exact topic ARNs, or ARNs with `*` standing for any run of characters inside one ARN
-/// segment (it never matches `:`), e.g. `arn:aws:sns:*:123456789012:ssm-changes`.
+/// segment (it never matches `:`), e.g. `arn:aws:sns:*:123456789012:ssm-changes`. A wildcard
+/// is accepted in the region and topic-name segments only: in the account (or partition) it
+/// would let anyone with an AWS account create a topic of that name and relay genuinely
+/// signed messages.
 #[derive(Debug, Clone)]
 pub struct TopicPolicy {
     patterns: Vec<String>,
@@ -34,6 +37,16 @@ impl TopicPolicy {
             if parts.iter().any(|s| s.is_empty()) {
                 anyhow::bail!("--topic-arn {p:?}: empty ARN segment");
             }
+            for (i, what) in [(1, "partition"), (4, "account")] {
+                if parts[i].contains('*') {
+                    anyhow::bail!(
+                        "--topic-arn {p:?}: `*` in the {what} would admit topics anyone can create in their own AWS account; name the {what} (wildcards are allowed in the region and the topic name only)"
+                    );
+                }
+            }
+            if !(parts[4].len() == 12 && parts[4].bytes().all(|b| b.is_ascii_digit())) {
+                anyhow::bail!("--topic-arn {p:?}: the account must be 12 digits");
+            }
             if !p.contains('*') {
                 exact.push(p.to_owned());
                 continue;
@@ -49,6 +62,16 @@ impl TopicPolicy {
             exact,
             set: RegexSet::new(regexes)?,
         })
+    }
+
+    /// Every topic: for `ssm-resync sns verify` without `--topic-arn` (an offline check of one
+    /// message, which says the allow-list is skipped). Never for `serve`.
+    pub fn any() -> Self {
+        Self {
+            patterns: vec!["*".into()],
+            exact: Vec::new(),
+            set: RegexSet::new(["^arn:[^:]+:sns:[^:]+:[^:]+:[^:]+$"]).expect("static regex"),
+        }
     }
 
     pub fn allows(&self, topic_arn: &str) -> bool {
@@ -81,6 +104,24 @@ mod tests {
         // Regex metacharacters in the pattern are literal.
         let dot = TopicPolicy::new(&["arn:aws:sns:us-east-1:111111111111:a.b"]).unwrap();
         assert!(!dot.allows("arn:aws:sns:us-east-1:111111111111:aXb"));
+    }
+
+    #[test]
+    fn wildcards_only_in_region_and_topic_name() {
+        assert!(TopicPolicy::new(&["arn:aws:sns:*:111111111111:ssm-*"]).is_ok());
+        for bad in [
+            "arn:aws:sns:us-east-1:*:ssm-resync",
+            "arn:aws:sns:*:*:ssm-resync",
+            "arn:aws:sns:us-east-1:1111*:ssm-resync",
+            "arn:*:sns:us-east-1:111111111111:ssm-resync",
+            "arn:aws:sns:us-east-1:12345:ssm-resync",
+        ] {
+            let e = TopicPolicy::new(&[bad]).unwrap_err().to_string();
+            assert!(
+                e.contains("account") || e.contains("partition"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

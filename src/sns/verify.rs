@@ -92,7 +92,10 @@ impl Verifier {
             .decode(env.signature.as_bytes())
             .map_err(|e| Reject::SignatureEncoding(e.to_string()))?;
         let string_to_sign = env.string_to_sign()?;
-        let (cert, region) = self.certs.get(&env.signing_cert_url).await?;
+        let (cert, region) = self
+            .certs
+            .get(&env.signing_cert_url, &env.topic_arn)
+            .await?;
         cert.check_subject(region)?;
         cert.check_validity(now)?;
         if cert.verify(sha256, string_to_sign.as_bytes(), &signature) {

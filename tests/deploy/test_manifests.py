@@ -202,9 +202,43 @@ def test_network_policies():
     assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
     alb = pols["ssm-resync-from-alb"]
     (rule,) = alb["ingress"]
-    (src,) = rule["from"]
-    assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+/\d+", src["ipBlock"]["cidr"])
+    # The ALB's subnets (one per AZ), each no wider than a /20: never a whole VPC.
+    assert len(rule["from"]) >= 2
+    for src in rule["from"]:
+        cidr = src["ipBlock"]["cidr"]
+        assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+/\d+", cidr) and int(cidr.split("/")[1]) >= 20, cidr
     assert {p["port"] for p in rule["ports"]} == {8080, 9090}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_plain_test_format_is_off(overlay):
+    # Anyone who may publish to the topic could name any parameters with it.
+    assert config(overlay).get("SSM_RESYNC_ACCEPT_PLAIN_FORMAT", "false") == "false"
+
+
+def test_admission_policy_binds_the_service_account():
+    (vap,) = objects("overlays/eks", "ValidatingAdmissionPolicy")
+    (binding,) = objects("overlays/eks", "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == vap["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert vap["spec"]["failurePolicy"] == "Fail"
+    sa = one("overlays/eks", "ServiceAccount", "ssm-resync")
+    (cond,) = vap["spec"]["matchConditions"]
+    assert cond["expression"] == (
+        f"request.userInfo.username == 'system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}'"
+    )
+    key = [v for v in vap["spec"]["variables"] if v["name"] == "key"][0]["expression"]
+    assert key == "'" + config("overlays/eks")["SSM_RESYNC_ANNOTATION"] + "'"
+
+
+def test_alb_closes_idle_connections_before_the_service_does():
+    ing = one("overlays/eks", "Ingress", "ssm-resync")
+    attrs = dict(
+        a.split("=", 1)
+        for a in ing["metadata"]["annotations"]["alb.ingress.kubernetes.io/load-balancer-attributes"].split(",")
+    )
+    # --read-timeout defaults to 10 s (src/config.rs).
+    assert int(attrs["idle_timeout.timeout_seconds"]) < 10
 
 
 def test_service_monitor_scrapes_the_admin_service():
