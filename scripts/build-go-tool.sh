@@ -15,7 +15,7 @@
 # Cache: ${SSM_RESYNC_CACHE:-$HOME/.cache/ssm-resync}/<tool>-<version>/<tool>, plus what the
 # stack needs from the module next to it (ESO's CRD bundle). Cold builds take minutes on two
 # cores (kube-apiserver ~4 min, external-secrets ~6 min, measured in the README) and several
-# GiB of module and build cache; a progress line is printed every 20 s. Concurrent callers
+# GiB of module cache (Go's, shared) and build cache (per build, deleted after it); a progress line is printed every 20 s. Concurrent callers
 # serialise on a flock; binaries are moved into place atomically.
 set -euo pipefail
 
@@ -104,6 +104,10 @@ build() {
   (
     cd "$GO_DIR/$dir"
     export CGO_ENABLED=0 GOFLAGS=-trimpath GOTOOLCHAIN=local
+    # A build cache of our own, dropped once the binary is in place: it reaches several GiB
+    # for kube-apiserver and is never read again (the binary is cached by version), and CI
+    # machines have little disk to spare.
+    export GOCACHE=$cache.go-build
     log "$tool $v: downloading modules (go mod download; cached in $(go env GOMODCACHE))"
     go mod download >"$buildlog" 2>&1 || { tail -n 20 "$buildlog" >&2; die "$tool: go mod download failed"; }
     local total
@@ -128,6 +132,8 @@ build() {
     fi
   )
   mv "$bin.tmp" "$bin"
+  chmod -R u+w "$cache.go-build" 2>/dev/null || true
+  rm -rf "$cache.go-build"
   binary_ok "$tool" "$bin" "$v" || die "$tool: the built $bin does not report version $v"
   log "$tool $v: built in $((SECONDS - t0)) s -> $bin"
   exec 9>&-

@@ -66,14 +66,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let kube_config = kube::Config::infer()
         .await
         .context("loading Kubernetes configuration (in-cluster or KUBECONFIG)")?;
-    let watch_client = kube::Client::try_from(kube_config.clone())?;
+    let watch_client = crate::cluster::client::build(kube_config.clone())?;
     let watch_client_for_lease = watch_client.clone();
     // Patches answer an SNS request: they must fail fast rather than wait out long timeouts.
     let mut patch_config = kube_config;
     patch_config.connect_timeout = Some(Duration::from_secs(3));
     patch_config.read_timeout = Some(Duration::from_secs(5));
     patch_config.write_timeout = Some(Duration::from_secs(5));
-    let patch_client = kube::Client::try_from(patch_config)?;
+    let patch_client = crate::cluster::client::build(patch_config)?;
     let events = if args.events && !args.dry_run {
         Events::new(
             patch_client.clone(),

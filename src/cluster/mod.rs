@@ -1,6 +1,7 @@
 //! The Kubernetes side: watches that keep the index current, and the patcher that forces a
 //! re-sync.
 
+pub mod client;
 pub mod confirm;
 pub mod eso;
 pub mod events;
