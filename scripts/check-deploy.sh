@@ -8,10 +8,12 @@
 #      which installs the same `hcl2` module as python-hcl2. Idempotent: nothing is
 #      installed when present. Venvs live in $SSM_RESYNC_DEPLOY_TOOLS
 #      (default ~/.cache/ssm-resync/deploy-tools), outside the work tree.
-#   2. `kubectl kustomize` of k8s/base, every k8s/overlays/*, k8s/monitoring
+#   2. `kubectl kustomize` of k8s/base, every k8s/overlays/*, k8s/monitoring; `helm lint
+#      --strict` of charts/ssm-resync (default values and every ci/*-values.yaml) and
+#      `helm template` of the same (helm from `scripts/build-go-tool.sh helm`, cached)
 #   3. pytest tests/deploy/ (infra assertions on the parsed .tf; rendered-manifest assertions)
 #   4. checkov: terraform on infra/, kubernetes on the rendered manifests (what is applied,
-#      not the kustomize inputs), dockerfile; zero failed checks, every skip justified inline
+#      not the kustomize or Helm inputs), dockerfile; zero failed checks, every skip justified inline
 #   5. promtool check rules + promtool test rules (k8s/monitoring)
 #   6. terraform fmt -check, only where terraform happens to be installed (CI has none)
 #
@@ -128,6 +130,34 @@ render() {
   return 0
 }
 
+# helm lint --strict and helm template of the chart, into the same folder (so checkov scans
+# the Helm renders too). The comparison with the kustomize render is tests/helm.rs.
+render_helm() {
+  local helm f name log=$OUT/helm.log n=0 total=0
+  if ! helm=$(scripts/build-go-tool.sh helm 2>"$log" | tail -n 1) || [[ ! -x $helm ]]; then
+    cat "$log" >&2
+    fail "scripts/build-go-tool.sh helm"
+    return 0
+  fi
+  for f in "" charts/ssm-resync/ci/*-values.yaml; do
+    name=helm-$(basename "${f:-default}" -values.yaml)
+    if ! "$helm" lint --strict charts/ssm-resync ${f:+--values "$f"} >"$log" 2>&1; then
+      cat "$log" >&2
+      fail "helm lint --strict charts/ssm-resync ${f:+--values $f}"
+      continue
+    fi
+    if "$helm" template ssm-resync charts/ssm-resync --namespace ssm-resync ${f:+--values "$f"} \
+      >"$OUT/rendered/$name.yaml" 2>"$log"; then
+      n=$((n + 1))
+      total=$((total + $(grep -c '^kind:' "$OUT/rendered/$name.yaml" || true)))
+    else
+      cat "$log" >&2
+      fail "helm template charts/ssm-resync ${f:+--values $f}"
+    fi
+  done
+  summary "ok    helm $("$helm" version --template '{{.Version}}'): lint --strict and template of $n values sets, $total objects"
+}
+
 # --- 3. pytest -----------------------------------------------------------------------
 
 run_pytest() {
@@ -204,6 +234,7 @@ run_terraform_fmt() {
 mkdir -p "$OUT"
 tools
 render
+render_helm
 run_pytest
 run_checkov
 run_promtool

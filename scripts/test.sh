@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: every check and every test, on a fresh Debian machine.
 # Installs what the local stack needs, builds its Go programs once (etcd, kube-apiserver, the
-# External Secrets Operator; cached by version), runs
+# External Secrets Operator; and helm for tests/helm.rs; cached by version), runs
 # fmt and clippy (warnings are errors), starts one local stack for the integration tests to
 # share (tests that stop the API server start their own), runs all tests, stops the stack.
 set -euo pipefail
@@ -11,6 +11,8 @@ cd "$REPO"
 
 scripts/install-deps.sh
 scripts/build-go-tool.sh --all
+# helm, for tests/helm.rs (the chart in charts/ssm-resync); prints its path, not needed here.
+scripts/build-go-tool.sh helm >/dev/null
 # The KES model (tests/kes) runs on Node.js with kubernetes-client from the npm registry.
 (cd tests/kes && npm ci --ignore-scripts --no-audit --no-fund --silent)
 cargo fmt --check

@@ -11,275 +11,31 @@
 //! tests/deploy/*.py (scripts/check-deploy.sh).
 
 mod common;
+#[path = "common/manifests.rs"]
+mod manifests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write as _;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
+use manifests::*;
 use serde_json::{Value, json};
 
-// --- rendering -------------------------------------------------------------------------
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
-        panic!("running {cmd:?}: {e} (kubectl is required: scripts/install-deps.sh)")
-    })
-}
-
-fn run_stdin(cmd: &mut Command, input: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// `kubectl kustomize k8s/<dir>` as JSON objects. kubectl converts the YAML itself
-/// (`label --local` removing a label no object has changes nothing and talks to no server),
-/// so the test needs no YAML parser.
-fn kustomize(dir: &str) -> Vec<Value> {
-    let out = run(Command::new("kubectl").args(["kustomize", &format!("{REPO}/k8s/{dir}")]));
-    assert!(
-        out.status.success(),
-        "kubectl kustomize k8s/{dir}: {}",
-        text(&out.stderr)
-    );
-    let yaml = text(&out.stdout);
-    let out = run_stdin(
-        Command::new("kubectl")
-            .args([
-                "label",
-                "--local",
-                "-f",
-                "-",
-                "-o",
-                "json",
-                "ssm-resync.test/absent-",
-            ])
-            .env("KUBECONFIG", "/nonexistent"),
-        &yaml,
-    );
-    assert!(
-        out.status.success(),
-        "kubectl label --local: {}",
-        text(&out.stderr)
-    );
-    let mut objects = Vec::new();
-    for v in serde_json::Deserializer::from_slice(&out.stdout).into_iter::<Value>() {
-        let v = v.unwrap();
-        match v["items"].as_array() {
-            Some(items) if v["kind"] == "List" => objects.extend(items.iter().cloned()),
-            _ => objects.push(v),
-        }
-    }
-    let documents = yaml.lines().filter(|l| l.starts_with("kind: ")).count();
-    assert!(documents > 0, "k8s/{dir} rendered nothing");
-    assert_eq!(
-        objects.len(),
-        documents,
-        "k8s/{dir}: every document converted"
-    );
-    objects
-}
-
-fn find<'a>(objects: &'a [Value], kind: &str, name_prefix: &str) -> &'a Value {
-    let found: Vec<&Value> = objects
-        .iter()
-        .filter(|o| {
-            o["kind"] == kind
-                && o["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .starts_with(name_prefix)
-        })
-        .collect();
-    assert_eq!(found.len(), 1, "one {kind} named {name_prefix}*");
-    found[0]
-}
-
-fn ssm_resync_container(objects: &[Value]) -> &Value {
-    let dep = find(objects, "Deployment", "ssm-resync");
-    dep["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "ssm-resync")
-        .expect("container ssm-resync")
-}
-
-fn config_map<'a>(objects: &'a [Value], name: &str) -> &'a serde_json::Map<String, Value> {
-    objects
-        .iter()
-        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("ConfigMap {name} referenced by the Deployment is not rendered"))
-        ["data"]
-        .as_object()
-        .unwrap()
-}
-
-/// The container's environment as the kubelet builds it: envFrom first, then env (which
-/// wins), ConfigMap references resolved from the rendered ConfigMaps.
-fn container_env(objects: &[Value]) -> BTreeMap<String, String> {
-    let c = ssm_resync_container(objects);
-    let mut env = BTreeMap::new();
-    for from in c["envFrom"].as_array().into_iter().flatten() {
-        let name = from["configMapRef"]["name"]
-            .as_str()
-            .expect("envFrom uses configMapRef only");
-        for (k, v) in config_map(objects, name) {
-            env.insert(k.clone(), v.as_str().unwrap().to_owned());
-        }
-    }
-    for e in c["env"].as_array().into_iter().flatten() {
-        let name = e["name"].as_str().unwrap().to_owned();
-        let value = if let Some(v) = e["value"].as_str() {
-            v.to_owned()
-        } else if let Some(r) = e["valueFrom"].get("configMapKeyRef") {
-            let data = config_map(objects, r["name"].as_str().unwrap());
-            let key = r["key"].as_str().unwrap();
-            data.get(key)
-                .and_then(Value::as_str)
-                .unwrap_or_else(|| panic!("env {name}: ConfigMap has no key {key}"))
-                .to_owned()
-        } else if let Some(f) = e["valueFrom"].get("fieldRef") {
-            format!("test-{}", f["fieldPath"].as_str().unwrap())
-        } else {
-            panic!("env {name}: unsupported source {e}");
-        };
-        env.insert(name, value);
-    }
-    env
-}
-
-/// Kubernetes' `$(VAR)` expansion of args; `$$` escapes.
-fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
-    let re = regex::Regex::new(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)").unwrap();
-    re.replace_all(arg, |c: &regex::Captures| match c.get(1) {
-        None => "$".to_owned(),
-        Some(v) => env
-            .get(v.as_str())
-            .cloned()
-            .unwrap_or_else(|| c[0].to_owned()),
-    })
-    .into_owned()
-}
-
-/// Every `[env: NAME=` that `serve --help` documents.
-fn serve_env_names() -> BTreeSet<String> {
-    let out = run(Command::new(BIN).args(["serve", "--help"]));
-    assert!(out.status.success());
-    let help = text(&out.stdout);
-    let names: BTreeSet<String> = regex::Regex::new(r"\[env:\s*([A-Z0-9_]+)=")
-        .unwrap()
-        .captures_iter(&help)
-        .map(|c| c[1].to_owned())
-        .collect();
-    assert!(names.contains("SSM_RESYNC_TOPIC_ARN"), "{help}");
-    names
-}
+// --- rendering (helpers shared with tests/helm.rs: tests/common/manifests.rs) -------------
 
 #[test]
 fn manifests_args_pass_check_config() {
     let flags = serve_env_names();
     for dir in ["overlays/eks", "overlays/local", "base"] {
-        let objects = kustomize(dir);
-        let env = container_env(&objects);
-        for k in env.keys().filter(|k| k.starts_with("SSM_RESYNC_")) {
-            assert!(
-                flags.contains(k),
-                "k8s/{dir}: {k} is not an env var of `ssm-resync serve` (typo or removed flag): {flags:?}"
-            );
-        }
-        let args: Vec<String> = ssm_resync_container(&objects)["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| expand(a.as_str().unwrap(), &env))
-            .collect();
-        assert_eq!(args[0], "serve", "k8s/{dir}");
-        for a in &args {
-            assert!(
-                !a.contains("$("),
-                "k8s/{dir}: unresolved reference in {a:?}"
-            );
-        }
-        let out = run(Command::new(BIN)
-            .args(&args)
-            .arg("--check-config")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(&env));
-        assert!(
-            out.status.success(),
-            "k8s/{dir}: ssm-resync {args:?} --check-config with env {env:?} failed:\n{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
-        let stdout = text(&out.stdout);
-        assert!(stdout.starts_with("config ok"), "{stdout}");
-        assert!(
-            stdout.contains(&env["SSM_RESYNC_TOPIC_ARN"]),
-            "k8s/{dir}: the ConfigMap's topic must reach the binary: {stdout}"
-        );
+        check_config(&format!("k8s/{dir}"), &kustomize(dir), &flags);
     }
 }
 
 // --- the API server ---------------------------------------------------------------------
-
-fn kubectl(kubeconfig: &str) -> Command {
-    let mut c = Command::new("kubectl");
-    c.env("KUBECONFIG", kubeconfig);
-    c
-}
-
-fn as_list(objects: &[Value]) -> String {
-    json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
-}
-
-/// Kinds the local stack does not serve (no Prometheus Operator CRDs); checked by field below.
-const NOT_SERVED: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
-
-/// Real creation of the Namespace (idempotent: namespaces are never deleted on the stack,
-/// and this one has a fixed name) so namespaced objects can be dry-run into it.
-fn ensure_namespace(admin: &str, objects: &[Value]) {
-    let ns = find(objects, "Namespace", "ssm-resync");
-    let out = run_stdin(
-        kubectl(admin).args([
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=ssm-resync-deploy-test",
-            "-f",
-            "-",
-        ]),
-        &ns.to_string(),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-}
-
-fn dry_run(admin: &str, objects: &[Value]) -> Output {
-    run_stdin(
-        kubectl(admin).args(["apply", "--dry-run=server", "-f", "-"]),
-        &as_list(objects),
-    )
-}
 
 /// The server admits and validates each object without persisting it (strict server-side
 /// field validation: an unknown field is an error). Kinds the stack does not serve are checked
@@ -292,33 +48,7 @@ fn manifests_are_accepted_by_the_api_server_dry_run() {
     for dir in ["overlays/local", "overlays/eks"] {
         let objects = kustomize(dir);
         ensure_namespace(admin, &objects);
-        let (known, later): (Vec<Value>, Vec<Value>) = objects
-            .iter()
-            .cloned()
-            .partition(|o| !NOT_SERVED.contains(&o["kind"].as_str().unwrap()));
-        let out = dry_run(admin, &known);
-        let stdout = text(&out.stdout);
-        assert!(
-            out.status.success(),
-            "k8s/{dir}: server dry run failed:\n{stdout}{}",
-            text(&out.stderr)
-        );
-        assert_eq!(
-            stdout.matches("(server dry run)").count(),
-            known.len(),
-            "k8s/{dir}: every object dry-run:\n{stdout}"
-        );
-        // The local overlay runs one replica and drops the PDB.
-        if let Some(pdb) = objects.iter().find(|o| o["kind"] == "PodDisruptionBudget") {
-            check_pdb(&objects, pdb);
-        }
-        for o in &later {
-            match o["kind"].as_str().unwrap() {
-                "ServiceMonitor" => check_service_monitor(&objects, o),
-                "PrometheusRule" => check_prometheus_rule(o),
-                k => unreachable!("{k}"),
-            }
-        }
+        check_dry_run(admin, &format!("k8s/{dir}"), &objects);
     }
 
     // The check has teeth: an unknown field in the pod spec is refused.
@@ -337,98 +67,7 @@ fn manifests_are_accepted_by_the_api_server_dry_run() {
     );
 }
 
-/// The PDB was dry-run with the rest; it must also select the pods it protects.
-fn check_pdb(objects: &[Value], pdb: &Value) {
-    assert_eq!(pdb["apiVersion"], "policy/v1");
-    assert_eq!(pdb["spec"]["minAvailable"], 1);
-    let pod_labels =
-        &find(objects, "Deployment", "ssm-resync")["spec"]["template"]["metadata"]["labels"];
-    for (k, v) in pdb["spec"]["selector"]["matchLabels"].as_object().unwrap() {
-        assert_eq!(&pod_labels[k], v, "PDB selects the pods");
-    }
-}
-
-fn check_service_monitor(objects: &[Value], sm: &Value) {
-    assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
-    let selector = sm["spec"]["selector"]["matchLabels"].as_object().unwrap();
-    let selected: Vec<&Value> = objects
-        .iter()
-        .filter(|o| {
-            o["kind"] == "Service"
-                && selector
-                    .iter()
-                    .all(|(k, v)| &o["metadata"]["labels"][k] == v)
-        })
-        .collect();
-    assert_eq!(
-        selected.len(),
-        1,
-        "the ServiceMonitor selects exactly the admin Service"
-    );
-    let svc = selected[0];
-    assert_eq!(svc["metadata"]["name"], "ssm-resync-admin");
-    let endpoints = sm["spec"]["endpoints"].as_array().unwrap();
-    assert_eq!(endpoints.len(), 1);
-    let port = endpoints[0]["port"].as_str().unwrap();
-    assert!(
-        svc["spec"]["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == port && p["port"] == 9090),
-        "endpoint port {port} is the admin Service's 9090"
-    );
-    assert_eq!(endpoints[0]["path"], "/metrics");
-}
-
-fn check_prometheus_rule(pr: &Value) {
-    assert_eq!(pr["apiVersion"], "monitoring.coreos.com/v1");
-    let groups = pr["spec"]["groups"].as_array().unwrap();
-    let mut alerts = 0;
-    for g in groups {
-        assert!(g["name"].as_str().is_some_and(|n| !n.is_empty()));
-        for r in g["rules"].as_array().unwrap() {
-            alerts += 1;
-            let name = r["alert"].as_str().expect("alerting rules only");
-            assert!(
-                r["expr"]
-                    .as_str()
-                    .is_some_and(|e| e.contains("ssm_resync") || e.contains("up{")),
-                "{name}"
-            );
-            assert!(r["labels"]["severity"].is_string(), "{name}");
-            assert!(
-                r["annotations"]["runbook_url"].as_str().is_some_and(
-                    |u| u.ends_with(&format!("docs/runbook.md#{}", name.to_lowercase()))
-                ),
-                "{name}"
-            );
-        }
-    }
-    assert_eq!(alerts, 9);
-}
-
 // --- RBAC on the real API server ---------------------------------------------------------
-
-/// Deletes the test's cluster-scoped RBAC objects (the stack is shared, and the
-/// `ssm-resync` user must not keep these grants for other tests).
-struct Cleanup {
-    admin: String,
-    objects: Vec<(String, String)>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for (kind, name) in &self.objects {
-            let _ = kubectl(&self.admin)
-                .arg("delete")
-                .args(kind.split_whitespace())
-                .args([name.as_str(), "--ignore-not-found", "--wait=false"])
-                .stdin(Stdio::null())
-                .output();
-        }
-    }
-}
 
 fn can_i(kubeconfig: &str, args: &[&str]) -> bool {
     let out = run(kubectl(kubeconfig).args(["auth", "can-i"]).args(args));
@@ -739,55 +378,6 @@ async fn rbac_is_enough_and_forbids_secrets() {
 
 // --- admission policy on the real API server ---------------------------------------------
 
-/// A kubeconfig for the rendered ServiceAccount (a TokenRequest token on the stack's server).
-fn service_account_kubeconfig(admin: &str, dir: &Path) -> (String, String) {
-    let out = run(kubectl(admin).args([
-        "create",
-        "token",
-        "ssm-resync",
-        "-n",
-        "ssm-resync",
-        "--duration=1h",
-    ]));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let token = text(&out.stdout).trim().to_owned();
-    let path = dir.join("kubeconfig-sa");
-    std::fs::copy(admin, &path).unwrap();
-    let kc = path.display().to_string();
-    for args in [
-        vec![
-            "config",
-            "set-credentials",
-            "sa",
-            &format!("--token={token}"),
-        ],
-        vec!["config", "set-context", "--current", "--user=sa"],
-    ] {
-        let out = run(kubectl(&kc).args(&args));
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
-    (kc, token)
-}
-
-/// PATCHes (JSON merge patch) `path` on the stack's API server with `token`: the status code
-/// and the server's message.
-async fn patch_as(server: &str, token: &str, path: &str, body: Value) -> (u16, String) {
-    let resp = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap()
-        .patch(format!("{server}{path}"))
-        .bearer_auth(token)
-        .header("content-type", "application/merge-patch+json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    (status, body["message"].as_str().unwrap_or("").to_owned())
-}
-
 /// The shipped ValidatingAdmissionPolicy, on the real API server, for the real ServiceAccount
 /// (a TokenRequest token): the service running as it still force-syncs an ExternalSecret, a
 /// ClusterExternalSecret (the spec trigger ESO v0.16 needs) and a kubernetes-client.io
@@ -845,17 +435,9 @@ async fn admission_policy_lets_the_service_account_change_only_its_triggers() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let dir = tempfile::tempdir().unwrap();
-    let (sa_kubeconfig, token) = service_account_kubeconfig(&admin, dir.path());
-    let server = {
-        let out = run(kubectl(&admin).args([
-            "config",
-            "view",
-            "--minify",
-            "-o",
-            "jsonpath={.clusters[0].cluster.server}",
-        ]));
-        text(&out.stdout).trim().to_owned()
-    };
+    let (sa_kubeconfig, token) =
+        service_account_kubeconfig(&admin, "ssm-resync", "ssm-resync", dir.path());
+    let server = api_server(&admin);
 
     // Readers of one parameter: an ExternalSecret, a ClusterExternalSecret's child, a KES one.
     let (ns, parameter) = reader(&stack, &kube, "deploy-vap").await;

@@ -1,0 +1,1029 @@
+//! The Helm chart (charts/ssm-resync) against the kustomize overlay it replaces, the binary
+//! and the real API server:
+//! - `helm lint --strict` with the default values and every ci/*-values.yaml;
+//! - every render passes the checks tests/deploy.rs makes on the kustomize renders
+//!   (`serve --check-config` of the container's args and env, PDB, ServiceMonitor and
+//!   PrometheusRule wiring), and follows the release's namespace and names;
+//! - values.schema.json refuses a misspelt key, and reaches every flag of `ssm-resync serve`;
+//! - no drift: `helm template` with the default values renders what `kubectl kustomize
+//!   k8s/overlays/eks` renders, object by object, every field, but for the differences listed
+//!   (with their reasons) in [`ON_PURPOSE`];
+//! - the chart's README lists every value with its default;
+//! - the renders are accepted by kube-apiserver (server-side dry run, the local stack), and
+//!   `helm install --dry-run` prints the NOTES;
+//! - the chart's admission policy, rendered for another release, namespace and annotation,
+//!   binds that release's ServiceAccount and key on the real API server.
+//!
+//! helm is built from the Go module proxy by `scripts/build-go-tool.sh helm` (cached by
+//! version, stack/go/helm); when it cannot be built the tests fail, they never skip.
+
+mod common;
+#[path = "common/manifests.rs"]
+mod manifests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+use manifests::*;
+use serde_json::{Value, json};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ssm-resync");
+
+/// The example values files of the chart (chart-testing's ci/ convention).
+const CI_VALUES: [&str; 2] = ["ci/eks-values.yaml", "ci/minimal-values.yaml"];
+
+// --- helm ---------------------------------------------------------------------------------
+
+/// The helm binary: the last stdout line of `scripts/build-go-tool.sh helm`, which builds it
+/// on first use (about 90 s on two cores) and prints the cached path after.
+fn helm_bin() -> &'static str {
+    static HELM: OnceLock<String> = OnceLock::new();
+    HELM.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(format!("{REPO}/scripts/build-go-tool.sh"))
+            .arg("helm")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scripts/build-go-tool.sh helm");
+        assert!(
+            out.status.success(),
+            "scripts/build-go-tool.sh helm failed: helm is required by these tests (Go and the \
+             Go module proxy build it):\n{}",
+            text(&out.stderr)
+        );
+        let path = text(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        assert!(
+            std::path::Path::new(&path).is_file(),
+            "scripts/build-go-tool.sh helm printed {path:?}, not a file"
+        );
+        path
+    })
+}
+
+fn helm(args: &[&str]) -> Output {
+    run(Command::new(helm_bin())
+        .args(args)
+        .current_dir(CHART)
+        .env("KUBECONFIG", "/nonexistent")
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("ssm-resync-helm-test"),
+        ))
+}
+
+/// `helm template RELEASE charts/ssm-resync -n NAMESPACE -f FILE... ARGS...`: the YAML, or
+/// helm's error.
+fn template(
+    release: &str,
+    namespace: &str,
+    files: &[&str],
+    args: &[&str],
+) -> Result<String, String> {
+    let mut all = vec!["template", release, CHART, "--namespace", namespace];
+    for f in files {
+        all.extend(["--values", f]);
+    }
+    all.extend(args);
+    let out = helm(&all);
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+/// The rendered objects as JSON.
+fn chart(release: &str, namespace: &str, files: &[&str], args: &[&str]) -> Vec<Value> {
+    let what = format!("helm template {release} -n {namespace} {files:?} {args:?}");
+    let yaml = template(release, namespace, files, args).unwrap_or_else(|e| panic!("{what}: {e}"));
+    yaml_objects(&what, &yaml)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{REPO}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+// --- lint and renders -------------------------------------------------------------------------
+
+#[test]
+fn helm_lint_strict() {
+    let mut runs = vec![vec![]];
+    runs.extend(CI_VALUES.iter().map(|f| vec!["--values", f]));
+    for extra in runs {
+        let mut args = vec!["lint", "--strict", CHART];
+        args.extend(extra.iter().copied());
+        let out = helm(&args);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("0 chart(s) failed"),
+            "helm {args:?}:\n{stdout}{}",
+            text(&out.stderr)
+        );
+        assert!(!stdout.contains("[WARNING]"), "{stdout}");
+    }
+}
+
+/// The same checks tests/deploy.rs makes on every kustomize render, on the default render and
+/// each example values file, under other release names and namespaces too.
+#[test]
+fn renders_pass_the_deploy_checks() {
+    let flags = serve_env_names();
+    let cases: [(&str, &str, &[&str]); 4] = [
+        ("ssm-resync", "ssm-resync", &[]),
+        ("platform", "team-x", &[]),
+        ("ssm-resync", "platform", &[CI_VALUES[0]]),
+        ("r", "team-y", &[CI_VALUES[1]]),
+    ];
+    for (release, namespace, files) in cases {
+        let what = format!("helm template {release} -n {namespace} {files:?}");
+        let objects = chart(release, namespace, files, &[]);
+        check_config(&what, &objects, &flags);
+        if let Some(pdb) = objects.iter().find(|o| o["kind"] == "PodDisruptionBudget") {
+            check_pdb(&objects, pdb);
+        }
+        for o in &objects {
+            match o["kind"].as_str().unwrap() {
+                "ServiceMonitor" => check_service_monitor(&objects, o),
+                "PrometheusRule" => check_prometheus_rule(o),
+                _ => {}
+            }
+        }
+
+        // Everything namespaced lives in the release namespace.
+        for o in &objects {
+            let kind = o["kind"].as_str().unwrap();
+            if CLUSTER_SCOPED.contains(&kind) {
+                assert!(o["metadata"]["namespace"].is_null(), "{what}: {kind} {o}");
+            } else {
+                assert_eq!(o["metadata"]["namespace"], namespace, "{what}: {kind}");
+            }
+        }
+
+        // The identity the admission policy and the bindings name is the pod's.
+        let pod = &find(&objects, "Deployment", "")["spec"]["template"]["spec"];
+        let sa = pod["serviceAccountName"].as_str().unwrap();
+        let username = format!("system:serviceaccount:{namespace}:{sa}");
+        let vap = find(&objects, "ValidatingAdmissionPolicy", "");
+        assert_eq!(
+            vap["spec"]["matchConditions"][0]["expression"],
+            format!("request.userInfo.username == '{username}'"),
+            "{what}"
+        );
+        let binding = find(&objects, "ValidatingAdmissionPolicyBinding", "");
+        assert_eq!(binding["spec"]["policyName"], vap["metadata"]["name"]);
+        let env = container_env(&objects);
+        assert_eq!(
+            vap["spec"]["variables"][0],
+            json!({"name": "key", "expression": format!("'{}'", env["SSM_RESYNC_ANNOTATION"])}),
+            "{what}: the policy's key is the --annotation"
+        );
+        for kind in ["ClusterRoleBinding", "RoleBinding"] {
+            assert_eq!(
+                find(&objects, kind, "")["subjects"],
+                json!([{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]),
+                "{what}: {kind}"
+            );
+        }
+        if files.is_empty() || files == [CI_VALUES[0]] {
+            find(&objects, "ServiceAccount", sa);
+        }
+
+        // The Ingress routes to the webhook Service's port; the NetworkPolicies admit the
+        // ports the container listens on.
+        let deployment = find(&objects, "Deployment", "")["metadata"]["name"].clone();
+        let webhook = objects
+            .iter()
+            .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == deployment)
+            .expect("the webhook Service, named like the Deployment");
+        if let Some(ing) = objects.iter().find(|o| o["kind"] == "Ingress") {
+            let backend = &ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
+            assert_eq!(backend["name"], webhook["metadata"]["name"], "{what}");
+            assert_eq!(backend["port"]["name"], "http-webhook");
+            assert_eq!(ing["spec"]["rules"][0]["http"]["paths"][0]["path"], "/sns");
+        }
+        let ports: Vec<&Value> = ssm_resync_container(&objects)["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["containerPort"])
+            .collect();
+        for np in objects.iter().filter(|o| o["kind"] == "NetworkPolicy") {
+            for rule in np["spec"]["ingress"].as_array().unwrap() {
+                for p in rule["ports"].as_array().unwrap() {
+                    assert!(ports.contains(&&p["port"]), "{what}: {np}");
+                }
+            }
+        }
+    }
+
+    // The example files switch what they say they switch.
+    let minimal = chart("r", "team-y", &[CI_VALUES[1]], &[]);
+    let kinds: BTreeSet<&str> = minimal
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    for absent in [
+        "Ingress",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "PodDisruptionBudget",
+    ] {
+        assert!(!kinds.contains(absent), "{absent}: {kinds:?}");
+    }
+    assert_eq!(
+        find(&minimal, "Namespace", "")["metadata"]["name"],
+        "team-y"
+    );
+    assert_eq!(
+        find(&minimal, "Deployment", "")["metadata"]["name"],
+        "resync"
+    );
+    assert_eq!(container_env(&minimal)["SSM_RESYNC_KES"], "true");
+    let eks = chart("ssm-resync", "platform", &[CI_VALUES[0]], &[]);
+    assert_eq!(
+        ssm_resync_container(&eks)["image"],
+        "ghcr.io/example/ssm-resync@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!(
+        find(&eks, "ServiceAccount", "")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::210987654321:role/platform-ssm-resync"
+    );
+    assert_eq!(
+        find(&eks, "ServiceMonitor", "")["metadata"]["labels"]["release"],
+        "kube-prometheus-stack"
+    );
+
+    // A changed value rolls the pods (kustomize: the ConfigMap's hashed name).
+    let checksum = |args: &[&str]| {
+        chart("ssm-resync", "ssm-resync", &[], args)
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .unwrap()["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            .clone()
+    };
+    assert_ne!(
+        checksum(&[]),
+        checksum(&["--set", "config.env.SSM_RESYNC_KES=true"])
+    );
+}
+
+// --- schema -----------------------------------------------------------------------------------
+
+/// A misspelt key fails `helm template` (so `helm install`) with the schema's error, at the
+/// top level and inside the chart's own objects; so does a wrong type.
+#[test]
+fn values_schema_refuses_typos() {
+    let typo_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        typo_file.path(),
+        "ingress:\n  hots: ssm-resync.example.org\n",
+    )
+    .unwrap();
+    let typo_path = typo_file.path().to_str().unwrap();
+    let cases: [(&[&str], &[&str], &str); 6] = [
+        (
+            &[],
+            &["--set", "replicaCont=3"],
+            "'replicaCont' not allowed",
+        ),
+        (
+            &[],
+            &[
+                "--set",
+                "serviceAccount.irsaRoleARN=arn:aws:iam::123456789012:role/x",
+            ],
+            "'irsaRoleARN' not allowed",
+        ),
+        (
+            &[],
+            &["--set", "config.env.SSM_RESYNC_KESS=true"],
+            "'SSM_RESYNC_KESS' not allowed",
+        ),
+        (
+            &[],
+            &["--set", "config.esoVersion=v2"],
+            "/config/esoVersion",
+        ),
+        (&[], &["--set", "config.topicArns=null"], "topicArns"),
+        (&[typo_path], &[], "'hots' not allowed"),
+    ];
+    for (files, args, want) in cases {
+        let err = template("ssm-resync", "ssm-resync", files, args)
+            .expect_err(&format!("{files:?} {args:?} must be refused"));
+        assert!(
+            err.contains("values don't meet the specifications of the schema")
+                && err.contains(want),
+            "{files:?} {args:?}: expected a schema error naming {want:?}:\n{err}"
+        );
+    }
+    // And the correct spellings render.
+    for args in [
+        ["--set", "replicaCount=3"],
+        ["--set", "config.env.SSM_RESYNC_KES=true"],
+        ["--set", "config.esoVersion=v1beta1"],
+    ] {
+        template("ssm-resync", "ssm-resync", &[], &args).unwrap();
+    }
+}
+
+fn schema() -> Value {
+    serde_json::from_str(&read("charts/ssm-resync/values.schema.json")).unwrap()
+}
+
+/// The ConfigMap variables the chart sets from typed values (so `config.env` must not), and the
+/// flags it passes as args.
+const TYPED: [(&str, &str); 7] = [
+    ("SSM_RESYNC_TOPIC_ARN", "config.topicArns"),
+    ("SSM_RESYNC_ANNOTATION", "config.annotation"),
+    ("SSM_RESYNC_REQUEST_DEADLINE", "config.requestDeadline"),
+    ("SSM_RESYNC_ESO_VERSION", "config.esoVersion"),
+    ("SSM_RESYNC_LOG_FORMAT", "config.logFormat (--log-format)"),
+    ("SSM_RESYNC_LISTEN", "ports.webhook (--listen)"),
+    ("SSM_RESYNC_ADMIN_LISTEN", "ports.admin (--admin-listen)"),
+];
+
+/// Every flag of `ssm-resync serve` is reachable: a typed value, or a name `config.env`
+/// accepts; and `config.env` accepts no name `serve` does not have. A render that sets them
+/// passes `--check-config`.
+#[test]
+fn every_serve_flag_is_reachable_through_values() {
+    let flags = serve_env_names();
+    let schema = schema();
+    let env_names: BTreeSet<String> =
+        schema["properties"]["config"]["properties"]["env"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+    let mut reachable = env_names.clone();
+    reachable.extend(TYPED.iter().map(|(k, _)| k.to_string()));
+    assert_eq!(
+        reachable, flags,
+        "values.schema.json config.env plus the typed values must be exactly `serve --help`'s env vars"
+    );
+    for (k, _) in TYPED {
+        assert!(
+            !env_names.contains(k),
+            "{k} is typed: config.env must refuse it"
+        );
+    }
+
+    let values: Vec<String> = [
+        "SSM_RESYNC_MAX_BODY_BYTES=262144",
+        "SSM_RESYNC_MAX_CONCURRENT_REQUESTS=8",
+        "SSM_RESYNC_MAX_CONNECTIONS=128",
+        "SSM_RESYNC_READ_TIMEOUT=15s",
+        "SSM_RESYNC_ACCEPT_PLAIN_FORMAT=false",
+        "SSM_RESYNC_PATCH_CONCURRENCY=4",
+        "SSM_RESYNC_PATCH_RETRIES=3",
+        "SSM_RESYNC_COALESCE_WINDOW=500ms",
+        "SSM_RESYNC_MAX_MESSAGE_AGE=1h",
+        "SSM_RESYNC_CERT_FETCH_TIMEOUT=3s",
+        "SSM_RESYNC_KES=true",
+        "SSM_RESYNC_CES_TRIGGER=spec",
+        "SSM_RESYNC_ESO_ACCOUNT=123456789012",
+        "SSM_RESYNC_ESO_CONTROLLER_CLASS=a\\,b",
+        "SSM_RESYNC_FORCE_GENERATORS=true",
+        "SSM_RESYNC_EVENTS=false",
+        "SSM_RESYNC_EVENT_INTERVAL=1m",
+        "SSM_RESYNC_WATCH_STALL_TIMEOUT=5m",
+        "SSM_RESYNC_SWEEP_INTERVAL=0s",
+        "SSM_RESYNC_SWEEP_LEASE=",
+        "SSM_RESYNC_LEASE_NAMESPACE=elsewhere",
+        "SSM_RESYNC_LEASE_DURATION=20s",
+        "SSM_RESYNC_CONFIRM_TIMEOUT=2m",
+        "SSM_RESYNC_DRY_RUN=true",
+    ]
+    .iter()
+    .map(|kv| format!("config.env.{kv}"))
+    .collect();
+    let mut args = vec![];
+    for v in &values {
+        args.extend(["--set-string", v.as_str()]);
+    }
+    let objects = chart("ssm-resync", "ssm-resync", &[], &args);
+    let env = container_env(&objects);
+    // All but the certificate pin (it needs a mounted file) are set.
+    let unset: Vec<&String> = env_names.iter().filter(|k| !env.contains_key(*k)).collect();
+    assert_eq!(unset, ["SSM_RESYNC_SNS_SIGNING_CERT"], "{env:?}");
+    assert_eq!(env["SSM_RESYNC_ESO_CONTROLLER_CLASS"], "a,b");
+    check_config("every flag set", &objects, &flags);
+}
+
+// --- no drift from kustomize -----------------------------------------------------------------
+
+const CLUSTER_SCOPED: [&str; 5] = [
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
+
+/// Labels Helm's conventions add to every object's metadata.labels; the kustomize render has
+/// some of them on some objects only (its `labels:` transformer covers k8s/base, not
+/// k8s/monitoring or the overlay's own files). Where kustomize has one, the values must agree.
+const HELM_LABELS: [&str; 5] = [
+    "helm.sh/chart",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/name",
+];
+
+/// The one label the chart adds to selectors (and so to the pod template): two releases in one
+/// namespace select their own pods.
+const HELM_SELECTOR_LABELS: [&str; 1] = ["app.kubernetes.io/instance"];
+
+/// Fields that differ on purpose: (kind, JSON pointer, reason). Removed from both renders
+/// before they are compared; everything else must be equal. Besides these: the kustomize
+/// ConfigMap's hashed name (`ssm-resync-config-<hash>`, configMapGenerator) is the chart's
+/// `ssm-resync-config`, app.kubernetes.io/managed-by is kustomize's or Helm's, the labels
+/// above, the Namespace (below), and the whitespace of the admission policy's CEL
+/// expressions (see [`normalise`]).
+const ON_PURPOSE: [(&str, &str, &str); 4] = [
+    (
+        "Deployment",
+        "/spec/template/metadata/annotations/checksum~1config",
+        "Helm rolls the pods on a config change through this annotation; kustomize through \
+         the ConfigMap's hashed name",
+    ),
+    (
+        "Deployment",
+        "/metadata/annotations/checkov.io~1skip2",
+        "the checkov skip says how each pins the image digest (kustomize images[].digest, the \
+         chart's image.digest)",
+    ),
+    (
+        "ValidatingAdmissionPolicy",
+        "/metadata/namespace",
+        "cluster-scoped: kustomize 5 sets its namespace anyway (the API server ignores it), \
+         Helm does not",
+    ),
+    (
+        "ValidatingAdmissionPolicyBinding",
+        "/metadata/namespace",
+        "cluster-scoped, as above",
+    ),
+];
+
+fn key(o: &Value) -> (String, String) {
+    (
+        o["kind"].as_str().unwrap().to_owned(),
+        o["metadata"]["name"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// JSON pointers of the label maps of an object: (pointer, is a selector). The object's own
+/// metadata.labels are not a selector; matchLabels, a Service's spec.selector and the pod
+/// template's labels (which the selectors must match) are.
+fn label_maps(kind: &str, v: &Value, at: &str, out: &mut Vec<(String, bool)>) {
+    if let Some(map) = v.as_object() {
+        for (k, child) in map {
+            let here = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+            if child.is_object() {
+                if k == "labels" && here == "/metadata/labels" {
+                    out.push((here.clone(), false));
+                } else if k == "labels" || k == "matchLabels" {
+                    out.push((here.clone(), true));
+                } else if kind == "Service" && here == "/spec/selector" {
+                    out.push((here.clone(), true));
+                    continue;
+                }
+            }
+            label_maps(kind, child, &here, out);
+        }
+    } else if let Some(items) = v.as_array() {
+        for (i, child) in items.iter().enumerate() {
+            label_maps(kind, child, &format!("{at}/{i}"), out);
+        }
+    }
+}
+
+fn remove(v: &mut Value, pointer: &str) {
+    let (parent, leaf) = pointer.rsplit_once('/').unwrap();
+    let leaf = leaf.replace("~1", "/").replace("~0", "~");
+    if let Some(map) = v.pointer_mut(parent).and_then(Value::as_object_mut) {
+        map.remove(&leaf);
+        if map.is_empty() && !parent.is_empty() {
+            remove(v, parent);
+        }
+    }
+}
+
+/// The helm object as it compares to the kustomize one: the labels Helm's conventions add
+/// where kustomize has none, managed-by, and [`ON_PURPOSE`] removed from both.
+fn normalise(kustomize: &mut Value, helm: &mut Value) {
+    let kind = kustomize["kind"].as_str().unwrap().to_owned();
+    for obj in [&mut *kustomize, &mut *helm] {
+        let mut maps = vec![];
+        label_maps(&kind, obj, "", &mut maps);
+        for (at, _) in &maps {
+            if let Some(m) = obj.pointer_mut(at).and_then(Value::as_object_mut) {
+                m.remove("app.kubernetes.io/managed-by");
+            }
+        }
+    }
+    let mut maps = vec![];
+    label_maps(&kind, helm, "", &mut maps);
+    for (at, selector) in maps {
+        let theirs = kustomize.pointer(&at).cloned().unwrap_or(json!({}));
+        let added: &[&str] = if selector {
+            &HELM_SELECTOR_LABELS
+        } else {
+            &HELM_LABELS
+        };
+        let m = helm.pointer_mut(&at).unwrap().as_object_mut().unwrap();
+        for l in added {
+            if theirs.get(l).is_none() {
+                m.remove(*l);
+            }
+        }
+    }
+    for obj in [&mut *kustomize, &mut *helm] {
+        // kustomize 5.5 (kyaml) re-emits the folded (`>-`) CEL expressions of
+        // k8s/base/admissionpolicy.yaml as literal blocks with an empty line added before each
+        // more-indented line: whitespace only, which CEL ignores. Compared with every run of
+        // whitespace as one space.
+        if kind == "ValidatingAdmissionPolicy" {
+            for v in obj["spec"]["validations"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(e) = v["expression"].as_str() {
+                    v["expression"] = json!(e.split_whitespace().collect::<Vec<_>>().join(" "));
+                }
+            }
+        }
+        for (k, pointer, _) in ON_PURPOSE {
+            if k == kind {
+                remove(obj, pointer);
+            }
+        }
+        // Label maps left empty by the above (kustomize has none there).
+        let mut maps = vec![];
+        label_maps(&kind, obj, "", &mut maps);
+        for (at, _) in maps {
+            if obj
+                .pointer(&at)
+                .is_some_and(|m| m.as_object().is_some_and(|m| m.is_empty()))
+            {
+                remove(obj, &at);
+            }
+        }
+    }
+}
+
+/// The differing leaves of two JSON values: (pointer, left, right).
+fn diff(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                diff(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &format!("{at}/{k}"),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                diff(p, q, &format!("{at}/{i}"), out);
+            }
+        }
+        _ if a != b => out.push(format!("{at}: kustomize {a} / helm {b}")),
+        _ => {}
+    }
+}
+
+/// One source of truth: with the default values, release `ssm-resync` in namespace
+/// `ssm-resync`, the chart renders the objects of `kubectl kustomize k8s/overlays/eks`, and
+/// every field of every object is equal (container args, env, ports, securityContext,
+/// resources, probes, RBAC rules, the admission policy's expressions, the NetworkPolicies,
+/// the PrometheusRule's groups, the dashboard JSON, ...), after [`normalise`].
+#[test]
+fn no_drift_from_the_kustomize_eks_overlay() {
+    let mut kustomized = kustomize("overlays/eks");
+    let helmed = chart("ssm-resync", "ssm-resync", &[], &[]);
+
+    // The chart's copies of k8s/monitoring, byte for byte (the renders are compared below).
+    for (copy, source) in [
+        (
+            "charts/ssm-resync/files/rules.yaml",
+            "k8s/monitoring/rules.yaml",
+        ),
+        (
+            "charts/ssm-resync/files/dashboard.json",
+            "k8s/monitoring/dashboard.json",
+        ),
+    ] {
+        assert!(
+            read(copy) == read(source),
+            "{copy} differs from {source}: cp {source} {copy}"
+        );
+    }
+
+    // configMapGenerator's hashed name.
+    let hashed = kustomized
+        .iter()
+        .map(key)
+        .find(|(k, n)| k == "ConfigMap" && n.starts_with("ssm-resync-config-"))
+        .expect("the kustomize config ConfigMap")
+        .1;
+    kustomized = serde_json::from_str(
+        &serde_json::to_string(&kustomized)
+            .unwrap()
+            .replace(&format!("\"{hashed}\""), "\"ssm-resync-config\""),
+    )
+    .unwrap();
+
+    // The Namespace: Helm installs into --namespace (`helm install -n ssm-resync
+    // --create-namespace`) and renders none by default; namespace.create renders this one.
+    let ns_at = kustomized
+        .iter()
+        .position(|o| o["kind"] == "Namespace")
+        .unwrap();
+    let mut ns = kustomized.remove(ns_at);
+    assert!(!helmed.iter().any(|o| o["kind"] == "Namespace"));
+    let mut helm_ns = find(
+        &chart(
+            "ssm-resync",
+            "ssm-resync",
+            &[],
+            &["--set", "namespace.create=true"],
+        ),
+        "Namespace",
+        "",
+    )
+    .clone();
+    normalise(&mut ns, &mut helm_ns);
+    assert_eq!(ns, helm_ns, "the Namespace of namespace.create=true");
+
+    assert!(kustomized.len() >= 18, "{}", kustomized.len());
+    let differences = drift(&kustomized, &helmed);
+    assert!(
+        differences.is_empty(),
+        "helm template (default values) drifted from kubectl kustomize k8s/overlays/eks; fix \
+         the chart, or add the field to ON_PURPOSE with the reason:\n{}",
+        differences.join("\n")
+    );
+
+    // The comparison has teeth: one changed field of the chart is reported, by its path.
+    let changed = chart(
+        "ssm-resync",
+        "ssm-resync",
+        &[],
+        &["--set", "resources.limits.memory=256Mi"],
+    );
+    assert_eq!(
+        drift(&kustomized, &changed),
+        [
+            r#"("Deployment", "ssm-resync") /spec/template/spec/containers/0/resources/limits/memory: kustomize "128Mi" / helm "256Mi""#
+        ]
+    );
+    let fewer = chart(
+        "ssm-resync",
+        "ssm-resync",
+        &[],
+        &["--set", "ingress.enabled=false"],
+    );
+    assert_eq!(
+        drift(&kustomized, &fewer),
+        [r#"objects only kustomize renders: [("Ingress", "ssm-resync")]"#]
+    );
+}
+
+/// What differs between the two renders (the Namespace and the ConfigMap name already
+/// taken care of), after [`normalise`]: one line per object only one side has, and per
+/// differing field.
+fn drift(kustomized: &[Value], helmed: &[Value]) -> Vec<String> {
+    let by_key = |objects: &[Value]| -> BTreeMap<(String, String), Value> {
+        objects.iter().map(|o| (key(o), o.clone())).collect()
+    };
+    let (k_all, h_all) = (by_key(kustomized), by_key(helmed));
+    let mut differences = vec![];
+    let only = |a: &BTreeMap<_, _>, b: &BTreeMap<_, _>| -> Vec<(String, String)> {
+        a.keys().filter(|k| !b.contains_key(*k)).cloned().collect()
+    };
+    for (side, keys) in [
+        ("kustomize", only(&k_all, &h_all)),
+        ("helm", only(&h_all, &k_all)),
+    ] {
+        if !keys.is_empty() {
+            differences.push(format!("objects only {side} renders: {keys:?}"));
+        }
+    }
+    for (k, mut kobj) in k_all {
+        let Some(mut hobj) = h_all.get(&k).cloned() else {
+            continue;
+        };
+        normalise(&mut kobj, &mut hobj);
+        let mut d = vec![];
+        diff(&kobj, &hobj, "", &mut d);
+        differences.extend(d.into_iter().map(|d| format!("{k:?} {d}")));
+    }
+    differences
+}
+
+// --- README ---------------------------------------------------------------------------------
+
+/// The values README.md lists: a key per chart-defined object (the schema says
+/// `additionalProperties: false`) is expanded, anything else (maps of labels, resources,
+/// lists) is one row.
+fn value_rows(values: &Value, schema: &Value, at: &str, out: &mut BTreeMap<String, Value>) {
+    for (k, v) in values.as_object().unwrap() {
+        let path = if at.is_empty() {
+            k.clone()
+        } else {
+            format!("{at}.{k}")
+        };
+        let s = &schema["properties"][k];
+        let structured = s["additionalProperties"] == json!(false) && s["properties"].is_object();
+        match v.as_object() {
+            Some(m) if structured && !m.is_empty() => value_rows(v, s, &path, out),
+            _ => {
+                out.insert(path, v.clone());
+            }
+        }
+    }
+}
+
+/// values.yaml as JSON (kubectl converts it, wrapped as an object of a made-up kind).
+fn values_json() -> Value {
+    let yaml = format!(
+        "apiVersion: ssm-resync.test/v1\nkind: Values\nmetadata:\n  name: values\n{}",
+        read("charts/ssm-resync/values.yaml")
+    );
+    let mut v = yaml_objects("values.yaml", &yaml).remove(0);
+    let m = v.as_object_mut().unwrap();
+    for k in ["apiVersion", "kind", "metadata"] {
+        m.remove(k);
+    }
+    v
+}
+
+/// Every value of values.yaml has a row in the chart's README (`| \`key\` | \`default\` |
+/// description |`) with its default as compact JSON, and the README lists no other key.
+#[test]
+fn readme_lists_every_value_with_its_default() {
+    let values = values_json();
+    let mut rows = BTreeMap::new();
+    value_rows(&values, &schema(), "", &mut rows);
+    assert!(rows.len() > 40, "{rows:?}");
+    let readme = read("charts/ssm-resync/README.md");
+    let mut listed = BTreeMap::new();
+    for line in readme.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let cell = |i: usize| {
+            cells
+                .get(i)
+                .map(|c| {
+                    c.trim()
+                        .trim_start_matches("| ")
+                        .trim_matches('`')
+                        .to_owned()
+                })
+                .unwrap_or_default()
+        };
+        listed.insert(cell(0), cell(1));
+    }
+    let mut wrong = vec![];
+    for (k, v) in &rows {
+        let want = v.to_string();
+        match listed.get(k) {
+            Some(d) if *d == want => {}
+            Some(d) => wrong.push(format!("{k}: README says `{d}`, values.yaml `{want}`")),
+            None => wrong.push(format!("missing row: | `{k}` | `{want}` | ... |")),
+        }
+    }
+    for k in listed.keys().filter(|k| !rows.contains_key(*k)) {
+        wrong.push(format!("{k}: in README.md, not in values.yaml"));
+    }
+    assert!(
+        wrong.is_empty(),
+        "charts/ssm-resync/README.md is out of step with values.yaml:\n{}",
+        wrong.join("\n")
+    );
+}
+
+// --- the API server ---------------------------------------------------------------------
+
+/// The renders are accepted by kube-apiserver (server-side dry run, strict field validation),
+/// the kinds it does not serve checked as tests/deploy.rs does; `helm install --dry-run`
+/// against it prints the NOTES with the next steps.
+#[test]
+fn renders_are_accepted_by_the_api_server_dry_run() {
+    let stack = Stack::shared();
+    let admin = stack.get("KUBECONFIG");
+    let namespace = "ssm-resync-helm";
+    ensure_namespace(
+        admin,
+        &chart(
+            "ssm-resync",
+            namespace,
+            &[],
+            &["--set", "namespace.create=true"],
+        ),
+    );
+    let mut runs: Vec<Vec<&str>> = vec![vec![]];
+    runs.extend(CI_VALUES.iter().map(|f| vec![*f]));
+    for files in runs {
+        let what = format!("helm template -n {namespace} {files:?}");
+        // minimal-values.yaml renders the Namespace too (it exists already: dry-run as well).
+        check_dry_run(admin, &what, &chart("ssm-resync", namespace, &files, &[]));
+    }
+
+    let out = run(Command::new(helm_bin())
+        .args([
+            "install",
+            "ssm-resync",
+            CHART,
+            "--namespace",
+            namespace,
+            "--dry-run=client",
+            // With a cluster to ask, helm refuses kinds it does not serve (no Prometheus
+            // Operator CRDs on the stack).
+            "--set",
+            "serviceMonitor.enabled=false",
+            "--set",
+            "prometheusRule.enabled=false",
+        ])
+        .env("KUBECONFIG", admin)
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("ssm-resync-helm-test"),
+        ));
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "helm install --dry-run: {stdout}{}",
+        text(&out.stderr)
+    );
+    let notes = &stdout[stdout.find("NOTES:").expect("NOTES printed")..];
+    for want in [
+        "kubectl -n ssm-resync-helm rollout status deployment/ssm-resync",
+        "/readyz",
+        "terraform apply",
+        "subscription_endpoint = \"https://ssm-resync.example.com/sns\"",
+        "system:serviceaccount:ssm-resync-helm:ssm-resync",
+        "WARNING: still the example placeholders",
+    ] {
+        assert!(notes.contains(want), "NOTES lack {want:?}:\n{notes}");
+    }
+}
+
+/// The chart's admission policy on the real API server, rendered for another release,
+/// namespace and annotation than the overlay's: it binds the release's ServiceAccount (the
+/// username follows `--namespace` and the account's name) and its key follows
+/// `config.annotation`. As that ServiceAccount: the trigger annotation is let through, the
+/// overlay's `force-sync` and a spec change are denied by the policy. tests/deploy.rs checks
+/// every rule of the same policy on the kustomize render.
+#[tokio::test]
+async fn admission_policy_follows_the_release() {
+    let stack = Stack::shared();
+    stack.assert_eso();
+    let admin = stack.get("KUBECONFIG");
+    let namespace = "ssm-resync-helm-vap";
+    let release = format!("vap-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let objects = chart(
+        &release,
+        namespace,
+        &[],
+        &[
+            "--set",
+            "namespace.create=true",
+            "--set",
+            "config.annotation=example.org/resync",
+        ],
+    );
+    ensure_namespace(admin, &objects);
+    let fullname = format!("{release}-ssm-resync");
+    let policy = format!("{fullname}-triggers-only");
+    let _cleanup = Cleanup {
+        admin: admin.to_owned(),
+        objects: vec![
+            ("validatingadmissionpolicybinding".into(), policy.clone()),
+            ("validatingadmissionpolicy".into(), policy.clone()),
+            ("clusterrolebinding".into(), fullname.clone()),
+            ("clusterrole".into(), fullname.clone()),
+            (format!("-n={namespace} serviceaccount"), fullname.clone()),
+            (
+                format!("-n={namespace} externalsecrets.external-secrets.io"),
+                format!("es-{release}"),
+            ),
+        ],
+    };
+    let wanted: Vec<Value> = objects
+        .iter()
+        .filter(|o| {
+            [
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
+            ]
+            .contains(&o["kind"].as_str().unwrap())
+        })
+        .cloned()
+        .collect();
+    assert_eq!(wanted.len(), 5);
+    let out = run_stdin(
+        kubectl(admin).args([
+            "apply",
+            "--server-side",
+            "--field-manager=ssm-resync-helm-test",
+            "-f",
+            "-",
+        ]),
+        &as_list(&wanted),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let es = format!("es-{release}");
+    let out = run_stdin(
+        kubectl(admin).args(["apply", "--server-side", "-f", "-"]),
+        &json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": {"name": es, "namespace": namespace},
+            "spec": {"refreshInterval": "1h",
+                "secretStoreRef": {"name": "aws", "kind": "SecretStore"},
+                "target": {"name": es},
+                "data": [{"secretKey": "v", "remoteRef": {"key": "/helm/vap"}}]}
+        })
+        .to_string(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, token) = service_account_kubeconfig(admin, namespace, &fullname, dir.path());
+    let server = api_server(admin);
+    let path = format!("/apis/external-secrets.io/v1/namespaces/{namespace}/externalsecrets/{es}");
+    // The policy is in force once it denies a spec change (RBAC and the policy's informer
+    // take a moment); what got through before is undone.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, msg) = patch_as(
+            &server,
+            &token,
+            &path,
+            json!({"spec": {"refreshInterval": "2h"}}),
+        )
+        .await;
+        if code == 403 && msg.contains("ssm-resync may not change an ExternalSecret's spec") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the chart's policy never denied a spec change by {namespace}/{fullname}: {code} {msg}"
+        );
+        if code == 200 {
+            let out = run(kubectl(admin).args([
+                "-n",
+                namespace,
+                "patch",
+                "externalsecrets.external-secrets.io",
+                &es,
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"refreshInterval":"1h"}}"#,
+            ]));
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, msg) = patch_as(
+        &server,
+        &token,
+        &path,
+        json!({"metadata": {"annotations": {"example.org/resync": "t1"}}}),
+    )
+    .await;
+    assert_eq!(
+        code, 200,
+        "the release's trigger annotation must be allowed: {msg}"
+    );
+    let (code, msg) = patch_as(
+        &server,
+        &token,
+        &path,
+        json!({"metadata": {"annotations": {"force-sync": "t1"}}}),
+    )
+    .await;
+    assert!(
+        code == 403 && msg.contains("ssm-resync may change only the annotation example.org/resync"),
+        "another annotation than config.annotation must be denied: {code} {msg}"
+    );
+}
