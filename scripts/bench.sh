@@ -4,16 +4,19 @@
 #
 # Builds the release binaries (ssm-resync, loadgen) and the bench binaries, starts its own
 # local stack (real kube-apiserver + etcd + moto, fresh etcd, under target/bench-stack,
-# ports 26790/19443/17500; ESO left out unless BENCH_ESO=1), runs each bench, prints the summary table
+# ports 26790/19443/17500; ESO left out unless BENCH_ESO=1; the secret and awscalls steps get a
+# second fresh stack with ESO), runs each bench, prints the summary table
 # and writes it to target/bench/summary.md (raw rows: target/bench/results.jsonl, service
 # logs: target/bench/*.log). The stack is stopped and purged on exit.
 #
 #   BENCH_HEAVY=1     heavier runs: 150,000 requests closed loop, 30 s at 5,000/s and 5 s
 #                     at 20,000/s open loop, 1,000 end-to-end iterations
 #   BENCH_ONLY="a b"  run only these steps: sigverify index startup webhook e2e apicost burst
+#                     secret awscalls (the last two with ESO, on a second stack of their own)
 #   BENCH_ETCD_PORT, BENCH_API_PORT, BENCH_MOTO_PORT   stack ports (etcd uses port + 1 too)
 #   BENCH_CONNECTIONS (32), BENCH_WEBHOOK_REQUESTS (60000), BENCH_OPEN_RATE (5000),
 #   BENCH_OPEN_SECONDS (10), BENCH_E2E_ITERATIONS (200), BENCH_RUST_LOG (service RUST_LOG),
+#   BENCH_SECRET_CHANGES (200), BENCH_AWSCALLS_ES (1000), BENCH_AWSCALLS_WINDOW (120 s),
 #   BENCH_SERVICE_ARGS (extra `ssm-resync serve` flags, for experiments: e.g. --events=false)
 #   BENCH_SERVICE_BIN  (another ssm-resync executable to measure instead of target/release's,
 #                      for experiments: e.g. a build with other profile settings)
@@ -31,7 +34,7 @@ START=$SECONDS
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 HEAVY=${BENCH_HEAVY:-0}
 export BENCH_HEAVY=$HEAVY
-STEPS=${BENCH_ONLY:-sigverify index startup webhook e2e apicost burst}
+STEPS=${BENCH_ONLY:-sigverify index startup webhook e2e apicost burst secret awscalls}
 export BENCH_OUT=$REPO/target/bench
 mkdir -p "$BENCH_OUT"
 rm -f "$BENCH_OUT/results.jsonl" "$BENCH_OUT"/*.log "$BENCH_OUT/webhook-bodies.jsonl"
@@ -52,7 +55,7 @@ declare -A BIN
 while IFS=$'\t' read -r name exe; do
   BIN[$name]=$exe
 done < <(cargo bench --locked --no-run --message-format=json \
-  --bench sigverify --bench index_scale --bench service 2>/dev/null |
+  --bench sigverify --bench index_scale --bench service --bench eso 2>/dev/null |
   python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -63,27 +66,30 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and "bench" in m["target"]["kind"] and m.get("executable"):
         print(m["target"]["name"] + "\t" + m["executable"])
 ')
-for b in sigverify index_scale service; do
+for b in sigverify index_scale service eso; do
   [[ -n ${BIN[$b]:-} ]] || { log "error: no executable for bench $b"; exit 1; }
 done
 BUILD_SECONDS=$((SECONDS - t))
 
 # --- stack -----------------------------------------------------------------------------
-if needs_stack; then
+export STACK_DIR=$REPO/target/bench-stack
+export STACK_ETCD_PORT=${BENCH_ETCD_PORT:-26790} STACK_API_PORT=${BENCH_API_PORT:-19443}
+export STACK_MOTO_PORT=${BENCH_MOTO_PORT:-17500} STACK_ESO_PORT=${BENCH_ESO_PORT:-17600}
+export BENCH_STACK_DIR=$STACK_DIR
+# A fresh stack (fresh etcd): figures must not depend on what earlier steps left behind.
+# with_eso 0: the benches of the service against the API server (ESO reconciling the
+# thousands of ExternalSecrets they create would load the same two cores); 1: the benches
+# that end at the Secret.
+stack_up() {
+  scripts/stack.sh down --purge >/dev/null 2>&1 || true
+  STACK_ESO=$1 scripts/stack.sh up
+}
+if needs_stack || wants secret || wants awscalls; then
   scripts/install-deps.sh
   scripts/build-go-tool.sh --all
-  export STACK_DIR=$REPO/target/bench-stack
-  export STACK_ETCD_PORT=${BENCH_ETCD_PORT:-26790} STACK_API_PORT=${BENCH_API_PORT:-19443}
-  export STACK_MOTO_PORT=${BENCH_MOTO_PORT:-17500} STACK_ESO_PORT=${BENCH_ESO_PORT:-17600}
-  # These benches measure the service against the API server; ESO reconciling the thousands
-  # of ExternalSecrets they create would load the same two cores.
-  export STACK_ESO=${BENCH_ESO:-0}
-  # A fresh etcd every run: figures must not depend on what earlier runs left behind.
-  scripts/stack.sh down --purge >/dev/null 2>&1 || true
   trap 'scripts/stack.sh down --purge' EXIT
-  scripts/stack.sh up
-  export BENCH_STACK_DIR=$STACK_DIR
 fi
+needs_stack && stack_up "${BENCH_ESO:-0}"
 
 # --- benches ---------------------------------------------------------------------------
 FAILED=()
@@ -112,6 +118,13 @@ wants apicost && step apicost "${BIN[service]}" apicost
 wants burst && step burst "${BIN[service]}" burst
 # Last: the 20,000 ExternalSecrets it creates (~35 s) stay in the cluster.
 wants startup && step startup-20k "${BIN[service]}" startup 20000
+# With ESO, on a stack of their own: change -> Secret, and the AWS calls a set-up makes.
+if wants secret || wants awscalls; then
+  log "stack with ESO for the benches that end at the Secret"
+  stack_up 1
+  wants secret && step secret "${BIN[eso]}" secret
+  wants awscalls && step awscalls "${BIN[eso]}" awscalls
+fi
 
 # --- summary ---------------------------------------------------------------------------
 TOTAL=$((SECONDS - START))

@@ -317,7 +317,12 @@ impl Service {
             .arg(format!("--listen=127.0.0.1:{port}"))
             .arg(format!("--admin-listen=127.0.0.1:{admin}"))
             .arg(format!("--topic-arn={}", stack.get("SSM_RESYNC_TOPIC_ARN")))
-            .arg(dev.pin_arg())
+            // A bench that pins another certificate for the same URL (the stack's, which
+            // moto signs SNS deliveries with) passes its own --sns-signing-cert.
+            .args(
+                (!extra.iter().any(|a| a.starts_with("--sns-signing-cert=")))
+                    .then(|| dev.pin_arg()),
+            )
             .args(extra)
             // Experiments: extra flags for every service started, e.g. "--events=false".
             .args(
