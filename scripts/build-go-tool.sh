@@ -66,9 +66,13 @@ ldflags_of() {
 binary_ok() {
   local tool=$1 bin=$2 v=$3
   [[ -x $bin ]] || return 1
+  # The output is read whole before matching: `"$bin" --version | grep -q` under pipefail
+  # fails when grep exits at the first match and the binary dies of SIGPIPE on its next line
+  # (etcd prints four).
+  local out
   case $tool in
-    kube-apiserver) "$bin" --version 2>/dev/null | grep -qx "Kubernetes $v" ;;
-    etcd) "$bin" --version 2>/dev/null | grep -q "etcd Version: ${v#v}" ;;
+    kube-apiserver) out=$("$bin" --version 2>/dev/null) && grep -qx "Kubernetes $v" <<<"$out" ;;
+    etcd) out=$("$bin" --version 2>/dev/null) && grep -q "etcd Version: ${v#v}" <<<"$out" ;;
     external-secrets) [[ -s $(dirname "$bin")/bundle.yaml ]] ;;
     *) return 0 ;;
   esac
