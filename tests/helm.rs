@@ -12,7 +12,10 @@
 //! - the renders are accepted by kube-apiserver (server-side dry run, the local stack), and
 //!   `helm install --dry-run` prints the NOTES;
 //! - the chart's admission policy, rendered for another release, namespace and annotation,
-//!   binds that release's ServiceAccount and key on the real API server.
+//!   binds that release's ServiceAccount and key on the real API server;
+//! - `helm install` into the local stack, then a parameter change reaches the Secret through
+//!   the installed objects (the service out of cluster with the installed Deployment's args
+//!   and env and a TokenRequest token of the installed ServiceAccount), then `helm uninstall`.
 //!
 //! helm is built from the Go module proxy by `scripts/build-go-tool.sh helm` (cached by
 //! version, stack/go/helm); when it cannot be built the tests fail, they never skip.
@@ -69,14 +72,20 @@ fn helm_bin() -> &'static str {
 }
 
 fn helm(args: &[&str]) -> Output {
+    helm_on("/nonexistent", args)
+}
+
+/// helm against the cluster of `kubeconfig` (its cache, config and data under the temporary
+/// directory, not the user's).
+fn helm_on(kubeconfig: &str, args: &[&str]) -> Output {
+    let home = std::env::temp_dir().join("ssm-resync-helm-test");
     run(Command::new(helm_bin())
         .args(args)
         .current_dir(CHART)
-        .env("KUBECONFIG", "/nonexistent")
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("ssm-resync-helm-test"),
-        ))
+        .env("KUBECONFIG", kubeconfig)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data")))
 }
 
 /// `helm template RELEASE charts/ssm-resync -n NAMESPACE -f FILE... ARGS...`: the YAML, or
@@ -845,8 +854,9 @@ fn renders_are_accepted_by_the_api_server_dry_run() {
         check_dry_run(admin, &what, &chart("ssm-resync", namespace, &files, &[]));
     }
 
-    let out = run(Command::new(helm_bin())
-        .args([
+    let out = helm_on(
+        admin,
+        &[
             "install",
             "ssm-resync",
             CHART,
@@ -859,12 +869,8 @@ fn renders_are_accepted_by_the_api_server_dry_run() {
             "serviceMonitor.enabled=false",
             "--set",
             "prometheusRule.enabled=false",
-        ])
-        .env("KUBECONFIG", admin)
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("ssm-resync-helm-test"),
-        ));
+        ],
+    );
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),
@@ -1025,5 +1031,424 @@ async fn admission_policy_follows_the_release() {
     assert!(
         code == 403 && msg.contains("ssm-resync may change only the annotation example.org/resync"),
         "another annotation than config.annotation must be denied: {code} {msg}"
+    );
+}
+
+// --- helm install on the local stack, end to end ------------------------------------------
+
+/// Uninstalls the release when dropped: a failed test must not leave the chart's
+/// cluster-scoped grants and admission policy on the shared stack.
+struct Installed {
+    kubeconfig: String,
+    release: String,
+    namespace: String,
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = helm_on(
+            &self.kubeconfig,
+            &[
+                "uninstall",
+                &self.release,
+                "--namespace",
+                &self.namespace,
+                "--ignore-not-found",
+            ],
+        );
+    }
+}
+
+fn stdout_json(what: &str, out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{what}: not JSON ({e}): {}", text(&out.stdout));
+    })
+}
+
+/// The objects of `rendered` as the API server has them (`kubectl get -f`); with
+/// `missing_ok`, those it does not have are left out instead of failing.
+fn live(admin: &str, namespace: &str, rendered: &[Value], missing_ok: bool) -> Vec<Value> {
+    let mut args = vec!["get", "--namespace", namespace, "-f", "-", "-o", "json"];
+    if missing_ok {
+        args.push("--ignore-not-found");
+    }
+    let out = run_stdin(kubectl(admin).args(&args), &as_list(rendered));
+    assert!(
+        out.status.success(),
+        "kubectl get -f (the release's manifest): {}",
+        text(&out.stderr)
+    );
+    if text(&out.stdout).trim().is_empty() {
+        return vec![];
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    match v["items"].as_array() {
+        Some(items) if v["kind"] == "List" => items.clone(),
+        _ => vec![v],
+    }
+}
+
+/// `helm install` into a fresh namespace of the local stack, then a parameter change reaches
+/// the Secret through what was installed.
+///
+/// The stack has no kubelet or scheduler, so the Deployment's pods never run (no `--wait`):
+/// the service runs out of cluster the way the installed Deployment runs it: its container's
+/// args and environment are read back from the API server (the installed ConfigMap and the
+/// downward API resolved), only the listen addresses moved to free loopback ports and the
+/// stack's SNS signing certificate pinned (AWS_* point at moto, what IRSA provides in a pod);
+/// its Kubernetes identity is a TokenRequest token of the installed ServiceAccount, so the
+/// installed ClusterRole, the Role of the sweep's Lease and the ValidatingAdmissionPolicy are
+/// what it works under. The values only name the test's topic and leave out the
+/// ServiceMonitor and PrometheusRule (no Prometheus Operator CRDs on the stack). Then
+/// `helm uninstall` removes every object of the release and helm's release records.
+#[tokio::test]
+async fn helm_install_then_a_change_reaches_the_secret() {
+    let started = Instant::now();
+    let stack = Stack::shared();
+    stack.assert_eso();
+    let admin = stack.get("KUBECONFIG");
+    let kube = stack.kube().await;
+    let release = unique("e2e");
+    let namespace = unique("helm-e2e");
+    let topic = stack.topic(&unique("helm-e2e")).await;
+
+    // --- helm install --------------------------------------------------------------------
+    let values = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        values.path(),
+        json!({
+            "config": {"topicArns": [topic]},
+            "serviceMonitor": {"enabled": false},
+            "prometheusRule": {"enabled": false},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let _installed = Installed {
+        kubeconfig: admin.to_owned(),
+        release: release.clone(),
+        namespace: namespace.clone(),
+    };
+    let out = helm_on(
+        admin,
+        &[
+            "install",
+            &release,
+            CHART,
+            "--namespace",
+            &namespace,
+            "--create-namespace",
+            "--values",
+            values.path().to_str().unwrap(),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("STATUS: deployed"),
+        "helm install: {stdout}{}",
+        text(&out.stderr)
+    );
+    let status = stdout_json(
+        "helm status",
+        &helm_on(
+            admin,
+            &["status", &release, "--namespace", &namespace, "-o", "json"],
+        ),
+    );
+    assert_eq!(status["info"]["status"], "deployed", "{status}");
+    assert_eq!(status["version"], 1);
+    let list = stdout_json(
+        "helm list",
+        &helm_on(admin, &["list", "--namespace", &namespace, "-o", "json"]),
+    );
+    let releases = list.as_array().unwrap();
+    assert_eq!(releases.len(), 1, "{list}");
+    assert_eq!(releases[0]["name"], release.as_str());
+    assert_eq!(releases[0]["status"], "deployed");
+    assert!(
+        releases[0]["chart"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("ssm-resync-")),
+        "{list}"
+    );
+
+    // Every object of the release is in the API server, owned by it.
+    let manifest = helm_on(
+        admin,
+        &["get", "manifest", &release, "--namespace", &namespace],
+    );
+    assert!(manifest.status.success(), "{}", text(&manifest.stderr));
+    let rendered = yaml_objects("helm get manifest", &text(&manifest.stdout));
+    let kinds: BTreeSet<&str> = rendered
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    for want in [
+        "Deployment",
+        "ServiceAccount",
+        "ConfigMap",
+        "Service",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ] {
+        assert!(kinds.contains(want), "the release has no {want}: {kinds:?}");
+    }
+    for absent in NOT_SERVED {
+        assert!(!kinds.contains(absent), "{absent}: {kinds:?}");
+    }
+    let installed = live(admin, &namespace, &rendered, false);
+    assert_eq!(
+        installed.iter().map(key).collect::<BTreeSet<_>>(),
+        rendered.iter().map(key).collect::<BTreeSet<_>>(),
+        "the API server holds every object of the release"
+    );
+    for o in &installed {
+        let meta = &o["metadata"];
+        assert_eq!(
+            meta["annotations"]["meta.helm.sh/release-name"],
+            release.as_str(),
+            "{:?}",
+            key(o)
+        );
+        assert_eq!(
+            meta["annotations"]["meta.helm.sh/release-namespace"],
+            namespace.as_str(),
+            "{:?}",
+            key(o)
+        );
+        assert_eq!(
+            meta["labels"]["app.kubernetes.io/managed-by"],
+            "Helm",
+            "{:?}",
+            key(o)
+        );
+    }
+
+    // --- the installed Deployment's container, run out of cluster --------------------------
+    let deployment = find(&installed, "Deployment", "");
+    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    find(&installed, "ServiceAccount", &sa);
+    let container = ssm_resync_container(&installed);
+    let pod_name = format!(
+        "{}-out-of-cluster",
+        deployment["metadata"]["name"].as_str().unwrap()
+    );
+    let mut env = container_env(&installed);
+    for e in container["env"].as_array().into_iter().flatten() {
+        if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            let value = match path {
+                "metadata.namespace" => namespace.clone(),
+                "metadata.name" => pod_name.clone(),
+                other => panic!("downward API field {other} of {e}: resolve it here"),
+            };
+            env.insert(e["name"].as_str().unwrap().to_owned(), value);
+        }
+    }
+    assert_eq!(env["POD_NAMESPACE"], namespace);
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| expand(a.as_str().unwrap(), &env))
+        .collect();
+    assert_eq!(args[0], "serve", "{args:?}");
+    assert!(
+        args.contains(&format!("--topic-arn={topic}")),
+        "the installed args carry the values' topic: {args:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (sa_kubeconfig, token) = service_account_kubeconfig(admin, &namespace, &sa, dir.path());
+    let env_pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let svc = Launched::with_args(&stack, &sa_kubeconfig, &args, &env_pairs).await;
+
+    // The start-up sweep (the binary's default, which the chart keeps) ran under the release's
+    // Lease, in the release namespace (the chart's Role). It is over before the reader below
+    // exists: ESO's refreshTime has whole seconds, so a sweep right after the reader's first
+    // sync may find it behind a parameter put within the same second, and force it.
+    let swept = r#"ssm_resync_sweep_runs_total{result="ok"}"#;
+    svc.settle(|m| sample(m, swept) >= 1.0).await;
+    assert!(
+        sample(&svc.metrics().await, swept) >= 1.0,
+        "no catch-up sweep under the chart's Lease Role; log:\n{}",
+        svc.logs()
+    );
+    let lease = stdout_json(
+        "kubectl get lease",
+        &run(kubectl(admin).args([
+            "get",
+            "leases.coordination.k8s.io",
+            "ssm-resync-sweep",
+            "--namespace",
+            &namespace,
+            "-o",
+            "json",
+        ])),
+    );
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| h.starts_with(&pod_name)),
+        "{lease}"
+    );
+
+    // A reader of a fresh parameter, synced by ESO (the service's watch indexes it).
+    let reader_ns = common::namespace(&kube, "helm-e2e-reader").await;
+    secret_store(&kube, &reader_ns, "aws", "us-east-1").await;
+    let parameter = param("/helm-e2e/db/password");
+    synced_reader(&stack, &kube, &reader_ns, "db", &[&parameter]).await;
+    let annotation_key = env["SSM_RESYNC_ANNOTATION"].clone();
+    assert_eq!(
+        annotation(&kube, &reader_ns, "db", &annotation_key).await,
+        None,
+        "nothing forced the reader before the change"
+    );
+
+    // --- the change ---------------------------------------------------------------------------
+    let rotated = format!("rotated-by-helm-{release}");
+    stack.put_parameter(&parameter, &rotated).await;
+    let changed = Instant::now();
+    let (status, body) = svc.post(&signed_change(&stack, &topic, &parameter)).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}\nlog:\n{}",
+        svc.logs()
+    );
+    assert_eq!(
+        body["patched"],
+        json!([format!("ExternalSecret {reader_ns}/db")]),
+        "{body}"
+    );
+    assert!(
+        annotation(&kube, &reader_ns, "db", &annotation_key)
+            .await
+            .is_some(),
+        "the installed config.annotation ({annotation_key}) was patched"
+    );
+    let took = wait_secret(
+        &kube,
+        &reader_ns,
+        "db",
+        "k0",
+        &rotated,
+        Duration::from_secs(20),
+    )
+    .await;
+    eprintln!(
+        "helm release {namespace}/{release}: Secret {reader_ns}/db holds the new value {:?} \
+         after the notification ({:?} after PutParameter)",
+        took,
+        changed.elapsed()
+    );
+    // The Kubernetes Event of the patch (events.k8s.io, the ClusterRole) went through too.
+    svc.settle(|m| m.contains("ssm_resync_kube_events_total{"))
+        .await;
+    let metrics = svc.metrics().await;
+    assert!(
+        metrics.contains("ssm_resync_kube_events_total{")
+            && !metrics.contains(r#"ssm_resync_kube_events_total{result="failed"}"#),
+        "Kubernetes Events must be allowed: {}",
+        svc.logs()
+    );
+    assert!(!svc.logs().contains("Forbidden"), "{}", svc.logs());
+
+    // The installed RBAC grants no Secrets; the installed policy holds the same identity to
+    // its trigger.
+    let out = run(kubectl(&sa_kubeconfig).args(["auth", "can-i", "get", "secrets", "-A"]));
+    assert_eq!(text(&out.stdout).trim(), "no", "{}", text(&out.stderr));
+    let server = api_server(admin);
+    let path = format!("/apis/external-secrets.io/v1/namespaces/{reader_ns}/externalsecrets/db");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, msg) = patch_as(
+            &server,
+            &token,
+            &path,
+            json!({"spec": {"refreshInterval": "2h"}}),
+        )
+        .await;
+        if code == 403 && msg.contains("ssm-resync may not change an ExternalSecret's spec") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the installed policy never denied a spec change by {namespace}/{sa}: {code} {msg}"
+        );
+        if code == 200 {
+            let out = run(kubectl(admin).args([
+                "-n",
+                &reader_ns,
+                "patch",
+                "externalsecrets.external-secrets.io",
+                "db",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"refreshInterval":"1h"}}"#,
+            ]));
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(svc);
+
+    // --- helm uninstall ------------------------------------------------------------------------
+    let out = helm_on(admin, &["uninstall", &release, "--namespace", &namespace]);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("uninstalled"),
+        "helm uninstall: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = helm_on(admin, &["status", &release, "--namespace", &namespace]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("not found"),
+        "helm status after uninstall: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let list = stdout_json(
+        "helm list",
+        &helm_on(admin, &["list", "--namespace", &namespace, "-o", "json"]),
+    );
+    assert_eq!(list, json!([]));
+    let left = live(admin, &namespace, &rendered, true);
+    assert!(
+        left.is_empty(),
+        "helm uninstall left {:?}",
+        left.iter().map(key).collect::<Vec<_>>()
+    );
+    let out = run(kubectl(admin).args([
+        "get",
+        "secrets",
+        "--namespace",
+        &namespace,
+        "-l",
+        &format!("owner=helm,name={release}"),
+        "-o",
+        "name",
+    ]));
+    assert!(
+        out.status.success() && text(&out.stdout).trim().is_empty(),
+        "helm's release records: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    eprintln!(
+        "helm install -> Secret -> helm uninstall: {:?}",
+        started.elapsed()
     );
 }

@@ -1,17 +1,20 @@
 //! Rendered manifests as JSON, the checks both renders of the deployment must pass (the
-//! kustomize overlays in tests/deploy.rs, the Helm chart in tests/helm.rs), and the kubectl
-//! helpers both use against the local stack's API server. Included with
+//! kustomize overlays in tests/deploy.rs, the Helm chart in tests/helm.rs), the kubectl
+//! helpers both use against the local stack's API server, and `ssm-resync serve` run out of
+//! cluster with a rendered ServiceAccount's token ([`Launched`]). Included with
 //! `#[path = "common/manifests.rs"] mod manifests;` by those two test crates only (it needs
 //! kubectl, which the other tests do not).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{BIN, REPO};
+use crate::common::{BIN, REPO, Stack, free_port, post_sns};
 
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
@@ -380,6 +383,148 @@ pub async fn patch_as(server: &str, token: &str, path: &str, body: Value) -> (u1
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     (status, body["message"].as_str().unwrap_or("").to_owned())
+}
+
+/// `<prefix>-` and 8 random hex digits: names of cluster-scoped objects, topics, parameters.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+// --- the service as a deployment runs it ----------------------------------------------------
+
+/// A running `ssm-resync serve` with the kubeconfig and env given (the common `Service`
+/// always uses the stack's admin kubeconfig and a fixed environment): the identity and
+/// configuration of a rendered deployment, out of cluster.
+pub struct Launched {
+    child: Child,
+    pub url: String,
+    pub admin: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Launched {
+    /// `serve --topic-arn=...` for each topic, with `env`.
+    pub async fn start(
+        stack: &Stack,
+        kubeconfig: &str,
+        topics: &[&str],
+        env: &[(&str, &str)],
+    ) -> Launched {
+        let mut args = vec!["serve".to_owned()];
+        args.extend(topics.iter().map(|t| format!("--topic-arn={t}")));
+        Launched::with_args(stack, kubeconfig, &args, env).await
+    }
+
+    /// `args` (from `serve` on) as given but for the listen addresses: `--listen` and
+    /// `--admin-listen` are replaced (or added) with free loopback ports. The environment is
+    /// PATH, RUST_LOG, `kubeconfig`, the stack's SNS signing certificate pin and its AWS_*
+    /// (moto: the sweep's DescribeParameters, ConfirmSubscription; in a pod, IRSA's), then
+    /// `env`, which wins.
+    pub async fn with_args(
+        stack: &Stack,
+        kubeconfig: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Launched {
+        let (port, admin) = (free_port(), free_port());
+        let mut args: Vec<String> = args
+            .iter()
+            .filter(|a| !a.starts_with("--listen=") && !a.starts_with("--admin-listen="))
+            .cloned()
+            .collect();
+        args.push(format!("--listen=127.0.0.1:{port}"));
+        args.push(format!("--admin-listen=127.0.0.1:{admin}"));
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serve.log");
+        let child = Command::new(BIN)
+            .args(&args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info,ssm_resync=debug")
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "SSM_RESYNC_SNS_SIGNING_CERT",
+                stack.get("SSM_RESYNC_SNS_SIGNING_CERT"),
+            )
+            // AWS calls (the sweep's DescribeParameters, ConfirmSubscription) go to moto.
+            .envs(
+                [
+                    "AWS_ENDPOINT_URL",
+                    "AWS_REGION",
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY",
+                ]
+                .map(|k| (k, stack.get(k))),
+            )
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawning ssm-resync");
+        let svc = Launched {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/readyz", svc.admin)).await
+                && r.status() == 200
+            {
+                return svc;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "service `ssm-resync {args:?}` not ready within 30 s (list/watch refused?); \
+                 log:\n{}",
+                svc.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (at most 10 s) until `done` holds for the exposition.
+    pub async fn settle(&self, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done(&self.metrics().await) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// POSTs to /sns the way SNS does (text/plain, the x-amz-sns-* headers).
+    pub async fn post(&self, body: &str) -> (u16, Value) {
+        post_sns(&self.url, body).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- ssm-resync log ---\n{}", self.logs());
+        }
+    }
 }
 
 /// The PDB was dry-run with the rest; it must also select the pods it protects.
