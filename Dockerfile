@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# ssm-resync container image: `make image` (docker build -t ssm-resync:dev .).
-# Builder: the toolchain image (Cargo.toml's rust-version must be <= its rustc); runtime:
-# distroless with glibc and CA certificates, no shell, non-root.
+# ssm-resync container image with a Docker engine: `make docker-image` (docker build -t
+# ssm-resync:dev .). Builder: the toolchain image (Cargo.toml's rust-version must be <= its
+# rustc); runtime: distroless with glibc and CA certificates, no shell, non-root.
+# `make image` (scripts/image.sh) builds the same image without a Docker engine; tests/image.rs
+# keeps the two configs in step (USER, WORKDIR, EXPOSE, ENTRYPOINT, CMD, LABEL).
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
@@ -21,6 +23,7 @@ LABEL org.opencontainers.image.title="ssm-resync" \
 COPY --from=builder /out/ssm-resync /ssm-resync
 # The distroless nonroot user; k8s/base runs it with the same UID (runAsUser: 65532).
 USER 65532:65532
+WORKDIR /
 # 8080: POST /sns (the webhook the load balancer exposes); 9090: /healthz, /readyz, /metrics.
 EXPOSE 8080 9090
 ENTRYPOINT ["/ssm-resync"]

@@ -2,7 +2,8 @@
 # `make test`: every check and every test, on a fresh Debian machine.
 # Installs what the local stack needs, builds its Go programs once (etcd, kube-apiserver, the
 # External Secrets Operator; and helm for tests/helm.rs; cached by version), runs
-# fmt and clippy (warnings are errors), starts one local stack for the integration tests to
+# fmt and clippy (warnings are errors), builds the container image (scripts/image.sh, for
+# tests/image.rs), starts one local stack for the integration tests to
 # share (tests that stop the API server start their own), runs all tests, stops the stack.
 set -euo pipefail
 
@@ -20,6 +21,9 @@ cargo clippy --locked --all-targets -- -D warnings
 # Deploy artefacts: kustomize renders, Terraform/manifest assertions, checkov, promtool (it
 # also installs Debian's prometheus, which tests/deploy.rs runs).
 scripts/check-deploy.sh
+# The container image (`make image`: the release build, fat LTO, then Debian's umoci and
+# skopeo; no Docker engine), which tests/image.rs runs under runc against the stack below.
+scripts/image.sh
 
 export STACK_DIR=$REPO/target/test-stack
 export STACK_ETCD_PORT=${TEST_STACK_ETCD_PORT:-24790} STACK_API_PORT=${TEST_STACK_API_PORT:-17443} STACK_MOTO_PORT=${TEST_STACK_MOTO_PORT:-16000} STACK_ESO_PORT=${TEST_STACK_ESO_PORT:-17100}
