@@ -10,7 +10,8 @@
 # logs: target/bench/*.log). The stack is stopped and purged on exit.
 #
 #   BENCH_HEAVY=1     heavier runs: 150,000 requests closed loop, 30 s at 5,000/s and 5 s
-#                     at 20,000/s open loop, 1,000 end-to-end iterations
+#                     at 20,000/s open loop, 1,000 end-to-end iterations, start-up at
+#                     100,000 ExternalSecrets too
 #   BENCH_ONLY="a b"  run only these steps: sigverify index startup webhook e2e apicost burst
 #                     secret awscalls (the last two with ESO, on a second stack of their own)
 #   BENCH_ETCD_PORT, BENCH_API_PORT, BENCH_MOTO_PORT   stack ports (etcd uses port + 1 too)
@@ -118,6 +119,8 @@ wants apicost && step apicost "${BIN[service]}" apicost
 wants burst && step burst "${BIN[service]}" burst
 # Last: the 20,000 ExternalSecrets it creates (~35 s) stay in the cluster.
 wants startup && step startup-20k "${BIN[service]}" startup 20000
+# Heavy runs only: 80,000 more (about 3 minutes to create), start-up at 100,000.
+[[ $HEAVY == 1 ]] && wants startup && step startup-100k "${BIN[service]}" startup 100000
 # With ESO, on a stack of their own: change -> Secret, and the AWS calls a set-up makes.
 if wants secret || wants awscalls; then
   log "stack with ESO for the benches that end at the Secret"
