@@ -12,12 +12,13 @@
 #   BENCH_HEAVY=1     heavier runs: 150,000 requests closed loop, 30 s at 5,000/s and 5 s
 #                     at 20,000/s open loop, 1,000 end-to-end iterations, start-up at
 #                     100,000 ExternalSecrets too
-#   BENCH_ONLY="a b"  run only these steps: sigverify index startup webhook e2e apicost burst
+#   BENCH_ONLY="a b"  run only these steps: sigverify index confirm startup webhook e2e apicost burst
 #                     secret awscalls (the last two with ESO, on a second stack of their own)
 #   BENCH_ETCD_PORT, BENCH_API_PORT, BENCH_MOTO_PORT   stack ports (etcd uses port + 1 too)
 #   BENCH_CONNECTIONS (32), BENCH_WEBHOOK_REQUESTS (60000), BENCH_OPEN_RATE (5000),
 #   BENCH_OPEN_SECONDS (10), BENCH_E2E_ITERATIONS (200), BENCH_RUST_LOG (service RUST_LOG),
 #   BENCH_SECRET_CHANGES (200), BENCH_AWSCALLS_ES (1000), BENCH_AWSCALLS_WINDOW (120 s),
+#   BENCH_CONFIRM_TARGETS (10000),
 #   BENCH_SERVICE_ARGS (extra `ssm-resync serve` flags, for experiments: e.g. --events=false)
 #   BENCH_SERVICE_BIN  (another ssm-resync executable to measure instead of target/release's,
 #                      for experiments: e.g. a build with other profile settings)
@@ -35,7 +36,7 @@ START=$SECONDS
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 HEAVY=${BENCH_HEAVY:-0}
 export BENCH_HEAVY=$HEAVY
-STEPS=${BENCH_ONLY:-sigverify index startup webhook e2e apicost burst secret awscalls}
+STEPS=${BENCH_ONLY:-sigverify index confirm startup webhook e2e apicost burst secret awscalls}
 export BENCH_OUT=$REPO/target/bench
 mkdir -p "$BENCH_OUT"
 rm -f "$BENCH_OUT/results.jsonl" "$BENCH_OUT"/*.log "$BENCH_OUT/webhook-bodies.jsonl"
@@ -56,7 +57,7 @@ declare -A BIN
 while IFS=$'\t' read -r name exe; do
   BIN[$name]=$exe
 done < <(cargo bench --locked --no-run --message-format=json \
-  --bench sigverify --bench index_scale --bench service --bench eso 2>/dev/null |
+  --bench sigverify --bench index_scale --bench confirm --bench service --bench eso 2>/dev/null |
   python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -67,7 +68,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and "bench" in m["target"]["kind"] and m.get("executable"):
         print(m["target"]["name"] + "\t" + m["executable"])
 ')
-for b in sigverify index_scale service eso; do
+for b in sigverify index_scale confirm service eso; do
   [[ -n ${BIN[$b]:-} ]] || { log "error: no executable for bench $b"; exit 1; }
 done
 BUILD_SECONDS=$((SECONDS - t))
@@ -112,6 +113,7 @@ step() {
 
 wants sigverify && step sigverify "${BIN[sigverify]}"
 wants index && step index "${BIN[index_scale]}"
+wants confirm && step confirm "${BIN[confirm]}"
 wants startup && step startup-1k "${BIN[service]}" startup 1000
 wants webhook && step webhook "${BIN[service]}" webhook
 wants e2e && step e2e "${BIN[service]}" e2e

@@ -4,6 +4,8 @@
 //! `ssm-resync serve` child process.
 #![allow(dead_code)]
 
+pub mod counting;
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
