@@ -38,9 +38,9 @@ fn manifests_args_pass_check_config() {
 // --- the API server ---------------------------------------------------------------------
 
 /// The server admits and validates each object without persisting it (strict server-side
-/// field validation: an unknown field is an error). Kinds the stack does not serve are checked
-/// by their required fields instead: ServiceMonitor and PrometheusRule (no Prometheus Operator
-/// CRDs here) against the objects they select.
+/// field validation: an unknown field is an error), the ServiceMonitor and PrometheusRule
+/// against the Prometheus Operator's CRDs (from its Go module); those two are also checked
+/// against the objects they select.
 #[test]
 fn manifests_are_accepted_by_the_api_server_dry_run() {
     let stack = Stack::shared();

@@ -241,8 +241,81 @@ pub fn as_list(objects: &[Value]) -> String {
     json!({"apiVersion": "v1", "kind": "List", "items": objects}).to_string()
 }
 
-/// Kinds the local stack does not serve (no Prometheus Operator CRDs); checked by field below.
-pub const NOT_SERVED: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
+/// The Prometheus Operator kinds the manifests use; their CRDs come from the operator's Go
+/// module ([`install_prometheus_operator_crds`]), and they are also checked by field against
+/// the objects they select.
+pub const PROMETHEUS_OPERATOR_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
+/// The Prometheus Operator release whose CRDs the dry runs validate against (the newest the
+/// Go module proxy serves for the module that ships them, `example/prometheus-operator-crd/`).
+pub const PROMETHEUS_OPERATOR: &str = "github.com/prometheus-operator/prometheus-operator@v0.85.0";
+
+/// Installs the ServiceMonitor and PrometheusRule CRDs of [`PROMETHEUS_OPERATOR`] on the
+/// stack (server-side apply: idempotent, safe from concurrent tests) and waits until they are
+/// served. The module comes from the Go module proxy (`go mod download`, cached in the module
+/// cache by version); a missing `go` or proxy fails the test.
+pub fn install_prometheus_operator_crds(admin: &str) {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let out = Command::new("go")
+            .args(["mod", "download", "-json", PROMETHEUS_OPERATOR])
+            .current_dir(std::env::temp_dir())
+            .env("GOFLAGS", "-mod=mod")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run go (Go 1.26 is expected on PATH): {e}"));
+        let info: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "go mod download {PROMETHEUS_OPERATOR}: {e}\n{}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            )
+        });
+        assert!(
+            out.status.success() && info.get("Error").is_none(),
+            "go mod download {PROMETHEUS_OPERATOR} failed: {info}\n{}",
+            text(&out.stderr)
+        );
+        let dir = PathBuf::from(info["Dir"].as_str().expect("Dir"))
+            .join("example/prometheus-operator-crd");
+        let mut args = vec![
+            "apply".to_owned(),
+            "--server-side".to_owned(),
+            "--force-conflicts".to_owned(),
+            "--field-manager=ssm-resync-deploy-test".to_owned(),
+        ];
+        for crd in ["servicemonitors", "prometheusrules"] {
+            let file = dir.join(format!("monitoring.coreos.com_{crd}.yaml"));
+            assert!(
+                file.is_file(),
+                "{} is not in {PROMETHEUS_OPERATOR}",
+                file.display()
+            );
+            args.extend(["-f".to_owned(), file.display().to_string()]);
+        }
+        let out = kubectl(admin).args(&args).output().expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl apply of the Prometheus Operator CRDs: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let out = kubectl(admin)
+            .args([
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/servicemonitors.monitoring.coreos.com",
+                "crd/prometheusrules.monitoring.coreos.com",
+            ])
+            .output()
+            .expect("kubectl");
+        assert!(
+            out.status.success(),
+            "the Prometheus Operator CRDs were not established: {}",
+            text(&out.stderr)
+        );
+    });
+}
 
 /// Real creation of the (one) rendered Namespace (idempotent: namespaces are never deleted
 /// on the stack, and the tests use fixed names) so namespaced objects can be dry-run into it.
@@ -270,15 +343,18 @@ pub fn dry_run(admin: &str, objects: &[Value]) -> Output {
 }
 
 /// The server admits and validates each object of one render without persisting it (strict
-/// server-side field validation: an unknown field is an error); the kinds it does not serve
-/// ([`NOT_SERVED`]) are checked by their fields against the objects they select. The
-/// namespace must exist ([`ensure_namespace`]).
+/// server-side field validation: an unknown field is an error), the ServiceMonitor and
+/// PrometheusRule against the Prometheus Operator's own CRDs; those two are also checked by
+/// their fields against the objects they select. The namespace must exist
+/// ([`ensure_namespace`]).
 pub fn check_dry_run(admin: &str, what: &str, objects: &[Value]) {
-    let (known, later): (Vec<Value>, Vec<Value>) = objects
+    install_prometheus_operator_crds(admin);
+    let known = objects;
+    let later: Vec<&Value> = objects
         .iter()
-        .cloned()
-        .partition(|o| !NOT_SERVED.contains(&o["kind"].as_str().unwrap()));
-    let out = dry_run(admin, &known);
+        .filter(|o| PROMETHEUS_OPERATOR_KINDS.contains(&o["kind"].as_str().unwrap()))
+        .collect();
+    let out = dry_run(admin, known);
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),
@@ -294,7 +370,7 @@ pub fn check_dry_run(admin: &str, what: &str, objects: &[Value]) {
     if let Some(pdb) = objects.iter().find(|o| o["kind"] == "PodDisruptionBudget") {
         check_pdb(objects, pdb);
     }
-    for o in &later {
+    for o in later {
         match o["kind"].as_str().unwrap() {
             "ServiceMonitor" => check_service_monitor(objects, o),
             "PrometheusRule" => check_prometheus_rule(o),
