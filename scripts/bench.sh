@@ -4,7 +4,7 @@
 #
 # Builds the release binaries (ssm-resync, loadgen) and the bench binaries, starts its own
 # local stack (real kube-apiserver + etcd + moto, fresh etcd, under target/bench-stack,
-# ports 26790/19443/17500; ESO left out unless BENCH_ESO=1; the secret and awscalls steps get a
+# ports 26790/19443/17500; ESO left out unless BENCH_ESO=1; the secret, secretburst and awscalls steps get a
 # second fresh stack with ESO), runs each bench, prints the summary table
 # and writes it to target/bench/summary.md (raw rows: target/bench/results.jsonl, service
 # logs: target/bench/*.log). The stack is stopped and purged on exit.
@@ -13,7 +13,8 @@
 #                     at 20,000/s open loop, 1,000 end-to-end iterations, start-up at
 #                     100,000 ExternalSecrets too
 #   BENCH_ONLY="a b"  run only these steps: sigverify index confirm startup webhook e2e apicost burst
-#                     secret awscalls (the last two with ESO, on a second stack of their own)
+#                     secret secretburst awscalls (the last three with ESO, on a second stack
+#                     of their own)
 #   BENCH_ETCD_PORT, BENCH_API_PORT, BENCH_MOTO_PORT   stack ports (etcd uses port + 1 too)
 #   BENCH_CONNECTIONS (32), BENCH_WEBHOOK_REQUESTS (60000), BENCH_OPEN_RATE (5000),
 #   BENCH_OPEN_SECONDS (10), BENCH_E2E_ITERATIONS (200), BENCH_RUST_LOG (service RUST_LOG),
@@ -36,7 +37,7 @@ START=$SECONDS
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 HEAVY=${BENCH_HEAVY:-0}
 export BENCH_HEAVY=$HEAVY
-STEPS=${BENCH_ONLY:-sigverify index confirm startup webhook e2e apicost burst secret awscalls}
+STEPS=${BENCH_ONLY:-sigverify index confirm startup webhook e2e apicost burst secret secretburst awscalls}
 export BENCH_OUT=$REPO/target/bench
 mkdir -p "$BENCH_OUT"
 rm -f "$BENCH_OUT/results.jsonl" "$BENCH_OUT"/*.log "$BENCH_OUT/webhook-bodies.jsonl"
@@ -86,7 +87,7 @@ stack_up() {
   scripts/stack.sh down --purge >/dev/null 2>&1 || true
   STACK_ESO=$1 scripts/stack.sh up
 }
-if needs_stack || wants secret || wants awscalls; then
+if needs_stack || wants secret || wants secretburst || wants awscalls; then
   scripts/install-deps.sh
   scripts/build-go-tool.sh --all
   trap 'scripts/stack.sh down --purge' EXIT
@@ -124,10 +125,11 @@ wants startup && step startup-20k "${BIN[service]}" startup 20000
 # Heavy runs only: 80,000 more (about 3 minutes to create), start-up at 100,000.
 [[ $HEAVY == 1 ]] && wants startup && step startup-100k "${BIN[service]}" startup 100000
 # With ESO, on a stack of their own: change -> Secret, and the AWS calls a set-up makes.
-if wants secret || wants awscalls; then
+if wants secret || wants secretburst || wants awscalls; then
   log "stack with ESO for the benches that end at the Secret"
   stack_up 1
   wants secret && step secret "${BIN[eso]}" secret
+  wants secretburst && step secretburst "${BIN[eso]}" secretburst
   wants awscalls && step awscalls "${BIN[eso]}" awscalls
 fi
 

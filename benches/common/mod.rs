@@ -458,7 +458,16 @@ pub async fn post(client: &reqwest::Client, url: &str, body: String) -> (u16, Va
             let status = resp.status().as_u16();
             (status, resp.json().await.unwrap_or(Value::Null))
         }
-        Err(e) => (0, json!({"error": e.to_string()})),
+        Err(e) => {
+            // reqwest's Display leaves out the cause (refused, reset, timed out): the chain.
+            let mut chain = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                chain += &format!(": {c}");
+                cause = c.source();
+            }
+            (0, json!({"error": chain}))
+        }
     }
 }
 
