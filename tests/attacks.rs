@@ -96,11 +96,17 @@ async fn a_storm_of_fresh_certificate_urls_costs_a_handful_of_fetches() {
     eprintln!(
         "1,000 fresh certificate URLs in {took:.2?}: {storm_fetches} fetches; answers {reasons:?}"
     );
+    // The rate is a burst of 4, then one fetch every 10 s (src/sns/cert.rs): a storm that
+    // takes longer on a loaded machine is allowed one more fetch per 10 s it lasted.
+    let allowed = 4 + took.as_secs() as usize / 10 + 1;
     assert!(
-        storm_fetches <= 5,
-        "{storm_fetches} certificate fetches for 1,000 fresh URLs"
+        storm_fetches <= allowed,
+        "{storm_fetches} certificate fetches for 1,000 fresh URLs in {took:.2?} (at most {allowed}: a burst of 4, then one per 10 s)"
     );
-    assert!(reasons.get("cert_fetch_limited").copied().unwrap_or(0) >= 990);
+    assert!(
+        reasons.get("cert_fetch_limited").copied().unwrap_or(0) >= 1000 - allowed,
+        "{reasons:?}"
+    );
     assert_eq!(
         svc.metric(r#"ssm_resync_rejections_total{reason="cert_fetch_limited"}"#)
             .await as usize,
