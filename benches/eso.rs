@@ -350,9 +350,9 @@ async fn subscribed_service(
     (svc, topic)
 }
 
-/// ESO's own count of the calls it made to AWS, by call (`externalsecret_provider_api_calls_count`).
-async fn eso_calls(stack: &Stack) -> BTreeMap<String, f64> {
-    let text = reqwest::Client::builder()
+/// ESO's metrics, as Prometheus text.
+async fn eso_metrics(stack: &Stack) -> String {
+    reqwest::Client::builder()
         .no_proxy()
         .build()
         .unwrap()
@@ -362,7 +362,12 @@ async fn eso_calls(stack: &Stack) -> BTreeMap<String, f64> {
         .expect("ESO's metrics")
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// ESO's own count of the calls it made to AWS, by call (`externalsecret_provider_api_calls_count`).
+async fn eso_calls(stack: &Stack) -> BTreeMap<String, f64> {
+    let text = eso_metrics(stack).await;
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("externalsecret_provider_api_calls_count{") else {
@@ -737,17 +742,7 @@ async fn awscalls() {
 
 /// Sum of one of ESO's metric families over one namespace's ExternalSecrets.
 async fn eso_metric(stack: &Stack, family: &str, ns: &str) -> f64 {
-    let text = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(stack.get("STACK_ESO_METRICS_URL"))
-        .send()
-        .await
-        .expect("ESO's metrics")
-        .text()
-        .await
-        .unwrap();
+    let text = eso_metrics(stack).await;
     let prefix = format!("{family}{{");
     let ns_label = format!("namespace=\"{ns}\"");
     text.lines()

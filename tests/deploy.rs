@@ -349,37 +349,15 @@ async fn admission_policy_lets_the_service_account_change_only_its_triggers() {
         format!("/apis/kubernetes-client.io/v1/namespaces/{ns}/externalsecrets/legacy/status");
 
     // The policy takes effect within a moment of its creation: wait for its first denial.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, msg) = patch_as(
-            &server,
-            &token,
-            &es,
-            json!({"spec": {"refreshInterval": "2h"}}),
-        )
-        .await;
-        if code == 403 && msg.contains("ValidatingAdmissionPolicy") {
-            break;
-        }
-        assert!(code == 200 || code == 403, "{code} {msg}");
-        assert!(
-            Instant::now() < deadline,
-            "the policy never denied a spec change: {code} {msg}"
-        );
-        // Undo what got through before the policy was in force.
-        let out = run(kubectl(&admin).args([
-            "-n",
-            &ns,
-            "patch",
-            "externalsecrets.external-secrets.io",
-            "db",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"refreshInterval":"1h"}}"#,
-        ]));
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_spec_denial(
+        &admin,
+        &token,
+        &ns,
+        "db",
+        "ValidatingAdmissionPolicy",
+        "the ServiceAccount",
+    )
+    .await;
 
     // The service itself, as the ServiceAccount, under the policy: all three are patched.
     let topic = stack.topic(&unique("deploy-vap")).await;

@@ -975,37 +975,15 @@ async fn admission_policy_follows_the_release() {
     let path = format!("/apis/external-secrets.io/v1/namespaces/{namespace}/externalsecrets/{es}");
     // The policy is in force once it denies a spec change (RBAC and the policy's informer
     // take a moment); what got through before is undone.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, msg) = patch_as(
-            &server,
-            &token,
-            &path,
-            json!({"spec": {"refreshInterval": "2h"}}),
-        )
-        .await;
-        if code == 403 && msg.contains("ssm-resync may not change an ExternalSecret's spec") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the chart's policy never denied a spec change by {namespace}/{fullname}: {code} {msg}"
-        );
-        if code == 200 {
-            let out = run(kubectl(admin).args([
-                "-n",
-                namespace,
-                "patch",
-                "externalsecrets.external-secrets.io",
-                &es,
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"refreshInterval":"1h"}}"#,
-            ]));
-            assert!(out.status.success(), "{}", text(&out.stderr));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_spec_denial(
+        admin,
+        &token,
+        namespace,
+        &es,
+        "ssm-resync may not change an ExternalSecret's spec",
+        &format!("{namespace}/{fullname}"),
+    )
+    .await;
     let (code, msg) = patch_as(
         &server,
         &token,
@@ -1361,39 +1339,15 @@ async fn helm_install_then_a_change_reaches_the_secret() {
     // its trigger.
     let out = run(kubectl(&sa_kubeconfig).args(["auth", "can-i", "get", "secrets", "-A"]));
     assert_eq!(text(&out.stdout).trim(), "no", "{}", text(&out.stderr));
-    let server = api_server(admin);
-    let path = format!("/apis/external-secrets.io/v1/namespaces/{reader_ns}/externalsecrets/db");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, msg) = patch_as(
-            &server,
-            &token,
-            &path,
-            json!({"spec": {"refreshInterval": "2h"}}),
-        )
-        .await;
-        if code == 403 && msg.contains("ssm-resync may not change an ExternalSecret's spec") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the installed policy never denied a spec change by {namespace}/{sa}: {code} {msg}"
-        );
-        if code == 200 {
-            let out = run(kubectl(admin).args([
-                "-n",
-                &reader_ns,
-                "patch",
-                "externalsecrets.external-secrets.io",
-                "db",
-                "--type=merge",
-                "-p",
-                r#"{"spec":{"refreshInterval":"1h"}}"#,
-            ]));
-            assert!(out.status.success(), "{}", text(&out.stderr));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_spec_denial(
+        admin,
+        &token,
+        &reader_ns,
+        "db",
+        "ssm-resync may not change an ExternalSecret's spec",
+        &format!("{namespace}/{sa}"),
+    )
+    .await;
     drop(svc);
 
     // --- helm uninstall ------------------------------------------------------------------------

@@ -675,3 +675,52 @@ pub fn check_prometheus_rule(pr: &Value) {
     }
     assert_eq!(alerts, 9);
 }
+
+/// Waits until an admission policy denies `token`'s change of the spec of ExternalSecret
+/// `name` in `namespace` with a message containing `denied` (a policy takes effect a moment
+/// after its creation, and RBAC too), undoing as admin what got through before. `who` names
+/// the identity in the failure message.
+pub async fn wait_for_spec_denial(
+    admin: &str,
+    token: &str,
+    namespace: &str,
+    name: &str,
+    denied: &str,
+    who: &str,
+) {
+    let server = api_server(admin);
+    let path =
+        format!("/apis/external-secrets.io/v1/namespaces/{namespace}/externalsecrets/{name}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, msg) = patch_as(
+            &server,
+            token,
+            &path,
+            json!({"spec": {"refreshInterval": "2h"}}),
+        )
+        .await;
+        if code == 403 && msg.contains(denied) {
+            return;
+        }
+        assert!(code == 200 || code == 403, "{code} {msg}");
+        assert!(
+            Instant::now() < deadline,
+            "the policy never denied a spec change by {who}: {code} {msg}"
+        );
+        if code == 200 {
+            let out = run(kubectl(admin).args([
+                "-n",
+                namespace,
+                "patch",
+                "externalsecrets.external-secrets.io",
+                name,
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"refreshInterval":"1h"}}"#,
+            ]));
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
