@@ -61,19 +61,7 @@ die() { log "error: $*"; exit 1; }
 [[ $(id -u) -eq 0 ]] || die "run as root (apt-get, and file owners in the layer)"
 
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
-apt_installed() {
-  [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
-}
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  apt_installed "$pkg" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  log "apt: installing ${missing[*]}"
-  apt-get update -qq || log "warning: apt-get update reported errors; trying the install anyway"
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed"
-fi
+"$SCRIPTS/apt-ensure.sh" "${APT_PACKAGES[@]}"
 
 cd "$REPO"
 log "cargo build --locked --release --bin ssm-resync"

@@ -19,34 +19,7 @@ APT_PACKAGES=(
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-as_root() {
-  if [[ $(id -u) -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1; then
-    sudo -n "$@"
-  else
-    die "need root (or passwordless sudo) to run: $*"
-  fi
-}
-
-apt_installed() {
-  [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
-}
-
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-  apt_installed "$pkg" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  log "apt: installing ${missing[*]}"
-  # Another source (unreachable mirror) failing must not stop us: the
-  # install below fails clearly if a package really cannot be found.
-  as_root apt-get update -qq || log "warning: apt-get update reported errors; trying the install anyway"
-  as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-    || die "apt-get install ${missing[*]} failed"
-else
-  log "apt: all packages present"
-fi
+"$(dirname "${BASH_SOURCE[0]}")/apt-ensure.sh" "${APT_PACKAGES[@]}"
 
 command -v kubectl >/dev/null 2>&1 \
   || die "kubectl not found on PATH (expected /usr/bin/kubectl; it is not installable from apt here)"
