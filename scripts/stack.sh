@@ -30,6 +30,8 @@
 #                    controller's metrics (externalsecret_* and the provider's API calls)
 #   STACK_ESO        1 (default) runs ESO; 0 leaves it out (a stack for tests that
 #                    only need the API server)
+#   STACK_API_FEATURE_GATES  kube-apiserver --feature-gates (default: none, the release's
+#                    defaults), e.g. WatchList=false for a server as 1.33 ships
 #   PYTHON           default python3 (needs moto[server]==5.2.1, see install-deps.sh)
 #
 # Processes run in their own session (setsid), so they outlive the shell that
@@ -59,13 +61,14 @@ init_dir() {
   # Absolute and canonical: it is matched against our processes' command lines.
   STACK_DIR=$(realpath -m "${STACK_DIR:-$REPO/target/stack}")
   CONF=$STACK_DIR/stack.conf
-  local saved_etcd="" saved_api="" saved_moto="" saved_eso="" saved_with_eso=""
+  local saved_etcd="" saved_api="" saved_moto="" saved_eso="" saved_with_eso="" saved_gates=""
   if [[ -f $CONF ]]; then
     saved_etcd=$(sed -n 's/^etcd_port=//p' "$CONF")
     saved_api=$(sed -n 's/^api_port=//p' "$CONF")
     saved_moto=$(sed -n 's/^moto_port=//p' "$CONF")
     saved_eso=$(sed -n 's/^eso_port=//p' "$CONF")
     saved_with_eso=$(sed -n 's/^eso=//p' "$CONF")
+    saved_gates=$(sed -n 's/^api_feature_gates=//p' "$CONF")
   fi
   if [[ $1 == up ]]; then
     ETCD_PORT=${STACK_ETCD_PORT:-${saved_etcd:-23790}}
@@ -73,6 +76,7 @@ init_dir() {
     MOTO_PORT=${STACK_MOTO_PORT:-${saved_moto:-15000}}
     ESO_PORT=${STACK_ESO_PORT:-${saved_eso:-17000}}
     WITH_ESO=${STACK_ESO:-${saved_with_eso:-1}}
+    API_GATES=${STACK_API_FEATURE_GATES-$saved_gates}
   else
     # The ports are the stack's own: a sourced env file of another stack
     # must not point status/down/start-apiserver at that stack's ports.
@@ -81,7 +85,9 @@ init_dir() {
     MOTO_PORT=${saved_moto:-${STACK_MOTO_PORT:-15000}}
     ESO_PORT=${saved_eso:-${STACK_ESO_PORT:-17000}}
     WITH_ESO=${saved_with_eso:-${STACK_ESO:-1}}
+    API_GATES=$saved_gates
   fi
+  [[ $API_GATES =~ ^[A-Za-z0-9=,]*$ ]] || die "STACK_API_FEATURE_GATES: '$API_GATES' is not Gate=bool,..."
   [[ $WITH_ESO == [01] ]] || die "STACK_ESO must be 0 or 1, not '$WITH_ESO'"
   local p
   for p in "$ETCD_PORT" "$API_PORT" "$MOTO_PORT" "$ESO_PORT"; do
@@ -110,8 +116,9 @@ save_conf() {
   local conf
   conf=$(printf 'etcd_port=%s\napi_port=%s\nmoto_port=%s\neso_port=%s\neso=%s' \
     "$ETCD_PORT" "$API_PORT" "$MOTO_PORT" "$ESO_PORT" "$WITH_ESO")
+  [[ -n $API_GATES ]] && conf+=$'\n'"api_feature_gates=$API_GATES"
   if [[ -f $CONF && $(<"$CONF") != "$conf" ]] && any_alive; then
-    die "ports differ from those in $CONF while this stack runs: run 'scripts/stack.sh down' first"
+    die "ports or feature gates differ from those in $CONF while this stack runs: run 'scripts/stack.sh down' first"
   fi
   printf '%s\n' "$conf" >"$CONF"
 }
@@ -389,7 +396,8 @@ start_apiserver() {
     --service-account-signing-key-file="$SA_KEY" \
     --service-cluster-ip-range=10.0.0.0/24 \
     --enable-priority-and-fairness=false \
-    --profiling=false
+    --profiling=false \
+    ${API_GATES:+--feature-gates="$API_GATES"}
   local t0=$SECONDS
   wait_healthy kube-apiserver apiserver_healthy 90
   log "kube-apiserver: started (pid $(live_pid kube-apiserver), $API_URL, ready in $((SECONDS - t0)) s)"

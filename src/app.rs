@@ -103,6 +103,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             stall_timeout: args.watch_stall_timeout,
             confirmations: confirmations.clone(),
             events: Some(events.clone()),
+            initial_list: args.initial_list,
         },
         index.clone(),
         &watches,

@@ -267,6 +267,13 @@ pub struct ServeArgs {
     #[arg(long, env = "SSM_RESYNC_WATCH_STALL_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub watch_stall_timeout: Duration,
 
+    /// How each kind is read at start-up: `list` (one LIST served from the API server's watch
+    /// cache) or `watch-list` (a watch with sendInitialEvents, on by default in Kubernetes 1.32
+    /// and 1.34+; a server that refuses it is read with `list`). Re-lists after a stall or an
+    /// expired version always page through etcd.
+    #[arg(long, env = "SSM_RESYNC_INITIAL_LIST", value_enum, default_value_t = crate::cluster::watch::InitialList::List)]
+    pub initial_list: crate::cluster::watch::InitialList,
+
     /// Catch-up sweep period: compare referenced parameters' LastModifiedDate (SSM
     /// DescribeParameters, metadata only) with each reader's last sync and force-sync the
     /// stale ones; also runs at start-up. 0 disables.

@@ -418,3 +418,73 @@ async fn eso_webhook_down_answers_503_then_the_redelivery_applies() {
     )
     .await;
 }
+
+/// `--initial-list=watch-list` on an API server that offers it (v1.35, its default): every
+/// kind is read by a watch with sendInitialEvents, the index holds what the cluster holds,
+/// and a change reaches the Secret through it.
+#[tokio::test]
+async fn started_by_watch_list_a_change_reaches_the_secret() {
+    let scenario = Scenario::new("e2e-watchlist").await;
+    let svc = start_by_watch_list(&scenario).await;
+    let logs = svc.logs();
+    for kind in ["ExternalSecret", "SecretStore", "ClusterSecretStore"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains("streamed by watch-list; in sync")
+                    && l.contains(&format!(" kind=\"{kind}\" "))),
+            "{kind} was not read by watch-list:\n{logs}"
+        );
+    }
+    assert!(!logs.contains("watch-list failed"), "{logs}");
+}
+
+/// The same on an API server with the WatchList gate off (as Kubernetes 1.33 ships): it
+/// refuses sendInitialEvents, and the service reads each kind with a list instead, says so,
+/// and a change still reaches the Secret.
+#[tokio::test]
+async fn a_server_without_watch_list_is_read_with_a_list() {
+    let stack = Stack::private_with(&[("STACK_API_FEATURE_GATES", "WatchList=false")]);
+    let scenario = Scenario::on(stack, "e2e-nowatchlist").await;
+    let svc = start_by_watch_list(&scenario).await;
+    let logs = svc.logs();
+    assert!(
+        !logs.contains("streamed by watch-list"),
+        "the gate is off, yet:\n{logs}"
+    );
+    assert_eq!(
+        logs.matches("watch-list failed; reading with a list instead")
+            .count(),
+        3,
+        "one fallback per kind (ExternalSecret, SecretStore, ClusterSecretStore):\n{logs}"
+    );
+}
+
+/// A reader synced by ESO, then the service started with `--initial-list=watch-list`, then a
+/// change published through SNS: the Secret must hold the new value.
+async fn start_by_watch_list(s: &Scenario) -> Service {
+    let p = param("/e2e/watchlist/token");
+    synced_reader(&s.stack, &s.kube, &s.ns, "app", &[&p]).await;
+    let svc = Service::start(&s.stack, &[&s.topic], &["--initial-list=watch-list"]).await;
+    assert!(
+        svc.metric(r#"ssm_resync_index_objects{kind="ExternalSecret"}"#)
+            .await
+            >= 1.0
+    );
+    s.stack.put_parameter(&p, "rotated").await;
+    let (status, body) = svc.post(&signed_change(&s.stack, &s.topic, &p)).await;
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("applied")),
+        "{body}"
+    );
+    wait_secret(
+        &s.kube,
+        &s.ns,
+        "app",
+        "k0",
+        "rotated",
+        Duration::from_secs(30),
+    )
+    .await;
+    svc
+}

@@ -147,6 +147,26 @@ pub struct WatchConfig {
     /// Where a reference the index cannot evaluate as written is reported (a Warning Event
     /// `ReferenceRejected` on its resource).
     pub events: Option<super::events::Events>,
+    /// How each kind's first list at start-up is read.
+    pub initial_list: InitialList,
+}
+
+/// How each kind is read at start-up (`--initial-list`). After a stall or an expired version
+/// the service always re-lists page by page from etcd ([`Freshness::Consistent`]): the cache
+/// itself may be what went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum InitialList {
+    /// One LIST with `resourceVersion=0`, answered from the API server's watch cache and
+    /// parsed item by item as it arrives ([`Freshness::Cached`]).
+    #[default]
+    List,
+    /// A watch with `sendInitialEvents=true` (KEP-3157 "watch-list"; the `WatchList` gate of
+    /// the API server is on by default in 1.32 and from 1.34, off in 1.33): the API server
+    /// streams every object from its watch cache as an ADDED event, then a bookmark
+    /// annotated `k8s.io/initial-events-end`. What client-go informers use where the server
+    /// offers it. A server that refuses it (the gate off: 422) or does not end the initial
+    /// events with that bookmark (older than 1.27) is read with `list`.
+    WatchList,
 }
 
 impl Default for WatchConfig {
@@ -155,6 +175,7 @@ impl Default for WatchConfig {
             stall_timeout: Duration::from_secs(120),
             confirmations: None,
             events: None,
+            initial_list: InitialList::List,
         }
     }
 }
@@ -210,17 +231,40 @@ async fn run(
     let mut delays = backoff();
     let mut freshness = Freshness::Cached;
     let server_timeout = (config.stall_timeout.as_secs() / 2).clamp(1, 290) as u32;
+    let mut initial = config.initial_list;
     'list: loop {
         metrics.watch_restarts.get_or_create(&label).inc();
-        let listed = list(
-            &api,
-            kind,
-            &index,
-            &metrics,
-            freshness,
-            config.stall_timeout,
-        )
-        .await;
+        let listed = match initial {
+            InitialList::WatchList => {
+                match watch_list(&api, kind, &index, &metrics, config.stall_timeout).await {
+                    Ok(v) => Ok(v),
+                    Err(e) => {
+                        tracing::warn!(kind = kind.as_str(), error = %e, "watch-list failed; reading with a list instead");
+                        list(
+                            &api,
+                            kind,
+                            &index,
+                            &metrics,
+                            freshness,
+                            config.stall_timeout,
+                        )
+                        .await
+                    }
+                }
+            }
+            InitialList::List => {
+                list(
+                    &api,
+                    kind,
+                    &index,
+                    &metrics,
+                    freshness,
+                    config.stall_timeout,
+                )
+                .await
+            }
+        };
+        initial = InitialList::List;
         freshness = Freshness::Consistent;
         let mut version = match listed {
             Ok(v) => {
@@ -397,6 +441,91 @@ pub async fn list(
         ?freshness,
         took = ?started.elapsed(),
         "listed; in sync"
+    );
+    Ok(version)
+}
+
+/// Reads every object of a kind through a watch-list (`sendInitialEvents=true`, see
+/// [`InitialList::WatchList`]), makes the index equal to what it streamed, and returns the
+/// resource version of the bookmark that ends the initial events. Each event is decoded and
+/// reduced to what the index keeps on its own, as [`list`] does with the items of a list.
+/// Silence for `silence` between events, an error event, or the stream ending before the
+/// `k8s.io/initial-events-end` bookmark fails it (the caller then lists).
+pub async fn watch_list(
+    api: &Api<DynamicObject>,
+    kind: WatchKind,
+    index: &RwLock<Index>,
+    metrics: &Metrics,
+    silence: Duration,
+) -> Result<String, kube::Error> {
+    let client = api.clone().into_client();
+    // An empty resourceVersion with sendInitialEvents: the initial state is at least as new as
+    // a consistent read (the server waits for its cache to catch up), as client-go asks it.
+    let params =
+        WatchParams::streaming_lists().timeout((silence.as_secs() / 2).clamp(1, 290) as u32);
+    let mut req = kube::core::Request::new(api.resource_url())
+        .watch(&params, "")
+        .map_err(kube::Error::BuildRequest)?;
+    req.extensions_mut().insert("watch-list");
+    let started = std::time::Instant::now();
+    let stream = tokio::time::timeout(silence, client.request_events::<Value>(req))
+        .await
+        .map_err(|_| {
+            kube::Error::Service(format!("watch-list: no response within {silence:?}").into())
+        })??;
+    let mut stream = std::pin::pin!(stream);
+    let mut parsed = Listed::default();
+    let version = loop {
+        let event = tokio::time::timeout(silence, stream.next())
+            .await
+            .map_err(|_| {
+                kube::Error::Service(
+                    format!("watch-list: silent for {silence:?} before its initial events ended")
+                        .into(),
+                )
+            })?
+            .ok_or_else(|| {
+                kube::Error::Service(
+                    "watch-list: the stream ended before the initial-events-end bookmark \
+                     (a server without watch-list)"
+                        .into(),
+                )
+            })??;
+        match event {
+            WatchEvent::Added(obj) | WatchEvent::Modified(obj) => parsed.push(kind, &obj),
+            WatchEvent::Deleted(_) => {
+                return Err(kube::Error::Service(
+                    "watch-list: a DELETED event among the initial events".into(),
+                ));
+            }
+            WatchEvent::Bookmark(b)
+                if b.metadata
+                    .annotations
+                    .get("k8s.io/initial-events-end")
+                    .is_some_and(|v| v == "true") =>
+            {
+                break b.metadata.resource_version;
+            }
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(status) => return Err(kube::Error::Api(status)),
+        }
+    };
+    let n = parsed.seen;
+    metrics
+        .watch_events
+        .get_or_create(&Kind {
+            kind: kind.as_str(),
+        })
+        .inc_by(n as u64);
+    parsed.replace_into(kind, &mut index.write());
+    crate::alloc::release_free_memory();
+    export_index(&index.read(), metrics);
+    tracing::info!(
+        kind = kind.as_str(),
+        objects = n,
+        version = %version,
+        took = ?started.elapsed(),
+        "streamed by watch-list; in sync"
     );
     Ok(version)
 }

@@ -70,6 +70,12 @@ impl Stack {
     }
 
     pub fn private() -> Stack {
+        Self::private_with(&[])
+    }
+
+    /// A private stack with more of `scripts/stack.sh`'s settings, e.g.
+    /// `STACK_API_FEATURE_GATES`.
+    pub fn private_with(settings: &[(&str, &str)]) -> Stack {
         let tmp = tempfile::Builder::new()
             .prefix("ssm-resync-stack-")
             .tempdir()
@@ -85,6 +91,7 @@ impl Stack {
             .env("STACK_MOTO_PORT", moto.to_string())
             .env("STACK_ESO_PORT", eso.to_string())
             .env("STACK_ESO", "1")
+            .envs(settings.iter().copied())
             .stdin(Stdio::null())
             .output()
             .expect("running scripts/stack.sh");
