@@ -405,6 +405,7 @@ fn every_serve_flag_is_reachable_through_values() {
         "SSM_RESYNC_EVENTS=false",
         "SSM_RESYNC_EVENT_INTERVAL=1m",
         "SSM_RESYNC_WATCH_STALL_TIMEOUT=5m",
+        "SSM_RESYNC_INITIAL_LIST=watch-list",
         "SSM_RESYNC_SWEEP_INTERVAL=0s",
         "SSM_RESYNC_SWEEP_LEASE=",
         "SSM_RESYNC_LEASE_NAMESPACE=elsewhere",
