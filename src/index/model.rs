@@ -162,8 +162,8 @@ impl Store {
 pub enum Selector {
     /// One key (`remoteRef.key`, `extract.key`, KES `data[].key`, `dataFrom[]`).
     Key(KeyRef),
-    /// `dataFrom[].find` (ESO) or `data[].path` (KES).
-    Find(Find),
+    /// `dataFrom[].find` (ESO) or `data[].path` (KES). Boxed: rare, and larger than a key.
+    Find(Box<Find>),
 }
 
 /// One item read by key, as the object says it (the index decides what it means for the
@@ -205,8 +205,9 @@ pub struct Find {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Binding {
     Store(StoreId),
-    /// KES: the object names its backend itself.
-    Inline(AwsProvider),
+    /// KES: the object names its backend itself (shared by its references; inline it would
+    /// make every `Reference` twice as large).
+    Inline(std::sync::Arc<AwsProvider>),
 }
 
 /// Where in its object a reference is; printed as the field path, e.g.
@@ -271,8 +272,9 @@ pub struct Reader {
     pub namespace: String,
     pub name: String,
     pub uid: Option<uuid::Uuid>,
-    /// The ClusterExternalSecret that owns this ExternalSecret: it is patched instead.
-    pub parent: Option<Owner>,
+    /// The ClusterExternalSecret that owns this ExternalSecret: it is patched instead. (Boxed,
+    /// as the other rare fields: a Reader stays small for the many that have none.)
+    pub parent: Option<Box<Owner>>,
     pub references: Vec<Reference>,
     /// Why a force-sync cannot work on this resource, if it cannot.
     pub unforceable: Option<String>,
@@ -283,7 +285,7 @@ pub struct Reader {
     pub writes_nothing: bool,
     /// `spec.syncWindows` (ESO v2.7+): periodic refreshes only inside (allow) or outside
     /// (deny) these windows; an annotation change bypasses them.
-    pub sync_windows: Option<SyncWindows>,
+    pub sync_windows: Option<Box<SyncWindows>>,
     /// When the operator last synced it (`status.refreshTime` for ESO, `status.lastSync` for
     /// KES): the catch-up sweep compares it with the parameters' LastModifiedDate.
     pub synced_at: Option<time::OffsetDateTime>,
@@ -388,7 +390,7 @@ impl Reader {
                 };
                 references.push(Reference {
                     path: RefPath::Find(i as u32),
-                    selector: Selector::Find(f),
+                    selector: Selector::Find(Box::new(f)),
                     binding: Binding::Store(store),
                 });
             }
@@ -403,10 +405,10 @@ impl Reader {
                         .is_some_and(|v| v.starts_with("external-secrets.io/"))
             })
             .and_then(|o| {
-                Some(Owner {
+                Some(Box::new(Owner {
                     name: o.get("name")?.as_str()?.to_owned(),
                     uid: uid(o.get("uid")),
-                })
+                }))
             });
         Ok(Self {
             kind: ReaderKind::ExternalSecret,
@@ -421,7 +423,7 @@ impl Reader {
                 .pointer("/target/creationPolicy")
                 .and_then(Value::as_str)
                 == Some("None"),
-            sync_windows: SyncWindows::from_spec(spec),
+            sync_windows: SyncWindows::from_spec(spec).map(Box::new),
             synced_at: timestamp(status.get("refreshTime")),
             synced: sync_fingerprint(status.get("syncedResourceVersion").and_then(Value::as_str)),
         })
@@ -441,7 +443,7 @@ impl Reader {
         };
         let mut references = Vec::new();
         if let Some(service) = service {
-            let provider = AwsProvider {
+            let provider = std::sync::Arc::new(AwsProvider {
                 service,
                 region: non_empty(spec.get("region")),
                 prefix: String::new(),
@@ -449,7 +451,7 @@ impl Reader {
                     .as_deref()
                     .and_then(account_of_arn),
                 conditions: Vec::new(),
-            };
+            });
             // `properties` is KES's old spelling of `data`, read only when `data` is absent.
             let (data, data_path): (&[Value], fn(u32) -> RefPath) = match spec.get("data") {
                 Some(_) => (array(spec, "data"), RefPath::KesKey),
@@ -470,7 +472,7 @@ impl Reader {
                     references.push(Reference {
                         path: RefPath::KesPath(i as u32),
                         // GetParametersByPath: every name below the path.
-                        selector: Selector::Find(Find {
+                        selector: Selector::Find(Box::new(Find {
                             path: Some(path),
                             recursive: entry
                                 .get("recursive")
@@ -478,7 +480,7 @@ impl Reader {
                                 .unwrap_or(false),
                             name_regexp: Some(String::new()),
                             tags: None,
-                        }),
+                        })),
                         binding: Binding::Inline(provider.clone()),
                     });
                 }

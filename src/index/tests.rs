@@ -266,7 +266,7 @@ fn per_entry_source_ref_overrides_the_default_store() {
     allowed.apply_store(ss("app", "east", "us-east-1", ""));
     allowed.apply_store(ss("app", "west", "us-west-2", ""));
     for r in idx.readers.values() {
-        allowed.apply_reader(r.clone());
+        allowed.apply_reader((**r).clone());
     }
     assert_eq!(
         names(&allowed.lookup(&change("/w", "us-west-2"))),
