@@ -424,16 +424,7 @@ pub async fn list(
             _ => break meta.resource_version.unwrap_or_default(),
         }
     };
-    let n = parsed.seen;
-    metrics
-        .watch_events
-        .get_or_create(&Kind {
-            kind: kind.as_str(),
-        })
-        .inc_by(n as u64);
-    parsed.replace_into(kind, &mut index.write());
-    crate::alloc::release_free_memory();
-    export_index(&index.read(), metrics);
+    let n = parsed.commit(kind, index, metrics);
     tracing::info!(
         kind = kind.as_str(),
         objects = n,
@@ -510,16 +501,7 @@ pub async fn watch_list(
             WatchEvent::Error(status) => return Err(kube::Error::Api(status)),
         }
     };
-    let n = parsed.seen;
-    metrics
-        .watch_events
-        .get_or_create(&Kind {
-            kind: kind.as_str(),
-        })
-        .inc_by(n as u64);
-    parsed.replace_into(kind, &mut index.write());
-    crate::alloc::release_free_memory();
-    export_index(&index.read(), metrics);
+    let n = parsed.commit(kind, index, metrics);
     tracing::info!(
         kind = kind.as_str(),
         objects = n,
@@ -661,6 +643,22 @@ impl Listed {
                 .stores
                 .extend(parse_store(obj, kind == WatchKind::ClusterSecretStore)),
         }
+    }
+
+    /// Counts what was read, makes the index's `kind` exactly it (a list or a watch-list's
+    /// initial events), returns the freed memory, and says how many objects there were.
+    fn commit(self, kind: WatchKind, index: &RwLock<Index>, metrics: &Metrics) -> usize {
+        let n = self.seen;
+        metrics
+            .watch_events
+            .get_or_create(&Kind {
+                kind: kind.as_str(),
+            })
+            .inc_by(n as u64);
+        self.replace_into(kind, &mut index.write());
+        crate::alloc::release_free_memory();
+        export_index(&index.read(), metrics);
+        n
     }
 
     fn replace_into(self, kind: WatchKind, index: &mut Index) {
