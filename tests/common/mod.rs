@@ -76,37 +76,57 @@ impl Stack {
     /// A private stack with more of `scripts/stack.sh`'s settings, e.g.
     /// `STACK_API_FEATURE_GATES`.
     pub fn private_with(settings: &[(&str, &str)]) -> Stack {
-        let tmp = tempfile::Builder::new()
-            .prefix("ssm-resync-stack-")
-            .tempdir()
-            .unwrap();
-        let dir = tmp.path().to_path_buf();
-        let (etcd, api, moto, eso) = (free_pair_port(), free_port(), free_port(), free_run(3));
-        let out = Command::new("bash")
-            .arg(format!("{REPO}/scripts/stack.sh"))
-            .arg("up")
-            .env("STACK_DIR", &dir)
-            .env("STACK_ETCD_PORT", etcd.to_string())
-            .env("STACK_API_PORT", api.to_string())
-            .env("STACK_MOTO_PORT", moto.to_string())
-            .env("STACK_ESO_PORT", eso.to_string())
-            .env("STACK_ESO", "1")
-            .envs(settings.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .expect("running scripts/stack.sh");
-        assert!(
-            out.status.success(),
-            "scripts/stack.sh up failed (the local stack is required, not optional):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = read_env(&dir.join("env"));
-        Stack {
-            dir,
-            env,
-            owned: true,
-            _tmp: Some(tmp),
+        // Ports are found free, then bound by the stack's processes a moment later; another
+        // test's outgoing connection can take one from the same ephemeral range meanwhile
+        // (CI once lost ESO's health port so). Such a start is retried with new ports; any
+        // other failure is reported at once.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tmp = tempfile::Builder::new()
+                .prefix("ssm-resync-stack-")
+                .tempdir()
+                .unwrap();
+            let dir = tmp.path().to_path_buf();
+            let (etcd, api, moto, eso) = (free_pair_port(), free_port(), free_port(), free_run(3));
+            let out = Command::new("bash")
+                .arg(format!("{REPO}/scripts/stack.sh"))
+                .arg("up")
+                .env("STACK_DIR", &dir)
+                .env("STACK_ETCD_PORT", etcd.to_string())
+                .env("STACK_API_PORT", api.to_string())
+                .env("STACK_MOTO_PORT", moto.to_string())
+                .env("STACK_ESO_PORT", eso.to_string())
+                .env("STACK_ESO", "1")
+                .envs(settings.iter().copied())
+                .stdin(Stdio::null())
+                .output()
+                .expect("running scripts/stack.sh");
+            if out.status.success() {
+                let env = read_env(&dir.join("env"));
+                return Stack {
+                    dir,
+                    env,
+                    owned: true,
+                    _tmp: Some(tmp),
+                };
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let _ = Command::new("bash")
+                .arg(format!("{REPO}/scripts/stack.sh"))
+                .args(["down", "--purge"])
+                .env("STACK_DIR", &dir)
+                .stdin(Stdio::null())
+                .output();
+            // A process's own bind error, or stack.sh's check before it starts one.
+            let lost_a_port =
+                stderr.contains("address already in use") || stderr.contains("is in use by");
+            assert!(
+                lost_a_port && attempt < 3,
+                "scripts/stack.sh up failed (the local stack is required, not optional; attempt {attempt}):\n{}\n{stderr}",
+                String::from_utf8_lossy(&out.stdout),
+            );
+            eprintln!("stack: a port was taken before it was bound; starting again on other ports");
         }
     }
 
