@@ -277,8 +277,8 @@ pub struct ServeArgs {
     /// Catch-up sweep period: compare referenced parameters' LastModifiedDate (SSM
     /// DescribeParameters, metadata only) with each reader's last sync and force-sync the
     /// stale ones; also runs at start-up. 0 disables. The default, an hour, is ESO's own
-    /// default refreshInterval: a change whose event was lost is never later than polling
-    /// would have made it, for ⌈names/50⌉ calls a region an hour.
+    /// default refreshInterval: a change whose event was lost reaches its Secret no later than
+    /// ESO's default polling would have brought it, for ⌈names/50⌉ calls a region an hour.
     #[arg(long, env = "SSM_RESYNC_SWEEP_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     pub sweep_interval: Duration,
 

@@ -646,7 +646,8 @@ impl Listed {
     }
 
     /// Counts what was read, makes the index's `kind` exactly it (a list or a watch-list's
-    /// initial events), returns the freed memory, and says how many objects there were.
+    /// initial events), hands the heap it freed back to the OS, and says how many objects
+    /// there were.
     fn commit(self, kind: WatchKind, index: &RwLock<Index>, metrics: &Metrics) -> usize {
         let n = self.seen;
         metrics
