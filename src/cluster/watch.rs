@@ -234,25 +234,22 @@ async fn run(
     let mut initial = config.initial_list;
     'list: loop {
         metrics.watch_restarts.get_or_create(&label).inc();
-        let listed = match initial {
+        // A watch-list that fails (a server that refuses it) is followed by the list.
+        let streamed = match initial {
             InitialList::WatchList => {
                 match watch_list(&api, kind, &index, &metrics, config.stall_timeout).await {
-                    Ok(v) => Ok(v),
+                    Ok(version) => Some(version),
                     Err(e) => {
                         tracing::warn!(kind = kind.as_str(), error = %e, "watch-list failed; reading with a list instead");
-                        list(
-                            &api,
-                            kind,
-                            &index,
-                            &metrics,
-                            freshness,
-                            config.stall_timeout,
-                        )
-                        .await
+                        None
                     }
                 }
             }
-            InitialList::List => {
+            InitialList::List => None,
+        };
+        let listed = match streamed {
+            Some(version) => Ok(version),
+            None => {
                 list(
                     &api,
                     kind,
