@@ -88,6 +88,48 @@ impl Fixture {
         }
     }
 
+    /// Waits until ESO has stopped writing the children: their ExternalSecrets and Secrets keep
+    /// the same resourceVersions for `QUIET`. A trial that ends as soon as the Secrets hold its
+    /// value can leave a reconcile behind (a status write that conflicted and is retried, or a
+    /// second update event already queued); run after the next PutParameter, that reconcile
+    /// reads the new value and would be counted against the next trial's trigger.
+    async fn settle(&self) {
+        const QUIET: Duration = Duration::from_secs(2);
+        let es = es_resource();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = Vec::new();
+        let mut since = Instant::now();
+        loop {
+            let mut now = Vec::new();
+            for ns in &self.children {
+                let object = Api::<DynamicObject>::namespaced_with(self.kube.clone(), ns, &es)
+                    .get("db")
+                    .await
+                    .unwrap();
+                let secret =
+                    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.kube.clone(), ns)
+                        .get("db")
+                        .await
+                        .unwrap();
+                now.push((
+                    object.metadata.resource_version,
+                    secret.metadata.resource_version,
+                ));
+            }
+            if now != last {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= QUIET {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ESO kept writing the children for 30 s: {last:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn patch_parent(&self, body: serde_json::Value) {
         Api::<DynamicObject>::all_with(
             self.kube.clone(),
@@ -125,9 +167,11 @@ async fn on_eso_v0_16_only_the_spec_trigger_reaches_every_child() {
         spec_ok += usize::from(got == n);
     }
 
-    // The v0.20+ trigger on v0.16.2: ignored.
+    // The v0.20+ trigger on v0.16.2: ignored. Each trial starts once ESO is done with the
+    // previous one, so that only this trial's trigger can change a Secret.
     let mut parent_updates = 0;
     for i in 0..3 {
+        f.settle().await;
         parent_updates += f
             .trial(&format!("parent-{i}"), Duration::from_secs(3), async || {
                 f.patch_parent(json!({"metadata": {"annotations": {"external-secrets.io/force-sync": stamp()}}}))
