@@ -194,8 +194,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SSM_RESYNC_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: Option<usize>,
 
-    /// Connections open at once on each port; a further one is closed on accept (metric
-    /// `ssm_resync_connections_refused_total`).
+    /// Connections open at once on each port; while that many are open the port stops
+    /// accepting, and new connections wait in the kernel's accept queue until one closes
+    /// (metric `ssm_resync_accept_paused_total`).
     #[arg(long, env = "SSM_RESYNC_MAX_CONNECTIONS", default_value_t = 512)]
     pub max_connections: usize,
 

@@ -138,7 +138,8 @@ pub struct ServeOptions {
     /// A connection must deliver a complete request head within this long from the moment the
     /// server waits for one (so an idle keep-alive connection is closed after it too).
     pub read_timeout: Duration,
-    /// Connections open at once; a further one is closed on accept.
+    /// Connections open at once; while that many are open, further ones wait in the
+    /// kernel's accept queue.
     pub max_connections: usize,
 }
 
@@ -167,6 +168,20 @@ pub async fn serve(
         .max_header_size(MAX_HEADER_BYTES);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        // At the cap, stop accepting until a connection closes: the new ones wait in the
+        // kernel's accept queue (`LISTEN_BACKLOG`), as Go's `netutil.LimitListener` makes
+        // them wait, and are served in turn. Closing them instead would fail each delivery
+        // of a burst that finds the cap full, for SNS to retry 20 s later.
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                metrics.accept_paused.inc();
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
+        };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -178,11 +193,6 @@ pub async fn serve(
                 }
             },
             () = &mut shutdown => break,
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.connections_refused.inc();
-            drop(stream);
-            continue;
         };
         // Small answers on a request/response protocol: no Nagle delay.
         let _ = stream.set_nodelay(true);

@@ -76,7 +76,7 @@ pub struct Metrics {
     pub deferred: Counter,
     pub deferred_pending: Gauge,
     pub shed: Counter,
-    pub connections_refused: Counter,
+    pub accept_paused: Counter,
     pub refresh: Family<Outcome, Counter>,
     pub refresh_seconds: Histogram,
     pub refresh_pending: Gauge,
@@ -130,7 +130,7 @@ impl Metrics {
             deferred: Counter::default(),
             deferred_pending: Gauge::default(),
             shed: Counter::default(),
-            connections_refused: Counter::default(),
+            accept_paused: Counter::default(),
             refresh: Family::default(),
             // 50 ms .. ~27 min
             refresh_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
@@ -284,9 +284,9 @@ impl Metrics {
             m.shed.clone(),
         );
         registry.register(
-            "connections_refused",
-            "Connections closed on accept because --max-connections were open",
-            m.connections_refused.clone(),
+            "accept_paused",
+            "Times a port stopped accepting because --max-connections were open; new connections wait in the kernel's accept queue until one closes",
+            m.accept_paused.clone(),
         );
         registry.register(
             "refresh",

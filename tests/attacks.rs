@@ -279,6 +279,62 @@ async fn slow_clients_are_cut_off_on_both_ports() {
     );
 }
 
+/// Every `--max-connections` slot held by a silent client: a genuine delivery arriving then
+/// waits in the accept queue and is applied once a slot frees (the silent ones are cut off
+/// at the read timeout), instead of finding its connection closed on accept and waiting for
+/// SNS's retry 20 s later. The Secret ends up holding the new value.
+#[tokio::test]
+async fn a_delivery_past_the_connection_cap_waits_for_a_slot_and_is_applied() {
+    let _serial = SERIAL.lock().await;
+    let s = Scenario::new("atk-cap").await;
+    let p = param("/atk/cap");
+    synced_reader(&s.stack, &s.kube, &s.ns, "db", &[&p]).await;
+    let timeout = Duration::from_secs(3);
+    let svc = Service::start(
+        &s.stack,
+        &[&s.topic],
+        &["--max-connections=4", "--read-timeout=3s"],
+    )
+    .await;
+    let addr = host_port(&svc.url);
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    // Let the server accept all four (and fill its cap) before the delivery connects.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = Instant::now();
+    s.stack.put_parameter(&p, "past-the-cap").await;
+    let (status, answer) = post_sns(&svc.url, &signed_change(&s.stack, &s.topic, &p)).await;
+    let waited = held.elapsed();
+    assert_eq!(
+        (status, answer["result"].as_str()),
+        (200, Some("applied")),
+        "{answer}"
+    );
+    // It was served only after the silent connections were closed at the read timeout.
+    assert!(
+        waited >= timeout - Duration::from_millis(500),
+        "answered after {waited:?}: the cap of 4 did not hold"
+    );
+    assert!(waited < timeout * 3, "answered only after {waited:?}");
+    assert!(
+        svc.metric("ssm_resync_accept_paused_total").await >= 1.0,
+        "the port never stopped accepting"
+    );
+    wait_secret(
+        &s.kube,
+        &s.ns,
+        "db",
+        "k0",
+        "past-the-cap",
+        Duration::from_secs(20),
+    )
+    .await;
+    eprintln!("a delivery behind 4 silent connections was applied after {waited:.2?}");
+    drop(silent);
+}
+
 /// A body of 480 KiB whose MessageAttributes is a list of 160,000 empty arrays: a parser that
 /// builds a tree for it spends many times its size.
 fn hostile_body(topic: &str) -> Vec<u8> {
@@ -433,7 +489,7 @@ async fn memory_stays_under_the_pod_limit_while_large_and_hostile_bodies_are_hel
     latencies.sort();
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     eprintln!(
-        "{seconds} s of attack by 200 clients ({} bodies of 480 KiB sent): RSS idle {:.1} MiB, peak sampled {:.1} MiB, VmHWM {:.1} MiB (limit {:.0} MiB); {applied} genuine deliveries applied, {retries} retries, median {:.0?}, max {:.0?}; shed {}, refused connections {}",
+        "{seconds} s of attack by 200 clients ({} bodies of 480 KiB sent): RSS idle {:.1} MiB, peak sampled {:.1} MiB, VmHWM {:.1} MiB (limit {:.0} MiB); {applied} genuine deliveries applied, {retries} retries, median {:.0?}, max {:.0?}; shed {}, accept paused {} times",
         sent.load(Ordering::Relaxed),
         mib(rss_idle),
         mib(peak.max(rss_now)),
@@ -442,7 +498,7 @@ async fn memory_stays_under_the_pod_limit_while_large_and_hostile_bodies_are_hel
         latencies[latencies.len() / 2],
         latencies[latencies.len() - 1],
         svc.metric("ssm_resync_shed_total").await,
-        svc.metric("ssm_resync_connections_refused_total").await,
+        svc.metric("ssm_resync_accept_paused_total").await,
     );
     assert!(
         sent.load(Ordering::Relaxed) >= 200,
