@@ -90,7 +90,9 @@ stack_up() {
 if needs_stack || wants secret || wants secretburst || wants awscalls; then
   scripts/install-deps.sh
   scripts/build-go-tool.sh --all
-  trap 'scripts/stack.sh down --purge' EXIT
+  # The stack's own logs (ESO's reconciles, moto's requests) are kept next to the service's,
+  # to explain an outlier after the run.
+  trap 'for c in eso moto kube-apiserver; do cp "$STACK_DIR/$c.log" "$BENCH_OUT/stack-$c.log" 2>/dev/null; done; scripts/stack.sh down --purge' EXIT
 fi
 needs_stack && stack_up "${BENCH_ESO:-0}"
 

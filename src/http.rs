@@ -15,6 +15,7 @@ use http_body_util::BodyExt as _;
 use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 
 use crate::cluster::events::Events;
 use crate::cluster::patch::{Outcome, Trigger};
@@ -150,6 +151,15 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish. hyper's
 /// HTTP/1 connection with a timer (the header read timeout) and a cap on open connections:
 /// a slow or silent client can neither hold a connection for ever nor exhaust memory.
+///
+/// At the cap the port stops accepting, so new connections wait in the kernel's accept
+/// queue ([`LISTEN_BACKLOG`]) instead of being closed, as Go's `netutil.LimitListener`
+/// makes them wait; and every connection that has already been served is asked to close
+/// once its current request is answered (an idle keep-alive one at once), as nginx reuses
+/// idle keep-alive connections when it runs out: idle connections must not hold the slots
+/// while deliveries queue. While the port waits, every answer carries `Connection: close`.
+/// A connection not yet served keeps its slot until its first request is answered (or the
+/// read timeout), so a delivery accepted just before the cap is never cut.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -158,8 +168,16 @@ pub async fn serve(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
+    let max = opts
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let slots = Arc::new(Semaphore::new(max));
+    // Each send asks connections to close after their current request: `false` for those
+    // already served (at the cap), `true` for all of them (shutdown).
+    let (drain, _) = tokio::sync::watch::channel(false);
+    // Set while the port waits for a slot: every answer then closes its connection, so one
+    // first served during the wait gives its slot back too.
+    let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -168,18 +186,18 @@ pub async fn serve(
         .max_header_size(MAX_HEADER_BYTES);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        // At the cap, stop accepting until a connection closes: the new ones wait in the
-        // kernel's accept queue (`LISTEN_BACKLOG`), as Go's `netutil.LimitListener` makes
-        // them wait, and are served in turn. Closing them instead would fail each delivery
-        // of a burst that finds the cap full, for SNS to retry 20 s later.
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
                 metrics.accept_paused.inc();
-                tokio::select! {
+                paused.store(true, std::sync::atomic::Ordering::Relaxed);
+                drain.send_replace(false);
+                let permit = tokio::select! {
                     p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                     () = &mut shutdown => break,
-                }
+                };
+                paused.store(false, std::sync::atomic::Ordering::Relaxed);
+                permit
             }
         };
         let (stream, _) = tokio::select! {
@@ -196,16 +214,49 @@ pub async fn serve(
         };
         // Small answers on a request/response protocol: no Nagle delay.
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let service = {
+            let (app, served, paused) = (app.clone(), served.clone(), paused.clone());
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                served.store(true, std::sync::atomic::Ordering::Relaxed);
+                let close = paused.load(std::sync::atomic::Ordering::Relaxed);
+                let answer = tower::ServiceExt::oneshot(app.clone(), req.map(Body::new));
+                async move {
+                    let mut r = answer.await?;
+                    if close {
+                        r.headers_mut().insert(
+                            header::CONNECTION,
+                            header::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(r)
+                }
+            })
+        };
+        let mut asked = drain.subscribe();
         let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let _ = conn.await;
+            let mut conn = std::pin::pin!(conn);
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    Ok(()) = asked.changed() => {
+                        let all = *asked.borrow_and_update();
+                        if all || served.load(std::sync::atomic::Ordering::Relaxed) {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.as_mut().await;
+                            break;
+                        }
+                    }
+                }
+            }
             drop(permit);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    drain.send_replace(true);
+    // Every connection's slot back: all of them closed.
+    let _ = slots.acquire_many(max as u32).await;
     Ok(())
 }
 
@@ -637,7 +688,111 @@ async fn read_limited(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    /// `serve` with a cap of two connections and a read timeout far longer than any wait
+    /// below, answering `GET /` with "ok".
+    async fn capped() -> (std::net::SocketAddr, Arc<crate::metrics::Metrics>) {
+        let listener = super::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let opts = super::ServeOptions {
+            read_timeout: Duration::from_secs(60),
+            max_connections: 2,
+        };
+        tokio::spawn(super::serve(
+            listener,
+            app,
+            std::future::pending(),
+            opts,
+            metrics.clone(),
+        ));
+        (addr, metrics)
+    }
+
+    /// Sends `GET /` and reads one answer, leaving the connection open (keep-alive).
+    async fn get(c: &mut TcpStream) -> String {
+        c.write_all(GET).await.unwrap();
+        let mut buf = vec![0u8; 1024];
+        let mut got = Vec::new();
+        while !got.ends_with(b"ok") {
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+                .await
+                .expect("no answer within 5 s")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed before answering: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// Whether the server closed `c` within `within` (reads nothing more and sees EOF).
+    async fn closed_within(c: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(within, c.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    /// Both slots held by idle keep-alive connections (each served once): a third client
+    /// waits in the accept queue only until the idle ones are asked to close, not for the
+    /// 60 s read timeout; the idle ones are closed.
+    #[tokio::test]
+    async fn idle_keep_alive_connections_give_their_slots_to_waiting_ones() {
+        let (addr, metrics) = capped().await;
+        let mut idle = Vec::new();
+        for _ in 0..2 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            get(&mut c).await;
+            idle.push(c);
+        }
+        let t = Instant::now();
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let answer = get(&mut third).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the third connection waited {:?}",
+            t.elapsed()
+        );
+        for c in &mut idle {
+            assert!(
+                closed_within(c, Duration::from_secs(2)).await,
+                "an idle keep-alive connection kept its slot"
+            );
+        }
+        assert!(metrics.accept_paused.get() >= 1);
+    }
+
+    /// A connection accepted but not yet served (its request may be on the wire) keeps its
+    /// slot when the cap is hit: only the served one gives way, and the fresh one is still
+    /// answered afterwards.
+    #[tokio::test]
+    async fn a_connection_not_yet_served_is_never_cut_to_make_room() {
+        let (addr, _) = capped().await;
+        let mut fresh = TcpStream::connect(addr).await.unwrap();
+        let mut served = TcpStream::connect(addr).await.unwrap();
+        get(&mut served).await;
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let answer = get(&mut third).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(closed_within(&mut served, Duration::from_secs(2)).await);
+        assert!(!closed_within(&mut fresh, Duration::from_millis(300)).await);
+        let answer = get(&mut fresh).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
 
     /// 400 clients connect while nothing accepts: every handshake completes at once. With
     /// `TcpListener::bind`'s backlog of 128 the kernel drops the SYNs past the 129th and those
