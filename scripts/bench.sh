@@ -92,7 +92,7 @@ if needs_stack || wants secret || wants secretburst || wants awscalls; then
   scripts/build-go-tool.sh --all
   # The stack's own logs (ESO's reconciles, moto's requests) are kept next to the service's,
   # to explain an outlier after the run.
-  trap 'for c in eso moto kube-apiserver; do cp "$STACK_DIR/$c.log" "$BENCH_OUT/stack-$c.log" 2>/dev/null; done; scripts/stack.sh down --purge' EXIT
+  trap 'for c in eso moto kube-apiserver; do cp "$STACK_DIR/$c.log" "$BENCH_OUT/stack-$c.log" 2>/dev/null || true; done; scripts/stack.sh down --purge' EXIT
 fi
 needs_stack && stack_up "${BENCH_ESO:-0}"
 
