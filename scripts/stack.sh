@@ -32,6 +32,7 @@
 #                    only need the API server)
 #   STACK_API_FEATURE_GATES  kube-apiserver --feature-gates (default: none, the release's
 #                    defaults), e.g. WatchList=false for a server as 1.33 ships
+#   STACK_ESO_LOGLEVEL  ESO's --loglevel (default info; debug shows its requeues)
 #   PYTHON           default python3 (needs moto[server]==5.2.1, see install-deps.sh)
 #
 # Processes run in their own session (setsid), so they outlive the shell that
@@ -557,6 +558,7 @@ start_eso() {
     --metrics-addr="127.0.0.1:$ESO_METRICS_PORT" \
     --enable-leader-election=false \
     --concurrent=4 \
+    --loglevel="${STACK_ESO_LOGLEVEL:-info}" \
     --zap-time-encoding=iso8601
   wait_healthy eso eso_healthy 60
   log "eso: started (pid $(live_pid eso), metrics http://127.0.0.1:$ESO_METRICS_PORT/metrics, ready in $((SECONDS - t0)) s)"
