@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -60,7 +62,7 @@ pub struct AppState {
     /// `--accept-plain-format`.
     pub accept_plain: bool,
     /// Flips to false on shutdown so /readyz fails before the listener closes.
-    pub accepting: std::sync::atomic::AtomicBool,
+    pub accepting: AtomicBool,
     /// Clock for certificate validity; tests may fix it.
     pub clock: fn() -> OffsetDateTime,
 }
@@ -177,7 +179,7 @@ pub async fn serve(
     let (drain, _) = tokio::sync::watch::channel(false);
     // Set while the port waits for a slot: every answer then closes its connection, so one
     // first served during the wait gives its slot back too.
-    let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let paused = Arc::new(AtomicBool::new(false));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -190,13 +192,13 @@ pub async fn serve(
             Ok(p) => p,
             Err(_) => {
                 metrics.accept_paused.inc();
-                paused.store(true, std::sync::atomic::Ordering::Relaxed);
+                paused.store(true, Relaxed);
                 drain.send_replace(false);
                 let permit = tokio::select! {
                     p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                     () = &mut shutdown => break,
                 };
-                paused.store(false, std::sync::atomic::Ordering::Relaxed);
+                paused.store(false, Relaxed);
                 permit
             }
         };
@@ -214,12 +216,12 @@ pub async fn serve(
         };
         // Small answers on a request/response protocol: no Nagle delay.
         let _ = stream.set_nodelay(true);
-        let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let served = Arc::new(AtomicBool::new(false));
         let service = {
             let (app, served, paused) = (app.clone(), served.clone(), paused.clone());
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                served.store(true, std::sync::atomic::Ordering::Relaxed);
-                let close = paused.load(std::sync::atomic::Ordering::Relaxed);
+                served.store(true, Relaxed);
+                let close = paused.load(Relaxed);
                 let answer = tower::ServiceExt::oneshot(app.clone(), req.map(Body::new));
                 async move {
                     let mut r = answer.await?;
@@ -242,7 +244,7 @@ pub async fn serve(
                     _ = conn.as_mut() => break,
                     Ok(()) = asked.changed() => {
                         let all = *asked.borrow_and_update();
-                        if all || served.load(std::sync::atomic::Ordering::Relaxed) {
+                        if all || served.load(Relaxed) {
                             conn.as_mut().graceful_shutdown();
                             let _ = conn.as_mut().await;
                             break;

@@ -88,46 +88,19 @@ impl Fixture {
         }
     }
 
-    /// Waits until ESO has stopped writing the children: their ExternalSecrets and Secrets keep
-    /// the same resourceVersions for `QUIET`. A trial that ends as soon as the Secrets hold its
-    /// value can leave a reconcile behind (a status write that conflicted and is retried, or a
+    /// Waits until ESO has stopped writing the children (2 s without a change to their
+    /// ExternalSecrets or Secrets). A trial that ends as soon as the Secrets hold its value
+    /// can leave a reconcile behind (a status write that conflicted and is retried, or a
     /// second update event already queued); run after the next PutParameter, that reconcile
     /// reads the new value and would be counted against the next trial's trigger.
     async fn settle(&self) {
-        const QUIET: Duration = Duration::from_secs(2);
-        let es = es_resource();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut last = Vec::new();
-        let mut since = Instant::now();
-        loop {
-            let mut now = Vec::new();
-            for ns in &self.children {
-                let object = Api::<DynamicObject>::namespaced_with(self.kube.clone(), ns, &es)
-                    .get("db")
-                    .await
-                    .unwrap();
-                let secret =
-                    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(self.kube.clone(), ns)
-                        .get("db")
-                        .await
-                        .unwrap();
-                now.push((
-                    object.metadata.resource_version,
-                    secret.metadata.resource_version,
-                ));
-            }
-            if now != last {
-                last = now;
-                since = Instant::now();
-            } else if since.elapsed() >= QUIET {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ESO kept writing the children for 30 s: {last:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_quiet(
+            &self.kube,
+            self.children.iter().map(String::as_str),
+            Duration::from_secs(2),
+            Duration::from_secs(30),
+        )
+        .await;
     }
 
     async fn patch_parent(&self, body: serde_json::Value) {

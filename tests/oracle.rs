@@ -454,50 +454,13 @@ async fn snapshot(kube: &kube::Client, cluster: &Cluster) -> HashMap<String, See
 
 /// No ExternalSecret or Secret in the run changed for a second.
 async fn wait_quiet(kube: &kube::Client, cluster: &Cluster) {
-    let quiet_for = Duration::from_millis(1000);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut last = String::new();
-    let mut since = Instant::now();
-    loop {
-        // The objects' own versions, not the lists': a list's version moves with any write
-        // anywhere in the cluster.
-        let mut fp = String::new();
-        for (ns, _) in &cluster.namespaces {
-            let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-                Api::namespaced(kube.clone(), ns);
-            let es: Api<DynamicObject> = Api::namespaced_with(kube.clone(), ns, &es_resource());
-            let lp = ListParams::default();
-            let metas = secrets
-                .list_metadata(&lp)
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .map(|o| o.metadata);
-            let metas = metas.chain(
-                es.list_metadata(&lp)
-                    .await
-                    .unwrap()
-                    .items
-                    .into_iter()
-                    .map(|o| o.metadata),
-            );
-            for m in metas {
-                fp.push_str(m.name.as_deref().unwrap_or_default());
-                fp.push('@');
-                fp.push_str(m.resource_version.as_deref().unwrap_or_default());
-                fp.push(',');
-            }
-        }
-        if fp != last {
-            last = fp;
-            since = Instant::now();
-        } else if since.elapsed() >= quiet_for {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the run never went quiet");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    common::wait_quiet(
+        kube,
+        cluster.namespaces.iter().map(|(ns, _)| ns.as_str()),
+        Duration::from_secs(1),
+        Duration::from_secs(90),
+    )
+    .await;
 }
 
 /// Forces every resource once, with an annotation the service never sets: ESO re-reads

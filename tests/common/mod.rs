@@ -724,6 +724,61 @@ impl Scenario {
     }
 }
 
+/// Waits until ESO has stopped writing: no ExternalSecret or Secret in `namespaces` changes
+/// (their own resourceVersions, not the lists': a list's version moves with any write
+/// anywhere in the cluster) for `quiet`. Fails after `within`.
+pub async fn wait_quiet<'a>(
+    kube: &kube::Client,
+    namespaces: impl IntoIterator<Item = &'a str> + Clone,
+    quiet: Duration,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    let mut since = Instant::now();
+    loop {
+        let mut fp = String::new();
+        for ns in namespaces.clone() {
+            let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+                Api::namespaced(kube.clone(), ns);
+            let es: Api<DynamicObject> = Api::namespaced_with(kube.clone(), ns, &es_resource());
+            let lp = kube::api::ListParams::default();
+            let metas = secrets
+                .list_metadata(&lp)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|o| o.metadata)
+                .chain(
+                    es.list_metadata(&lp)
+                        .await
+                        .unwrap()
+                        .items
+                        .into_iter()
+                        .map(|o| o.metadata),
+                );
+            for m in metas {
+                fp.push_str(m.name.as_deref().unwrap_or_default());
+                fp.push('@');
+                fp.push_str(m.resource_version.as_deref().unwrap_or_default());
+                fp.push(',');
+            }
+        }
+        if fp != last {
+            last = fp;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ESO kept writing for {within:?}: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// The data of a Secret, decoded; `None` while it does not exist.
 pub async fn secret_data(
     client: &kube::Client,
