@@ -224,12 +224,26 @@ stop_component() {
   log "$name: stopped (pid $pid)"
 }
 
+# component_exited NAME: true when component NAME is not (or no longer) running. One
+# failed live_pid is not enough: start_bg writes the pid file before its exec, and while
+# the kernel replaces the program /proc/PID/cmdline reads empty for a moment (the new
+# image's arguments are not mapped yet), so a check landing there would call a starting
+# process dead ("moto exited during start-up" with nothing in its log). Ask again.
+component_exited() {
+  local i
+  for ((i = 0; i < 3; i++)); do
+    live_pid "$1" >/dev/null && return 1
+    sleep 0.05
+  done
+  return 0
+}
+
 # wait_healthy NAME CHECK TIMEOUT_S: poll CHECK; on timeout show the log tail.
 wait_healthy() {
   local name=$1 check=$2 timeout=$3 deadline
   deadline=$((SECONDS + timeout))
   while ! "$check"; do
-    if ! live_pid "$name" >/dev/null; then
+    if component_exited "$name"; then
       log "$name exited during start-up; last lines of $(log_file "$name"):"
       tail -n 30 "$(log_file "$name")" >&2 || true
       exit 1
