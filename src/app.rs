@@ -74,11 +74,25 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     patch_config.read_timeout = Some(Duration::from_secs(5));
     patch_config.write_timeout = Some(Duration::from_secs(5));
     let patch_client = crate::cluster::client::build(patch_config)?;
+    let trigger = Trigger::new(
+        patch_client.clone(),
+        Resources::new(args.eso_version),
+        TriggerConfig {
+            annotation: args.annotation.clone(),
+            concurrency: args.patch_concurrency,
+            dry_run: args.dry_run,
+            max_retries: args.patch_retries,
+            coalesce_window: args.coalesce_window,
+            ..Default::default()
+        },
+        metrics.clone(),
+    );
     let events = if args.events && !args.dry_run {
         Events::new(
             patch_client.clone(),
             args.event_interval,
             format!("external-secrets.io/{}", args.eso_version.as_str()),
+            trigger.busy(),
             metrics.clone(),
         )
     } else {
@@ -107,19 +121,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         index.clone(),
         &watches,
-        metrics.clone(),
-    );
-    let trigger = Trigger::new(
-        patch_client,
-        Resources::new(args.eso_version),
-        TriggerConfig {
-            annotation: args.annotation.clone(),
-            concurrency: args.patch_concurrency,
-            dry_run: args.dry_run,
-            max_retries: args.patch_retries,
-            coalesce_window: args.coalesce_window,
-            ..Default::default()
-        },
         metrics.clone(),
     );
     ces_trigger(&args, &watch_client_for_lease, &trigger).await;

@@ -67,6 +67,7 @@ pub struct Metrics {
     pub watch_last_event_age: Family<Kind, Gauge<f64, AtomicU64>>,
     pub watch_synced: Family<Kind, Gauge>,
     pub kube_events: Family<Result_, Counter>,
+    pub kube_events_queued: Gauge,
     pub sweep_runs: Family<Result_, Counter>,
     pub sweep_api_calls: Family<Result_, Counter>,
     pub sweep_stale: Counter,
@@ -121,6 +122,7 @@ impl Metrics {
             watch_last_event_age: Family::default(),
             watch_synced: Family::default(),
             kube_events: Family::default(),
+            kube_events_queued: Gauge::default(),
             sweep_runs: Family::default(),
             sweep_api_calls: Family::default(),
             sweep_stale: Counter::default(),
@@ -235,8 +237,13 @@ impl Metrics {
         );
         registry.register(
             "kube_events",
-            "Kubernetes Events by result (published, suppressed by the per-resource interval, failed)",
+            "Kubernetes Events by result (published, suppressed by the per-resource interval, failed, dropped when the queue was full)",
             m.kube_events.clone(),
+        );
+        registry.register(
+            "kube_events_queued",
+            "Kubernetes Events waiting to be posted (they wait while patches are queued or running, at most 10 s)",
+            m.kube_events_queued.clone(),
         );
         registry.register(
             "sweep_runs",

@@ -125,6 +125,9 @@ struct Inner {
     config: TriggerConfig,
     permits: Semaphore,
     slots: Mutex<HashMap<Target, Slot>>,
+    /// How many targets have a patch queued or running (`slots.len()`), for whoever yields to
+    /// patches (`cluster::events`).
+    busy: watch::Sender<usize>,
     /// Start time of the last successful patch per resource (what it covers), which is
     /// also when the next one may be sent.
     covered: moka::sync::Cache<Target, (OffsetDateTime, Instant)>,
@@ -154,6 +157,7 @@ impl Trigger {
                 permits: Semaphore::new(config.concurrency.max(1)),
                 config,
                 slots: Mutex::new(HashMap::new()),
+                busy: watch::channel(0).0,
                 covered: moka::sync::Cache::builder()
                     .max_capacity(200_000)
                     .time_to_live(Duration::from_secs(3600))
@@ -213,6 +217,11 @@ impl Trigger {
     /// Reports each applied patch to `confirm`, which follows it to the operator's outcome.
     pub fn set_confirmations(&self, confirm: super::confirm::Confirmations) {
         *self.inner.confirm.write() = Some(confirm);
+    }
+
+    /// How many targets have a patch queued or running; 0 when the trigger is idle.
+    pub fn busy(&self) -> watch::Receiver<usize> {
+        self.inner.busy.subscribe()
     }
 
     /// How ClusterExternalSecrets are patched from now on.
@@ -277,6 +286,7 @@ impl Trigger {
                 let batch: Batch = Arc::new(watch::channel(None).0);
                 let rx = batch.subscribe();
                 slots.insert(target.clone(), Slot::Queued(batch.clone()));
+                self.inner.busy.send_replace(slots.len());
                 tokio::spawn(self.inner.clone().drive(target.clone(), batch));
                 rx
             }
@@ -336,7 +346,10 @@ impl Inner {
                     slots.insert(target.clone(), Slot::Queued(next.clone()));
                     batch = next;
                 }
-                _ => return,
+                _ => {
+                    self.busy.send_replace(slots.len());
+                    return;
+                }
             }
         }
     }
@@ -477,6 +490,29 @@ mod tests {
             namespace: "app".into(),
             name: name.into(),
         }
+    }
+
+    /// `busy` counts the targets with a patch queued or running, and reads 0 once none is:
+    /// what the Event lane waits for (`cluster::events`).
+    #[tokio::test]
+    async fn busy_counts_targets_with_a_patch_queued_or_running() {
+        let t = trigger(Arc::new(Metrics::new()));
+        let mut busy = t.busy();
+        assert_eq!(*busy.borrow(), 0);
+        let outcomes = t.force_sync(&[target("a"), target("b")], None).await;
+        assert_eq!(outcomes, [Outcome::DryRun, Outcome::DryRun]);
+        assert_eq!(*busy.borrow_and_update(), 0, "both patches ended");
+        // A change of unknown time after a patch: a follow-up, held back for the coalescing
+        // window (250 ms) after the first.
+        let t2 = t.clone();
+        let follow_up = tokio::spawn(async move { t2.force_sync(&[target("a")], None).await });
+        busy.wait_for(|n| *n == 1).await.unwrap();
+        assert!(!follow_up.is_finished());
+        tokio::time::timeout(Duration::from_secs(2), busy.wait_for(|n| *n == 0))
+            .await
+            .expect("busy back to 0 after the follow-up")
+            .unwrap();
+        assert_eq!(follow_up.await.unwrap(), [Outcome::DryRun]);
     }
 
     /// A deferred force-sync is sent once, at the window's opening; later changes join it.
