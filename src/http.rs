@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -150,6 +150,38 @@ pub struct ServeOptions {
 /// 431 and the connection is closed, so an open connection costs at most this much buffer.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// How long a served connection must have been idle before the cap closes it. Closing an idle
+/// keep-alive connection races with a client that is writing its next request on it (the
+/// client sees "connection closed before message completed"); clients reuse their most
+/// recently returned connection first (hyper's pool, browsers), so one idle this long is one
+/// the client is not about to use. A connection in a request closes after its answer instead,
+/// which cannot race.
+pub const IDLE_CLOSE_GRACE: Duration = Duration::from_millis(250);
+
+/// What the cap needs to know of one connection.
+#[derive(Default)]
+struct ConnState {
+    /// A request has been answered (or is being answered) on it.
+    served: AtomicBool,
+    /// Requests being answered.
+    in_request: AtomicU32,
+    /// When the last answer was handed to hyper, in ms since the server started.
+    idle_since_ms: AtomicU64,
+}
+
+impl ConnState {
+    /// When the connection may be closed without racing its client: now if it is in a
+    /// request (it closes after the answer), else once idle for [`IDLE_CLOSE_GRACE`].
+    fn close_at(&self, epoch: Instant) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        if self.in_request.load(Relaxed) > 0 {
+            return now;
+        }
+        let idle_since = epoch + Duration::from_millis(self.idle_since_ms.load(Relaxed));
+        tokio::time::Instant::from_std(idle_since + IDLE_CLOSE_GRACE).max(now)
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish. hyper's
 /// HTTP/1 connection with a timer (the header read timeout) and a cap on open connections:
 /// a slow or silent client can neither hold a connection for ever nor exhaust memory.
@@ -157,9 +189,9 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// At the cap the port stops accepting, so new connections wait in the kernel's accept
 /// queue ([`LISTEN_BACKLOG`]) instead of being closed, as Go's `netutil.LimitListener`
 /// makes them wait; and every connection that has already been served is asked to close
-/// once its current request is answered (an idle keep-alive one at once), as nginx reuses
-/// idle keep-alive connections when it runs out: idle connections must not hold the slots
-/// while deliveries queue. While the port waits, every answer carries `Connection: close`.
+/// once its current request is answered (an idle keep-alive one once it has been idle for
+/// [`IDLE_CLOSE_GRACE`]), as nginx reuses idle keep-alive connections when it runs out: idle
+/// connections must not hold the slots while deliveries queue. While the port waits, every answer carries `Connection: close`.
 /// A connection not yet served keeps its slot until its first request is answered (or the
 /// read timeout), so a delivery accepted just before the cap is never cut.
 pub async fn serve(
@@ -180,6 +212,7 @@ pub async fn serve(
     // Set while the port waits for a slot: every answer then closes its connection, so one
     // first served during the wait gives its slot back too.
     let paused = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -216,15 +249,22 @@ pub async fn serve(
         };
         // Small answers on a request/response protocol: no Nagle delay.
         let _ = stream.set_nodelay(true);
-        let served = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(ConnState::default());
         let service = {
-            let (app, served, paused) = (app.clone(), served.clone(), paused.clone());
+            let (app, state, paused) = (app.clone(), state.clone(), paused.clone());
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                served.store(true, Relaxed);
+                state.served.store(true, Relaxed);
+                state.in_request.fetch_add(1, Relaxed);
                 let close = paused.load(Relaxed);
                 let answer = tower::ServiceExt::oneshot(app.clone(), req.map(Body::new));
+                let state = state.clone();
                 async move {
-                    let mut r = answer.await?;
+                    let answered = answer.await;
+                    state
+                        .idle_since_ms
+                        .store(epoch.elapsed().as_millis() as u64, Relaxed);
+                    state.in_request.fetch_sub(1, Relaxed);
+                    let mut r = answered?;
                     if close {
                         r.headers_mut().insert(
                             header::CONNECTION,
@@ -239,16 +279,31 @@ pub async fn serve(
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
+            // Set once asked to give the slot back: when to check again.
+            let mut close_at: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     _ = conn.as_mut() => break,
                     Ok(()) = asked.changed() => {
                         let all = *asked.borrow_and_update();
-                        if all || served.load(Relaxed) {
+                        if all {
                             conn.as_mut().graceful_shutdown();
                             let _ = conn.as_mut().await;
                             break;
                         }
+                        if state.served.load(Relaxed) && close_at.is_none() {
+                            close_at = Some(state.close_at(epoch));
+                        }
+                    }
+                    () = tokio::time::sleep_until(close_at.unwrap_or_else(tokio::time::Instant::now)), if close_at.is_some() => {
+                        // A request may have come in or ended meanwhile: ask again.
+                        let at = state.close_at(epoch);
+                        if at <= tokio::time::Instant::now() {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.as_mut().await;
+                            break;
+                        }
+                        close_at = Some(at);
                     }
                 }
             }
@@ -746,6 +801,33 @@ mod tests {
             tokio::time::timeout(within, c.read(&mut buf)).await,
             Ok(Ok(0)) | Ok(Err(_))
         )
+    }
+
+    /// A client writing its next request on a keep-alive connection just after the cap asked
+    /// that connection to close gets its answer (with `Connection: close`), not a closed
+    /// connection: an idle connection is closed only once idle for `IDLE_CLOSE_GRACE`.
+    #[tokio::test]
+    async fn a_request_on_a_connection_just_asked_to_close_is_answered() {
+        let (addr, _metrics) = capped().await;
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        get(&mut a).await;
+        // The second connection (not served yet, so it keeps its slot) fills the cap: the
+        // port pauses and asks `a` to close.
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t = Instant::now();
+        let answer = get(&mut a).await;
+        assert!(
+            t.elapsed() < super::IDLE_CLOSE_GRACE,
+            "the test itself was too slow"
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+        assert!(closed_within(&mut a, Duration::from_secs(2)).await);
+        assert!(get(&mut b).await.starts_with("HTTP/1.1 200"));
     }
 
     /// Both slots held by idle keep-alive connections (each served once): a third client
