@@ -184,7 +184,12 @@ static REGION: LazyLock<Regex> =
 /// (`--accept-plain-format`: anyone who may publish to the topic could name any 100
 /// parameters with it, so it is off in production and on in the local stack).
 pub fn decode_delivered(message: &str, accept_plain: bool) -> Result<Decoded, EventError> {
-    let decoded = decode(message);
+    // The event that arrives at volume has a `source`, so it is never the plain format: no
+    // second parse to find out (it was a whole `Value` tree per notification).
+    if let Some(decoded) = parameter_store_change_typed(message) {
+        return decoded;
+    }
+    let decoded = decode_value(message);
     // Checked for a malformed plain message too: with the format off, its fields are not
     // worth a 400 (SNS would count a failed delivery for a message nobody can act on).
     if !accept_plain && !matches!(decoded, Ok(Decoded::Ignored { .. })) && is_plain(message) {
