@@ -191,7 +191,8 @@ impl ConnState {
 /// makes them wait; and every connection that has already been served is asked to close
 /// once its current request is answered (an idle keep-alive one once it has been idle for
 /// [`IDLE_CLOSE_GRACE`]), as nginx reuses idle keep-alive connections when it runs out: idle
-/// connections must not hold the slots while deliveries queue. While the port waits, every answer carries `Connection: close`.
+/// connections must not hold the slots while deliveries queue. While the port waits, every
+/// answer carries `Connection: close`.
 /// A connection not yet served keeps its slot until its first request is answered (or the
 /// read timeout), so a delivery accepted just before the cap is never cut.
 pub async fn serve(
