@@ -13,7 +13,6 @@
 //! and the Events follow them (the burst bench: about 500 Event writes beside 600 patches).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -238,8 +237,6 @@ impl Default for LaneConfig {
 /// 0 or `max_delay` after it was queued.
 struct Lane<J> {
     tx: mpsc::Sender<(Instant, J)>,
-    capacity: usize,
-    dropped: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 }
 
@@ -247,8 +244,6 @@ impl<J> Clone for Lane<J> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
-            capacity: self.capacity,
-            dropped: self.dropped.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -287,12 +282,7 @@ impl<J: Send + 'static> Lane<J> {
                 },
             ),
         );
-        Self {
-            tx,
-            capacity: config.queue.max(1),
-            dropped: Arc::new(AtomicU64::new(0)),
-            metrics,
-        }
+        Self { tx, metrics }
     }
 
     /// Queues `job`; drops it (counted, and logged at the first and every 1,000th) when the
@@ -303,15 +293,16 @@ impl<J: Send + 'static> Lane<J> {
                 self.metrics.kube_events_queued.inc();
             }
             Err(_) => {
-                self.metrics
+                // The counter's value before this drop: this lane is its only writer.
+                let n = self
+                    .metrics
                     .kube_events
                     .get_or_create(&Result_ { result: "dropped" })
                     .inc();
-                let n = self.dropped.fetch_add(1, Ordering::Relaxed);
                 if n.is_multiple_of(1000) {
                     tracing::warn!(
                         dropped = n + 1,
-                        queue = self.capacity,
+                        queue = self.tx.max_capacity(),
                         "Kubernetes Event dropped: the Event queue is full"
                     );
                 }
