@@ -268,6 +268,9 @@ pub struct Index {
     pattern_cost: HashMap<Arc<ResourceKey>, usize>,
     pattern_bytes: usize,
     references: usize,
+    /// Counted as they come and go, so `stats()` (exported on every watch event) walks nothing.
+    kes_readers: usize,
+    rejected_count: usize,
 }
 
 /// A reference the index could not evaluate as written, and what it does instead.
@@ -532,18 +535,13 @@ impl Index {
     }
 
     pub fn stats(&self) -> Stats {
-        let kes = self
-            .readers
-            .keys()
-            .filter(|k| k.kind == ReaderKind::KesExternalSecret)
-            .count();
         Stats {
-            external_secrets: self.readers.len() - kes,
-            kes_external_secrets: kes,
+            external_secrets: self.readers.len() - self.kes_readers,
+            kes_external_secrets: self.kes_readers,
             stores: self.stores.len(),
             references: self.references,
             names: self.by_name.len(),
-            rejected: self.rejected.values().map(Vec::len).sum(),
+            rejected: self.rejected_count,
         }
     }
 
@@ -589,7 +587,22 @@ impl Index {
             namespace: reader.namespace.clone(),
             name: reader.name.clone(),
         });
+        // Most updates leave the references as they were (the operator's status write after
+        // every sync, a label): filing depends only on them and the stores, so the filing
+        // stays and only the reader is replaced. Re-filing would compile its patterns again
+        // and make the next lookup rebuild the scan set. A resource with rejected references
+        // is re-filed all the same: a pattern over the shared budget may fit now.
+        if !self.rejected.contains_key(&*key)
+            && let Some(old) = self.readers.get_mut(&*key)
+            && old.references == reader.references
+        {
+            **old = reader;
+            return;
+        }
         self.remove_reader(&key);
+        if key.kind == ReaderKind::KesExternalSecret {
+            self.kes_readers += 1;
+        }
         for r in &reader.references {
             if let Binding::Store(s) = &r.binding {
                 self.by_store
@@ -1070,6 +1083,7 @@ impl Index {
         self.references += filed.len();
         self.filed.insert(key.clone(), filed);
         if !rejected.is_empty() {
+            self.rejected_count += rejected.len();
             self.rejected.insert(key.clone(), rejected);
         }
         if charged > 0 {
@@ -1089,7 +1103,9 @@ impl Index {
     }
 
     fn unfile(&mut self, key: &ResourceKey) {
-        self.rejected.remove(key);
+        if let Some(gone) = self.rejected.remove(key) {
+            self.rejected_count -= gone.len();
+        }
         if let Some(cost) = self.pattern_cost.remove(key) {
             self.pattern_bytes -= cost;
         }
@@ -1123,6 +1139,9 @@ impl Index {
     fn remove_reader(&mut self, key: &ResourceKey) {
         self.unfile(key);
         if let Some((key, old)) = self.readers.remove_entry(key) {
+            if key.kind == ReaderKind::KesExternalSecret {
+                self.kes_readers -= 1;
+            }
             for r in &old.references {
                 if let Binding::Store(s) = &r.binding
                     && let Some(set) = self.by_store.get_mut(s)

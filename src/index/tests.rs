@@ -1620,3 +1620,145 @@ fn patterns_share_one_budget() {
         .is_empty()
     );
 }
+
+/// What `stats()` keeps as counters, recomputed by walking the index.
+fn walked_stats(idx: &Index) -> (usize, usize, usize) {
+    let kes = idx
+        .readers
+        .keys()
+        .filter(|k| k.kind == ReaderKind::KesExternalSecret)
+        .count();
+    let rejected = idx.rejected.values().map(Vec::len).sum();
+    (idx.readers.len() - kes, kes, rejected)
+}
+
+fn kes_reader(ns: &str, name: &str, key: &str) -> Reader {
+    Reader::from_kes(&json!({
+        "apiVersion": "kubernetes-client.io/v1", "kind": "ExternalSecret",
+        "metadata": {"namespace": ns, "name": name},
+        "spec": {"backendType": "systemManager", "region": "us-east-1",
+                 "data": [{"key": key, "name": "v"}]}
+    }))
+    .unwrap()
+}
+
+/// `stats()` is exported on every watch event, so it counts instead of walking: the counts
+/// stay what a walk finds through applies, updates, deletes, re-lists and store changes.
+#[test]
+fn stats_counts_stay_what_a_walk_finds() {
+    let mut idx = Index::new();
+    idx.apply_store(ss("app", "s", "us-east-1", ""));
+    let check = |idx: &Index, step: &str| {
+        let s = idx.stats();
+        assert_eq!(
+            (s.external_secrets, s.kes_external_secrets, s.rejected),
+            walked_stats(idx),
+            "after {step}"
+        );
+    };
+    for i in 0..5 {
+        idx.apply_reader(es(
+            "app",
+            &format!("e{i}"),
+            data("s", "SecretStore", &["/a"]),
+        ));
+        idx.apply_reader(kes_reader("app", &format!("k{i}"), "/a"));
+        // An invalid pattern is rejected (and reported), twice for the odd ones.
+        let bad = if i % 2 == 0 {
+            vec!["("]
+        } else {
+            vec!["(", "["]
+        };
+        idx.apply_reader(es(
+            "app",
+            &format!("r{i}"),
+            json!({"secretStoreRef": {"name": "s", "kind": "SecretStore"},
+                   "dataFrom": bad.iter().map(|re| json!({"find": {"name": {"regexp": re}}})).collect::<Vec<_>>()}),
+        ));
+        check(&idx, "applies");
+    }
+    assert_eq!(idx.stats().kes_external_secrets, 5);
+    assert_eq!(idx.stats().rejected, 7);
+    // Same references again (a status write), then changed ones.
+    idx.apply_reader(kes_reader("app", "k0", "/a"));
+    idx.apply_reader(es("app", "r0", find("s", json!({"name": {"regexp": "["}}))));
+    idx.apply_reader(es("app", "r1", data("s", "SecretStore", &["/b"])));
+    check(&idx, "updates");
+    assert_eq!(idx.stats().rejected, 5);
+    idx.delete_reader(ReaderKind::KesExternalSecret, "app", "k1");
+    idx.delete_reader(ReaderKind::ExternalSecret, "app", "r2");
+    idx.delete_reader(ReaderKind::ExternalSecret, "app", "nobody");
+    check(&idx, "deletes");
+    idx.apply_store(ss("app", "s", "us-east-1", "/prefix"));
+    idx.delete_store(&StoreId::namespaced("app", "s"));
+    check(&idx, "store changes");
+    idx.replace_readers(
+        ReaderKind::KesExternalSecret,
+        vec![kes_reader("app", "k0", "/a"), kes_reader("app", "k9", "/z")],
+    );
+    idx.replace_readers(ReaderKind::ExternalSecret, vec![]);
+    check(&idx, "re-lists");
+    assert_eq!(idx.stats().external_secrets, 0);
+    assert_eq!(idx.stats().kes_external_secrets, 2);
+}
+
+/// The operator writes status after every sync; the watch hands back the whole object. With
+/// the references unchanged the filing stays (no pattern compiled, the scan set kept) and
+/// the reader's status is the new one.
+#[test]
+fn a_status_write_keeps_the_filing_and_takes_the_status() {
+    let mut idx = Index::new();
+    idx.apply_store(ss("app", "s", "us-east-1", ""));
+    let spec = find("s", json!({"name": {"regexp": "^/app/[a-z]+$"}}));
+    let with_status = |refresh: &str| {
+        Reader::from_external_secret(&json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": {"namespace": "app", "name": "f"}, "spec": spec,
+            "status": {"refreshTime": refresh, "syncedResourceVersion": refresh}
+        }))
+        .unwrap()
+    };
+    idx.apply_reader(with_status("2026-12-05T10:00:00Z"));
+    assert_eq!(
+        names(&idx.lookup(&change("/app/db", "us-east-1"))),
+        ["app/f"]
+    );
+    let set = idx
+        .scan_set
+        .lock()
+        .clone()
+        .expect("the lookup built the scan set");
+    let cost = idx.pattern_bytes;
+    idx.apply_reader(with_status("2026-12-05T11:00:00Z"));
+    let kept = idx.scan_set.lock().clone().expect("the scan set was kept");
+    assert!(Arc::ptr_eq(&set, &kept), "the scan set was rebuilt");
+    assert_eq!(idx.pattern_bytes, cost);
+    let key = ResourceKey {
+        kind: ReaderKind::ExternalSecret,
+        namespace: "app".into(),
+        name: "f".into(),
+    };
+    assert_eq!(
+        idx.readers[&key].synced_at,
+        Some(time::macros::datetime!(2026-12-05 11:00:00 UTC))
+    );
+    assert_eq!(
+        names(&idx.lookup(&change("/app/db", "us-east-1"))),
+        ["app/f"]
+    );
+    // A spec change re-files it.
+    idx.apply_reader(es(
+        "app",
+        "f",
+        find("s", json!({"name": {"regexp": "^/other/.+$"}})),
+    ));
+    assert!(
+        idx.lookup(&change("/app/db", "us-east-1"))
+            .targets
+            .is_empty()
+    );
+    assert_eq!(
+        names(&idx.lookup(&change("/other/x", "us-east-1"))),
+        ["app/f"]
+    );
+}
