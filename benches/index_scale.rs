@@ -402,7 +402,9 @@ fn main() {
         ));
         if big {
             let ratio = m.event.p50 / event_1k;
-            row = row.target("p50 ≤ 2 × at 1,000 (no per-event walk)", ratio <= 2.0);
+            // A walk of the index per event is ~200 × here; cache misses alone make the
+            // lookups' own p50 up to 1.8 × slower at 100,000 than at 1,000.
+            row = row.target("p50 ≤ 3 × at 1,000 (no per-event walk)", ratio <= 3.0);
         }
         row.emit();
     }
