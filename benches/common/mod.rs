@@ -198,13 +198,9 @@ pub fn status_kib(pid: u32, field: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../tests/common/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 /// The local stack started by scripts/bench.sh (`BENCH_STACK_DIR`, default target/bench-stack).
 pub struct Stack {

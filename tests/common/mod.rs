@@ -37,13 +37,8 @@ pub fn counting_listener() -> (String, std::sync::Arc<std::sync::atomic::AtomicU
     (addr, n)
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub mod ports;
+pub use ports::{free_port, free_run};
 
 pub struct Stack {
     pub dir: PathBuf,
@@ -307,16 +302,6 @@ pub fn no_sweep_unless_asked(args: &[&str]) -> Option<&'static str> {
 /// etcd needs two consecutive free ports (client, peer).
 fn free_pair_port() -> u16 {
     free_run(2)
-}
-
-/// The first of `n` consecutive free ports (ESO: webhook, its probe, the controller's metrics).
-fn free_run(n: u16) -> u16 {
-    loop {
-        let p = free_port();
-        if p < 65000 && (1..n).all(|i| TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
-            return p;
-        }
-    }
 }
 
 fn read_env(path: &Path) -> HashMap<String, String> {
