@@ -254,6 +254,8 @@ pub struct Index {
     /// (at 100,000 readers the slack of a Reader-sized table was ≈ 66 B per reference).
     readers: HashMap<Arc<ResourceKey>, Box<Reader>>,
     by_store: HashMap<StoreId, HashSet<Arc<ResourceKey>>>,
+    /// The ExternalSecrets each ClusterExternalSecret owns, by its name (`children_of`).
+    by_parent: HashMap<Box<str>, HashSet<Arc<ResourceKey>>>,
     by_name: HashMap<Box<str>, Vec<Entry>>,
     by_path: HashMap<Box<str>, Vec<Entry>>,
     scans: Vec<Entry>,
@@ -595,6 +597,7 @@ impl Index {
         if !self.rejected.contains_key(&*key)
             && let Some(old) = self.readers.get_mut(&*key)
             && old.references == reader.references
+            && old.parent == reader.parent
         {
             **old = reader;
             return;
@@ -602,6 +605,12 @@ impl Index {
         self.remove_reader(&key);
         if key.kind == ReaderKind::KesExternalSecret {
             self.kes_readers += 1;
+        }
+        if let Some(p) = &reader.parent {
+            self.by_parent
+                .entry(p.name.as_str().into())
+                .or_default()
+                .insert(key.clone());
         }
         for r in &reader.references {
             if let Binding::Store(s) = &r.binding {
@@ -1142,6 +1151,14 @@ impl Index {
             if key.kind == ReaderKind::KesExternalSecret {
                 self.kes_readers -= 1;
             }
+            if let Some(p) = &old.parent
+                && let Some(set) = self.by_parent.get_mut(p.name.as_str())
+            {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.by_parent.remove(p.name.as_str());
+                }
+            }
             for r in &old.references {
                 if let Binding::Store(s) = &r.binding
                     && let Some(set) = self.by_store.get_mut(s)
@@ -1222,10 +1239,12 @@ impl Reader {
 impl Index {
     /// The ExternalSecrets a ClusterExternalSecret owns, with their sync fingerprints.
     pub fn children_of(&self, ces: &str) -> Vec<(ResourceKey, u64)> {
-        self.readers
+        let Some(children) = self.by_parent.get(ces) else {
+            return Vec::new();
+        };
+        children
             .iter()
-            .filter(|(_, r)| r.parent.as_ref().is_some_and(|p| p.name == ces))
-            .map(|(k, r)| ((**k).clone(), r.synced))
+            .filter_map(|k| Some(((**k).clone(), self.readers.get(k)?.synced)))
             .collect()
     }
 }

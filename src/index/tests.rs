@@ -1762,3 +1762,66 @@ fn a_status_write_keeps_the_filing_and_takes_the_status() {
         ["app/f"]
     );
 }
+
+/// A ClusterExternalSecret's outcome waits on its children: `children_of` finds exactly the
+/// ExternalSecrets it owns now, with their latest sync fingerprints, through adoption, a
+/// status write, a release to another owner and deletion.
+#[test]
+fn children_of_follows_ownership() {
+    let mut idx = Index::new();
+    idx.apply_store(css("global", "ParameterStore", "us-east-1"));
+    let child = |ns: &str, owner: Option<&str>, synced: Option<&str>| {
+        let mut obj = json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+            "metadata": {"namespace": ns, "name": "db"},
+            "spec": data("global", "ClusterSecretStore", &["/shared/db"])
+        });
+        if let Some(o) = owner {
+            obj["metadata"]["ownerReferences"] = json!([{"apiVersion": "external-secrets.io/v1",
+                "kind": "ClusterExternalSecret", "name": o, "controller": true}]);
+        }
+        if let Some(v) = synced {
+            obj["status"] = json!({"syncedResourceVersion": v});
+        }
+        Reader::from_external_secret(&obj).unwrap()
+    };
+    let children = |idx: &Index, ces: &str| {
+        let mut c: Vec<(String, u64)> = idx
+            .children_of(ces)
+            .into_iter()
+            .map(|(k, s)| (k.namespace, s))
+            .collect();
+        c.sort();
+        c
+    };
+    let fp = |v: &str| crate::index::model::sync_fingerprint(Some(v));
+    idx.apply_reader(child("a", Some("db-everywhere"), None));
+    idx.apply_reader(child("b", Some("db-everywhere"), None));
+    idx.apply_reader(child("c", None, None));
+    assert_eq!(
+        children(&idx, "db-everywhere"),
+        [("a".into(), 0), ("b".into(), 0)]
+    );
+    // ESO's status write after a sync: same references, new fingerprint.
+    idx.apply_reader(child("a", Some("db-everywhere"), Some("1-x")));
+    assert_eq!(
+        children(&idx, "db-everywhere"),
+        [("a".into(), fp("1-x")), ("b".into(), 0)]
+    );
+    // Adopted by another owner, with the same references; and one adopted from nobody.
+    idx.apply_reader(child("b", Some("db-elsewhere"), None));
+    idx.apply_reader(child("c", Some("db-everywhere"), None));
+    assert_eq!(
+        children(&idx, "db-everywhere"),
+        [("a".into(), fp("1-x")), ("c".into(), 0)]
+    );
+    assert_eq!(children(&idx, "db-elsewhere"), [("b".into(), 0)]);
+    idx.delete_reader(ReaderKind::ExternalSecret, "a", "db");
+    idx.delete_reader(ReaderKind::ExternalSecret, "c", "db");
+    assert!(idx.children_of("db-everywhere").is_empty());
+    assert!(
+        !idx.by_parent.contains_key("db-everywhere"),
+        "emptied sets go"
+    );
+    assert!(idx.children_of("nobody").is_empty());
+}
