@@ -95,7 +95,12 @@ pub fn public_router(state: Arc<AppState>) -> Router {
         .route("/sns", post(sns))
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit))
         .layer(DefaultBodyLimit::disable())
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Request spans at debug level (`RUST_LOG=tower_http=debug`), but no line of its own
+        // for a 5xx: tower-http logs each at ERROR, unbudgeted, so a flood of hostile
+        // deliveries answered 503 (`cert_fetch_limited`, `overloaded`) would flood the log.
+        // Every 503 is already logged by its handler, under `LogBudget` where input can
+        // provoke it, and counted in the metrics.
+        .layer(tower_http::trace::TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }
 

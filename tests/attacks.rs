@@ -72,6 +72,7 @@ async fn a_storm_of_fresh_certificate_urls_costs_a_handful_of_fetches() {
         )
     };
 
+    let lines_before = svc.logs().lines().count();
     let started = Instant::now();
     let bodies: Vec<String> = (0..1000)
         .map(|i| message(fresh(i, "sns.us-east-1.amazonaws.com")))
@@ -116,6 +117,17 @@ async fn a_storm_of_fresh_certificate_urls_costs_a_handful_of_fetches() {
         svc.metric(r#"ssm_resync_rejections_total{reason="cert_fetch_limited"}"#)
             .await as usize,
         reasons["cert_fetch_limited"]
+    );
+    // Answered 503, every one counted, and the log stays bounded: at most 20 rejection lines
+    // per 10 s window, plus a line per certificate fetch that failed.
+    let logs = svc.logs();
+    let storm_lines: Vec<&str> = logs.lines().skip(lines_before).collect();
+    let bound = 20 * (took.as_secs() as usize / 10 + 1) + allowed + 5;
+    assert!(
+        storm_lines.len() <= bound,
+        "{} log lines for 1,000 deliveries answered 503 (at most {bound}); e.g. {:?}",
+        storm_lines.len(),
+        storm_lines.last()
     );
 
     // The host of another region or partition: refused by policy, never fetched.
