@@ -43,6 +43,7 @@ fn verifier(args: &ServeArgs, metrics: &Arc<Metrics>) -> anyhow::Result<Verifier
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    metrics.preregister_rejections(crate::sns::Reject::REASONS);
     let verifier = verifier(&args, &metrics)?;
     if args.annotation.is_empty() {
         anyhow::bail!("--annotation must not be empty");

@@ -554,7 +554,7 @@ async fn notification(s: &AppState, env: &Envelope, sent: OffsetDateTime) -> Ans
             s.metrics.events_ignored.get_or_create(&Kind { kind }).inc();
             s.metrics.notification(T, "ignored");
             // Clipped: the detail quotes the event (a `source` may be 500 KiB long).
-            let detail = crate::sns::envelope::truncate(&detail, 160).to_owned();
+            let detail = crate::text::truncate(&detail, 160).to_owned();
             let mut logged = s.ignored_logged.lock();
             if logged.len() < 1000 && logged.insert(detail.clone()) {
                 tracing::info!(kind, detail = %detail, "ignoring messages of this type (logged once per type)");

@@ -17,3 +17,4 @@ pub mod http;
 pub mod index;
 pub mod metrics;
 pub mod sns;
+pub mod text;

@@ -315,12 +315,17 @@ impl Metrics {
             "Build information",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
-        for reason in crate::sns::Reject::REASONS {
-            m.rejections.get_or_create(&Reason { reason }).get();
-        }
         let mut m = m;
         m.registry = registry;
         m
+    }
+
+    /// Creates every rejection series at 0, so a rate over them exists before the first
+    /// rejection (the reasons are the caller's: `sns::Reject::REASONS`).
+    pub fn preregister_rejections(&self, reasons: &[&'static str]) {
+        for &reason in reasons {
+            self.rejections.get_or_create(&Reason { reason }).get();
+        }
     }
 
     pub fn reject(&self, t: &'static str, reason: &'static str) {

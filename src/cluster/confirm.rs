@@ -61,7 +61,7 @@ impl SyncStatus {
         let fingerprint = crate::index::model::sync_fingerprint;
         if kes {
             let failing = status.get("status").and_then(Value::as_str).map(|s| {
-                (s != "SUCCESS").then(|| format!("KES: {}", crate::sns::envelope::truncate(s, 300)))
+                (s != "SUCCESS").then(|| format!("KES: {}", crate::text::truncate(s, 300)))
             });
             return Self {
                 synced: fingerprint(status.get("lastSync").and_then(Value::as_str)),
@@ -82,7 +82,7 @@ impl SyncStatus {
                     c.get("reason")
                         .and_then(Value::as_str)
                         .unwrap_or("Ready=False"),
-                    crate::sns::envelope::truncate(
+                    crate::text::truncate(
                         c.get("message").and_then(Value::as_str).unwrap_or_default(),
                         300
                     )

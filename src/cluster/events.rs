@@ -157,7 +157,7 @@ impl Events {
             .collect::<Vec<_>>()
             .join("; ");
         // An Event note holds at most 1 KiB.
-        let note = crate::sns::envelope::truncate(&note, 1000).to_owned();
+        let note = crate::text::truncate(&note, 1000).to_owned();
         self.publish_on(&target, uid, EventType::Warning, "ReferenceRejected", note);
     }
 

@@ -4,6 +4,8 @@
 //! (parsed a second time here). Besides AWS's events, a plain hand-written format is accepted
 //! for curl tests: `{"parameters": ["/app/db/password"], "region": "us-east-1", "account": "…"}`.
 
+pub mod arn;
+
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
@@ -707,7 +709,7 @@ fn secret_names(id: &str, full: bool) -> Result<Vec<String>, EventError> {
             let name = resource
                 .strip_prefix("secret:")
                 .ok_or_else(|| EventError(format!("not a secret ARN: {:?}", clip(id))))?;
-            match (crate::index::secret_arn_names(name), full) {
+            match (arn::secret_arn_names(name), full) {
                 ((_, Some(base)), true) => vec![base],
                 ((whole, Some(base)), false) => vec![whole, base],
                 ((whole, None), _) => vec![whole],
@@ -827,7 +829,7 @@ fn check_name(name: &str) -> Result<String, EventError> {
 }
 
 fn clip(s: &str) -> &str {
-    crate::sns::envelope::truncate(s, 80)
+    crate::text::truncate(s, 80)
 }
 
 #[cfg(test)]

@@ -358,28 +358,6 @@ pub fn normalize(name: &str) -> &str {
     name.strip_prefix('/').unwrap_or(name)
 }
 
-/// A Secrets Manager ARN's name and whether its last 7 characters look like AWS's random
-/// `-XXXXXX`: a full ARN ends in it, a partial ARN (which AWS also accepts) does not, and a name
-/// may end in `-backup` by itself. Callers that cannot tell take both names.
-pub fn secret_arn_names(name: &str) -> (&str, Option<&str>) {
-    match name.rsplit_once('-') {
-        Some((base, suffix))
-            if suffix.len() == 6
-                && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
-                && !base.is_empty() =>
-        {
-            (name, Some(base))
-        }
-        _ => (name, None),
-    }
-}
-
-/// `name-AbCdEf` → `name`, for an ARN known to be full (AWS's own, e.g. CloudTrail's
-/// `responseElements.arn`): Secrets Manager appends six random characters to secret ARNs.
-pub fn strip_secret_suffix(name: &str) -> &str {
-    secret_arn_names(name).1.unwrap_or(name)
-}
-
 /// One name a key reference is filed under, with what it reads there.
 struct Resolved {
     name: String,
@@ -445,7 +423,7 @@ fn resolve_key(service: AwsService, prefix: &str, k: &KeyRef) -> Vec<Resolved> {
                 let Some(name) = resource.strip_prefix("secret:") else {
                     return Vec::new();
                 };
-                let (whole, stripped) = secret_arn_names(name);
+                let (whole, stripped) = crate::event::arn::secret_arn_names(name);
                 std::iter::once(whole)
                     .chain(stripped)
                     .map(|n| Resolved {

@@ -36,7 +36,7 @@ pub fn check_cert_url(url: &str) -> Result<&str, Reject> {
     let rejected = || {
         Reject::CertUrl(format!(
             "expected https://sns.<region>.<partition DNS suffix>/SimpleNotificationService-<hex>.pem, got {:?}",
-            super::envelope::truncate(url, 200)
+            crate::text::truncate(url, 200)
         ))
     };
     let caps = CERT_URL.captures(url).ok_or_else(rejected)?;
@@ -64,19 +64,19 @@ pub fn check_cert_url_for<'t>(url: &str, topic_arn: &'t str) -> Result<&'t str, 
     let (part, region) = topic_location(topic_arn).ok_or_else(|| {
         Reject::CertUrl(format!(
             "TopicArn {:?} is not an SNS topic ARN",
-            super::envelope::truncate(topic_arn, 200)
+            crate::text::truncate(topic_arn, 200)
         ))
     })?;
     let prefix = partition::cert_url_prefix(part, region).ok_or_else(|| {
         Reject::CertUrl(format!(
             "TopicArn {:?} names no known partition holding region {region:?}",
-            super::envelope::truncate(topic_arn, 200)
+            crate::text::truncate(topic_arn, 200)
         ))
     })?;
     if !url.starts_with(&prefix) {
         return Err(Reject::CertUrl(format!(
             "expected a certificate from {prefix} (the SNS endpoint of the topic's region), got {:?}",
-            super::envelope::truncate(url, 200)
+            crate::text::truncate(url, 200)
         )));
     }
     Ok(region)
@@ -221,7 +221,7 @@ impl SigningCert {
                 want.join(" or "),
                 self.names
                     .iter()
-                    .map(|n| super::envelope::truncate(n, 80))
+                    .map(|n| crate::text::truncate(n, 80))
                     .collect::<Vec<_>>()
             )))
         }

@@ -109,7 +109,7 @@ impl Envelope {
         MessageType::parse(&self.kind).ok_or_else(|| {
             Reject::UnknownType(format!(
                 "Type must be Notification, SubscriptionConfirmation or UnsubscribeConfirmation, got {:?}",
-                truncate(&self.kind, 64)
+                crate::text::truncate(&self.kind, 64)
             ))
         })
     }
@@ -179,12 +179,5 @@ impl Envelope {
             }
         }
         Ok(out)
-    }
-}
-
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }

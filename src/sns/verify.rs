@@ -42,7 +42,7 @@ impl Verifier {
         let sent = OffsetDateTime::parse(&env.timestamp, &Rfc3339).map_err(|e| {
             Reject::TimestampInvalid(format!(
                 "expected RFC 3339 like 2022-07-28T21:23:58.317Z, got {:?}: {e}",
-                super::envelope::truncate(&env.timestamp, 64)
+                crate::text::truncate(&env.timestamp, 64)
             ))
         })?;
         let age = now - sent;
@@ -75,7 +75,7 @@ impl Verifier {
             other => {
                 return Err(Reject::UnsupportedSignatureVersion(format!(
                     "expected \"1\" or \"2\", got {:?}",
-                    super::envelope::truncate(other, 16)
+                    crate::text::truncate(other, 16)
                 )));
             }
         };
@@ -84,7 +84,7 @@ impl Verifier {
         if !self.topics.allows(&env.topic_arn) {
             return Err(Reject::TopicNotAllowed(format!(
                 "{:?} is not in --topic-arn",
-                super::envelope::truncate(&env.topic_arn, 256)
+                crate::text::truncate(&env.topic_arn, 256)
             )));
         }
         let sent = self.check_age(env, now)?;
