@@ -117,7 +117,7 @@ async fn put(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
 /// Publishes the Parameter Store Change event of `name` as the EventBridge rule would.
 async fn publish(sns: &aws_sdk_sns::Client, topic: &str, name: &str) {
     let event =
-        ssm_resync::app::parameter_store_change(name, "Update", "us-east-1", "123456789012");
+        ssm_resync::sample::parameter_store_change(name, "Update", "us-east-1", "123456789012");
     sns.publish()
         .topic_arn(topic)
         .message(event.to_string())

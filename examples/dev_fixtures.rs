@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
             "resources": [format!("arn:{}:ssm:{region}:{account}:parameter/dev-signed/{region}", p.name)],
             "detail": {"operation": "Update", "name": format!("/dev-signed/{region}"), "type": "String", "description": ""}
         });
-        let mut env = ssm_resync::app::notification(event.to_string(), &topic, &cert_url, None);
+        let mut env = ssm_resync::sample::notification(event.to_string(), &topic, &cert_url, None);
         env.message_id = format!("00000000-0000-4000-8000-{:012}", 100 + i);
         env.timestamp = sns_timestamp(sent);
         env.unsubscribe_url = Some(format!(

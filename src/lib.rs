@@ -16,5 +16,6 @@ pub mod explain;
 pub mod http;
 pub mod index;
 pub mod metrics;
+pub mod sample;
 pub mod sns;
 pub mod text;

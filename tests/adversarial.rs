@@ -122,10 +122,10 @@ async fn every_hostile_input_is_rejected_by_name_and_changes_nothing() {
     let key = stack.signing_key();
     let url = stack.cert_url().to_owned();
     let change = |op: &str| {
-        ssm_resync::app::parameter_store_change(&p, op, "us-east-1", "123456789012").to_string()
+        ssm_resync::sample::parameter_store_change(&p, op, "us-east-1", "123456789012").to_string()
     };
     let signed = |f: &dyn Fn(&mut Envelope)| {
-        let mut env = ssm_resync::app::notification(change("Update"), &topic, &url, None);
+        let mut env = ssm_resync::sample::notification(change("Update"), &topic, &url, None);
         f(&mut env);
         key.sign_envelope(&mut env);
         env
@@ -134,7 +134,7 @@ async fn every_hostile_input_is_rejected_by_name_and_changes_nothing() {
     let with_subject = signed(&|e| e.subject = Some("ssm".into()));
     let confirmation = |t: &str| {
         let mut env =
-            ssm_resync::app::notification("You have chosen to subscribe".into(), t, &url, None);
+            ssm_resync::sample::notification("You have chosen to subscribe".into(), t, &url, None);
         env.kind = "SubscriptionConfirmation".into();
         env.token = Some("2336412f37fb687f5d51e6e2425c464de12884".into());
         env.subscribe_url = Some(format!("{proxy}/?Action=ConfirmSubscription&Token=x"));
@@ -272,14 +272,14 @@ async fn every_hostile_input_is_rejected_by_name_and_changes_nothing() {
         "expired certificate",
         "not-yet-valid certificate",
     ]) {
-        let mut env = ssm_resync::app::notification(change("Update"), &topic, u, None);
+        let mut env = ssm_resync::sample::notification(change("Update"), &topic, u, None);
         k.sign_envelope(&mut env);
         cases.push(case(what, &env, 403, "cert_invalid"));
     }
 
     // Topic, age, replay window.
     let foreign_msg = {
-        let mut env = ssm_resync::app::notification(change("Update"), foreign, &url, None);
+        let mut env = ssm_resync::sample::notification(change("Update"), foreign, &url, None);
         key.sign_envelope(&mut env);
         env
     };
@@ -528,7 +528,7 @@ async fn every_hostile_input_is_rejected_by_name_and_changes_nothing() {
         "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{:032x}.pem",
         0xf00d
     );
-    let mut env = ssm_resync::app::notification(change("Update"), &topic, &unpinned, None);
+    let mut env = ssm_resync::sample::notification(change("Update"), &topic, &unpinned, None);
     key.sign_envelope(&mut env);
     let (status, body) = svc.post_raw(reqwest::Body::from(to_bytes(&env)), &[]).await;
     assert_eq!(

@@ -53,7 +53,7 @@ async fn a_storm_of_fresh_certificate_urls_costs_a_handful_of_fetches() {
     )
     .await;
     let key = stack.signing_key();
-    let event = ssm_resync::app::parameter_store_change(
+    let event = ssm_resync::sample::parameter_store_change(
         &param("/storm/x"),
         "Update",
         "us-east-1",
@@ -61,7 +61,7 @@ async fn a_storm_of_fresh_certificate_urls_costs_a_handful_of_fetches() {
     )
     .to_string();
     let message = |url: String| {
-        let mut env = ssm_resync::app::notification(event.clone(), &topic, &url, None);
+        let mut env = ssm_resync::sample::notification(event.clone(), &topic, &url, None);
         key.sign_envelope(&mut env);
         serde_json::to_string(&env).unwrap()
     };
@@ -719,7 +719,7 @@ async fn a_flood_of_rejections_does_not_flood_the_log() {
     );
     let svc = Service::start(&stack, &[&topic], &[]).await;
     let forged = {
-        let mut env = ssm_resync::app::notification("{}".into(), &topic, stack.cert_url(), None);
+        let mut env = ssm_resync::sample::notification("{}".into(), &topic, stack.cert_url(), None);
         env.signature = "AAAA".into();
         env.signature_version = "2".into();
         serde_json::to_string(&env).unwrap()
@@ -757,7 +757,7 @@ async fn a_flood_of_rejections_does_not_flood_the_log() {
     let key = stack.signing_key();
     let event =
         serde_json::json!({"source": "x".repeat(400 * 1024), "detail-type": "Other"}).to_string();
-    let mut env = ssm_resync::app::notification(event, &topic, stack.cert_url(), None);
+    let mut env = ssm_resync::sample::notification(event, &topic, stack.cert_url(), None);
     key.sign_envelope(&mut env);
     let (status, body) = post_sns(&svc.url, &serde_json::to_string(&env).unwrap()).await;
     assert_eq!(

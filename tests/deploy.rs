@@ -616,7 +616,7 @@ async fn metrics_used_by_alerts_and_dashboard_exist() {
     );
     wait_annotation_change(&kube, &ns, "db", None, Duration::from_secs(10)).await;
     let key = stack.signing_key();
-    let ignored = ssm_resync::app::notification(
+    let ignored = ssm_resync::sample::notification(
         "not an AWS event".into(),
         &topic,
         stack.cert_url(),
@@ -629,9 +629,13 @@ async fn metrics_used_by_alerts_and_dashboard_exist() {
         "{body}"
     );
     let unpinned = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-fedcba9876543210fedcba9876543210.pem";
-    let event =
-        ssm_resync::app::parameter_store_change(&parameter, "Update", "us-east-1", "123456789012");
-    let fetch = ssm_resync::app::notification(event.to_string(), &topic, unpinned, Some(&key));
+    let event = ssm_resync::sample::parameter_store_change(
+        &parameter,
+        "Update",
+        "us-east-1",
+        "123456789012",
+    );
+    let fetch = ssm_resync::sample::notification(event.to_string(), &topic, unpinned, Some(&key));
     let (status, body) = svc.post(&serde_json::to_string(&fetch).unwrap()).await;
     assert!(
         status >= 400,

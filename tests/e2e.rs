@@ -36,7 +36,7 @@ async fn publish_to_the_topic_updates_the_secret() {
         .await
         .unwrap();
     stack.put_parameter(&p_db_password, "rotated").await;
-    let event = ssm_resync::app::parameter_store_change(
+    let event = ssm_resync::sample::parameter_store_change(
         &p_db_password,
         "Update",
         "us-east-1",
@@ -281,7 +281,7 @@ async fn subscription_confirmation_for_an_allowed_topic_is_confirmed() {
         .await;
     let svc = Service::start(&stack, &[&topic], &[]).await;
     let key = stack.signing_key();
-    let mut env = ssm_resync::app::notification(
+    let mut env = ssm_resync::sample::notification(
         "You have chosen to subscribe".into(),
         &topic,
         stack.cert_url(),

@@ -116,8 +116,8 @@ async fn kes_polls_within_seconds_of_a_change_and_only_once() {
 
     let svc = Service::start(&stack, &[&topic], &["--kes"]).await;
     let sent = Instant::now();
-    let env = ssm_resync::app::notification(
-        ssm_resync::app::parameter_store_change(&p, "Update", "us-east-1", "123456789012")
+    let env = ssm_resync::sample::notification(
+        ssm_resync::sample::parameter_store_change(&p, "Update", "us-east-1", "123456789012")
             .to_string(),
         &topic,
         stack.cert_url(),

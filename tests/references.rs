@@ -13,7 +13,7 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 fn signed(stack: &Stack, topic: &str, message: Value) -> String {
-    let env = ssm_resync::app::notification(
+    let env = ssm_resync::sample::notification(
         message.to_string(),
         topic,
         stack.cert_url(),
@@ -23,7 +23,7 @@ fn signed(stack: &Stack, topic: &str, message: Value) -> String {
 }
 
 fn ssm_event(name: &str, op: &str) -> Value {
-    ssm_resync::app::parameter_store_change(name, op, "us-east-1", "123456789012")
+    ssm_resync::sample::parameter_store_change(name, op, "us-east-1", "123456789012")
 }
 
 async fn events_for(kube: &kube::Client, ns: &str, name: &str) -> Vec<(String, String)> {

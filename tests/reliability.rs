@@ -590,14 +590,18 @@ async fn a_thousand_notifications_across_a_20s_outage_none_missed() {
                 let Some((i, param)) = q.lock().pop() else {
                     return results;
                 };
-                let event = ssm_resync::app::parameter_store_change(
+                let event = ssm_resync::sample::parameter_store_change(
                     &param,
                     "Update",
                     "us-east-1",
                     "123456789012",
                 );
-                let env =
-                    ssm_resync::app::notification(event.to_string(), &topic, &cert_url, Some(&key));
+                let env = ssm_resync::sample::notification(
+                    event.to_string(),
+                    &topic,
+                    &cert_url,
+                    Some(&key),
+                );
                 let b = serde_json::to_string(&env).unwrap();
                 let stamped = timestamp_of(&b);
                 let (status, body, attempts) = deliver(
@@ -988,13 +992,13 @@ async fn soak() {
             } else {
                 format!("/soak/none/{i}")
             };
-            let ev = ssm_resync::app::parameter_store_change(
+            let ev = ssm_resync::sample::parameter_store_change(
                 &name,
                 "Update",
                 "us-east-1",
                 "123456789012",
             );
-            let env = ssm_resync::app::notification(ev.to_string(), &t, &cert_url, Some(&key));
+            let env = ssm_resync::sample::notification(ev.to_string(), &t, &cert_url, Some(&key));
             if tx
                 .blocking_send(serde_json::to_string(&env).unwrap())
                 .is_err()

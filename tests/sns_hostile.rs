@@ -166,7 +166,7 @@ fn hex_name(n: u32) -> String {
 
 fn signed(cert: &DevCert, url: &str) -> Envelope {
     let key = SigningKey::from_pem(&cert.key_pem).unwrap();
-    ssm_resync::app::notification("{\"hello\":1}".into(), TOPIC, url, Some(&key))
+    ssm_resync::sample::notification("{\"hello\":1}".into(), TOPIC, url, Some(&key))
 }
 
 fn now() -> OffsetDateTime {

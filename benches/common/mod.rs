@@ -277,13 +277,13 @@ impl DevKey {
     /// A signed Notification carrying a Parameter Store Change of `parameter`, stamped `at`
     /// (SNS stamps a message when it publishes it, just before delivery).
     pub fn change(&self, topic: &str, parameter: &str, at: time::OffsetDateTime) -> String {
-        let event = ssm_resync::app::parameter_store_change(
+        let event = ssm_resync::sample::parameter_store_change(
             parameter,
             "Update",
             "us-east-1",
             "123456789012",
         );
-        let mut env = ssm_resync::app::notification(event.to_string(), topic, CERT_URL, None);
+        let mut env = ssm_resync::sample::notification(event.to_string(), topic, CERT_URL, None);
         env.timestamp = ssm_resync::sns::sign::sns_timestamp(at);
         self.key.sign_envelope(&mut env);
         serde_json::to_string(&env).unwrap()

@@ -214,13 +214,13 @@ fn generate(args: &Args) -> anyhow::Result<Vec<Bytes>> {
                             return mine;
                         }
                         let name = format!("{}/{run}/{i}", args.parameter_prefix);
-                        let event = ssm_resync::app::parameter_store_change(
+                        let event = ssm_resync::sample::parameter_store_change(
                             &name,
                             "Update",
                             "us-east-1",
                             "123456789012",
                         );
-                        let env = ssm_resync::app::notification(
+                        let env = ssm_resync::sample::notification(
                             event.to_string(),
                             &args.topic_arn,
                             &args.cert_url,

@@ -623,10 +623,15 @@ pub async fn wait_annotation_change(
 
 /// A signed SNS Notification carrying a Parameter Store Change for `parameter`.
 pub fn signed_change(stack: &Stack, topic: &str, parameter: &str) -> String {
-    let event =
-        ssm_resync::app::parameter_store_change(parameter, "Update", "us-east-1", "123456789012");
+    let event = ssm_resync::sample::parameter_store_change(
+        parameter,
+        "Update",
+        "us-east-1",
+        "123456789012",
+    );
     let key = stack.signing_key();
-    let env = ssm_resync::app::notification(event.to_string(), topic, stack.cert_url(), Some(&key));
+    let env =
+        ssm_resync::sample::notification(event.to_string(), topic, stack.cert_url(), Some(&key));
     serde_json::to_string(&env).unwrap()
 }
 
