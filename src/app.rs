@@ -1,4 +1,5 @@
-//! The program: `serve`, `sample`, `dev-cert`. `main.rs` only parses and dispatches.
+//! The program: `serve` wires the parts together; `sns verify` and `explain` are run from
+//! here. `main.rs` only parses and dispatches.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -6,18 +7,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::FutureExt as _;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
+use crate::cluster::confirm::Confirmations;
 use crate::cluster::events::Events;
-use crate::cluster::patch::Resources;
-use crate::cluster::patch::{Trigger, TriggerConfig};
+use crate::cluster::patch::{Resources, Trigger, TriggerConfig};
 use crate::cluster::watch::{self, Watches};
 use crate::config::{ExplainArgs, Output, ServeArgs, VerifyArgs};
-use crate::http::{AppState, Confirmer};
 use crate::index::Index;
 use crate::metrics::Metrics;
+use crate::resync::{self, Resync};
 use crate::sns::cert::CertStoreConfig;
-use crate::sns::{CertStore, Envelope, TopicPolicy, Verifier};
+use crate::sns::{CertStore, Envelope, SdkConfirmer, TopicPolicy, Verifier};
 
 /// Builds the verifier from flags; shared by `serve` and `serve --check-config`.
 fn verifier(args: &ServeArgs, metrics: &Arc<Metrics>) -> anyhow::Result<Verifier> {
@@ -44,14 +45,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     metrics.preregister_rejections(crate::sns::Reject::REASONS);
     let verifier = verifier(&args, &metrics)?;
-    if args.annotation.is_empty() {
-        anyhow::bail!("--annotation must not be empty");
-    }
-    if args.watch_stall_timeout < Duration::from_secs(2) {
-        anyhow::bail!(
-            "--watch-stall-timeout must be at least 2s (the server ends each watch after half of it)"
-        );
-    }
+    check_serve_args(&args)?;
     if args.check_config {
         println!(
             "config ok: topics {:?}, {} pinned certificate(s), annotation {:?}, ESO {}",
@@ -67,7 +61,85 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("loading Kubernetes configuration (in-cluster or KUBECONFIG)")?;
     let watch_client = crate::cluster::client::build(kube_config.clone())?;
-    let watch_client_for_lease = watch_client.clone();
+    let cluster = cluster(&args, kube_config, &watch_client, &metrics).await?;
+    let resync = Arc::new(Resync::new(resync::Parts {
+        index: cluster.index.clone(),
+        watches: cluster.watches.clone(),
+        trigger: cluster.trigger,
+        events: cluster.events,
+        confirmations: cluster.confirmations.clone(),
+        applied: crate::dedupe::Dedupe::new(
+            args.max_message_age + crate::sns::verify::FUTURE_TOLERANCE,
+            crate::dedupe::CAPACITY,
+        ),
+        accept_plain: args.accept_plain_format,
+        metrics: metrics.clone(),
+    }));
+    if !args.sweep_interval.is_zero() {
+        let leader = leader_channel(&args, watch_client.clone());
+        tokio::spawn(crate::sweep::run(
+            crate::sweep::SweepConfig {
+                interval: args.sweep_interval,
+                confirmations: cluster.confirmations,
+                default_region: std::env::var("AWS_REGION")
+                    .ok()
+                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok()),
+            },
+            cluster.index,
+            cluster.watches,
+            resync.clone(),
+            metrics.clone(),
+            leader,
+        ));
+    }
+    let webhook = Arc::new(crate::http::Webhook {
+        resync: resync.clone(),
+        verifier,
+        confirmer: Arc::new(SdkConfirmer::default()),
+        metrics: metrics.clone(),
+        max_body_bytes: args.max_body_bytes,
+        large_slots: tokio::sync::Semaphore::new(args.max_concurrent_requests()),
+        read_timeout: args.read_timeout,
+        deadline: args.request_deadline,
+        reject_log: Default::default(),
+    });
+    let admin = Arc::new(crate::http::Admin {
+        resync,
+        metrics,
+        accepting: Arc::new(AtomicBool::new(true)),
+    });
+    listen(&args, webhook, admin).await
+}
+
+/// Flag combinations clap cannot check.
+fn check_serve_args(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.annotation.is_empty() {
+        anyhow::bail!("--annotation must not be empty");
+    }
+    if args.watch_stall_timeout < Duration::from_secs(2) {
+        anyhow::bail!(
+            "--watch-stall-timeout must be at least 2s (the server ends each watch after half of it)"
+        );
+    }
+    Ok(())
+}
+
+/// The Kubernetes side, running: the index fed by the watches, the trigger, the Events, the
+/// confirmations.
+struct Cluster {
+    index: Arc<RwLock<Index>>,
+    watches: Arc<Watches>,
+    trigger: Trigger,
+    events: Events,
+    confirmations: Option<Confirmations>,
+}
+
+async fn cluster(
+    args: &ServeArgs,
+    kube_config: kube::Config,
+    watch_client: &kube::Client,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Cluster> {
     // Patches answer an SNS request: they must fail fast rather than wait out long timeouts.
     let mut patch_config = kube_config;
     patch_config.connect_timeout = Some(Duration::from_secs(3));
@@ -89,7 +161,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let events = if args.events && !args.dry_run {
         Events::new(
-            patch_client.clone(),
+            patch_client,
             args.event_interval,
             format!("external-secrets.io/{}", args.eso_version.as_str()),
             trigger.busy(),
@@ -98,12 +170,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         Events::disabled(metrics.clone())
     };
-
     let index = Arc::new(RwLock::new(Index::with_config(args.index.config())));
     let watches = Arc::new(Watches::new(args.kes));
     // A dry run patches nothing: there is no outcome to follow.
     let confirmations = (!args.dry_run).then(|| {
-        crate::cluster::confirm::Confirmations::new(
+        Confirmations::new(
             args.confirm_timeout,
             index.clone(),
             metrics.clone(),
@@ -111,7 +182,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
     });
     watch::spawn_all(
-        watch_client,
+        watch_client.clone(),
         args.eso_version,
         watch::WatchConfig {
             stall_timeout: args.watch_stall_timeout,
@@ -123,88 +194,61 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         &watches,
         metrics.clone(),
     );
-    ces_trigger(&args, &watch_client_for_lease, &trigger).await;
+    ces_trigger(args, watch_client, &trigger).await;
     if let Some(c) = &confirmations {
         trigger.set_confirmations(c.clone());
     }
-    let state = Arc::new(AppState {
-        verifier,
+    Ok(Cluster {
         index,
         watches,
         trigger,
         events,
-        confirmations: confirmations.clone(),
-        confirmer: Arc::new(SnsConfirmer::default()),
-        metrics,
-        max_body_bytes: args.max_body_bytes,
-        large_slots: tokio::sync::Semaphore::new(args.max_concurrent_requests()),
-        read_timeout: args.read_timeout,
-        deadline: args.request_deadline,
-        applied: crate::dedupe::Dedupe::new(
-            args.max_message_age + crate::sns::verify::FUTURE_TOLERANCE,
-            crate::dedupe::CAPACITY,
-        ),
-        ignored_logged: Mutex::new(Default::default()),
-        reject_log: Default::default(),
-        accept_plain: args.accept_plain_format,
-        accepting: AtomicBool::new(true),
-        clock: time::OffsetDateTime::now_utc,
-    });
+        confirmations,
+    })
+}
 
-    if !args.sweep_interval.is_zero() {
-        let leader = leader_channel(&args, watch_client_for_lease.clone());
-        tokio::spawn(crate::cluster::sweep::run(
-            crate::cluster::sweep::SweepConfig {
-                interval: args.sweep_interval,
-                confirmations: confirmations.clone(),
-                default_region: std::env::var("AWS_REGION")
-                    .ok()
-                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok()),
-            },
-            state.index.clone(),
-            state.watches.clone(),
-            state.trigger.clone(),
-            state.metrics.clone(),
-            leader,
-        ));
-    }
-
+/// Serves the webhook and the admin port until SIGTERM or Ctrl-C; readiness goes off first.
+async fn listen(
+    args: &ServeArgs,
+    webhook: Arc<crate::http::Webhook>,
+    admin: Arc<crate::http::Admin>,
+) -> anyhow::Result<()> {
     let public = crate::http::bind(args.listen)
         .with_context(|| format!("binding --listen {}", args.listen))?;
-    let admin = crate::http::bind(args.admin_listen)
+    let admin_listener = crate::http::bind(args.admin_listen)
         .with_context(|| format!("binding --admin-listen {}", args.admin_listen))?;
-    tracing::info!(listen = %public.local_addr()?, admin = %admin.local_addr()?, topics = ?state.verifier.topics.patterns(), dry_run = args.dry_run, "ssm-resync serving");
+    tracing::info!(listen = %public.local_addr()?, admin = %admin_listener.local_addr()?, topics = ?webhook.verifier.topics.patterns(), dry_run = args.dry_run, "ssm-resync serving");
 
     let shutdown = shutdown_signal().shared();
-    let s = state.clone();
+    let accepting = admin.accepting.clone();
     let draining = shutdown.clone().map(move |_| {
-        s.accepting.store(false, Ordering::Release);
+        accepting.store(false, Ordering::Release);
         tracing::info!("shutting down: readiness off, finishing in-flight deliveries");
     });
-    let max_concurrent = args.max_concurrent_requests();
     let opts = crate::http::ServeOptions {
         read_timeout: args.read_timeout,
         max_connections: args.max_connections,
     };
     tracing::info!(
-        max_concurrent_requests = max_concurrent,
+        max_concurrent_requests = args.max_concurrent_requests(),
         max_connections = opts.max_connections,
         read_timeout = ?opts.read_timeout,
         "connection limits"
     );
+    let metrics = admin.metrics.clone();
     let public_srv = crate::http::serve(
         public,
-        crate::http::public_router(state.clone()),
+        crate::http::public_router(webhook),
         draining,
         opts,
-        state.metrics.clone(),
+        metrics.clone(),
     );
     let admin_srv = crate::http::serve(
-        admin,
-        crate::http::admin_router(state.clone()),
+        admin_listener,
+        crate::http::admin_router(admin),
         shutdown,
         opts,
-        state.metrics.clone(),
+        metrics,
     );
     tokio::try_join!(public_srv, admin_srv)?;
     tracing::info!("stopped");
@@ -307,52 +351,6 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         _ = term => {},
-    }
-}
-
-/// `ConfirmSubscription(TopicArn, Token, AuthenticateOnUnsubscribe=true)` through the AWS
-/// SDK, in the topic's own region. Clients are built once per region.
-pub struct SnsConfirmer {
-    clients: crate::aws::Regional<aws_sdk_sns::Client>,
-}
-
-impl Default for SnsConfirmer {
-    fn default() -> Self {
-        Self {
-            clients: crate::aws::Regional::new(
-                aws_sdk_sns::Client::new,
-                aws_config::retry::RetryConfig::standard(),
-            ),
-        }
-    }
-}
-
-impl Confirmer for SnsConfirmer {
-    fn confirm<'a>(
-        &'a self,
-        topic_arn: &'a str,
-        token: &'a str,
-    ) -> futures::future::BoxFuture<'a, Result<String, String>> {
-        async move {
-            let region = topic_arn
-                .split(':')
-                .nth(3)
-                .filter(|r| !r.is_empty())
-                .ok_or("topic ARN without region")?;
-            let out = self
-                .clients
-                .get(region)
-                .await
-                .confirm_subscription()
-                .topic_arn(topic_arn)
-                .token(token)
-                .authenticate_on_unsubscribe("true")
-                .send()
-                .await
-                .map_err(|e| aws_sdk_sns::error::DisplayErrorContext(e).to_string())?;
-            Ok(out.subscription_arn().unwrap_or_default().to_owned())
-        }
-        .boxed()
     }
 }
 

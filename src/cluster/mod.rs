@@ -6,7 +6,6 @@ pub mod confirm;
 pub mod eso;
 pub mod events;
 pub mod patch;
-pub mod sweep;
 pub mod watch;
 
 use kube::discovery::ApiResource;

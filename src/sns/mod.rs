@@ -2,6 +2,7 @@
 //! string to sign, the certificate-URL policy, the certificate cache and RSA verification.
 
 pub mod cert;
+pub mod confirm;
 pub mod envelope;
 pub mod partition;
 pub mod sign;
@@ -9,6 +10,7 @@ pub mod topic;
 pub mod verify;
 
 pub use cert::{CertStore, SigningCert};
+pub use confirm::{Confirmer, SdkConfirmer};
 pub use envelope::{Envelope, MessageType};
 pub use topic::TopicPolicy;
 pub use verify::Verifier;

@@ -16,10 +16,11 @@ use parking_lot::RwLock;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::patch::Trigger;
-use super::watch::Watches;
+use crate::cluster::confirm::Confirmations;
+use crate::cluster::watch::Watches;
 use crate::index::{Index, SweepItem, Target};
 use crate::metrics::{Metrics, Result_};
+use crate::resync::{Resync, Stale};
 
 /// DescribeParameters accepts at most 50 values per filter.
 pub const BATCH: usize = 50;
@@ -31,7 +32,7 @@ pub struct SweepConfig {
     pub default_region: Option<String>,
     /// The outcomes of patches: the sweep's own patches are followed too, and a reader seen
     /// refreshed after a change but still behind it is a bug to say loudly.
-    pub confirmations: Option<super::confirm::Confirmations>,
+    pub confirmations: Option<Confirmations>,
 }
 
 /// SSM clients per region, for DescribeParameters only.
@@ -118,7 +119,7 @@ pub async fn run(
     config: SweepConfig,
     index: Arc<RwLock<Index>>,
     watches: Arc<Watches>,
-    trigger: Trigger,
+    resync: Arc<Resync>,
     metrics: Arc<Metrics>,
     mut leader: Option<watch::Receiver<bool>>,
 ) {
@@ -132,7 +133,7 @@ pub async fn run(
     loop {
         if leader.as_mut().is_none_or(|l| *l.borrow_and_update()) {
             metrics.sweep_leader.set(1);
-            let result = sweep_once(&config, &index, &trigger, &ssm, &metrics, &mut forced).await;
+            let result = sweep_once(&config, &index, &resync, &ssm, &metrics, &mut forced).await;
             crate::alloc::release_free_memory();
             let label = if result.is_ok() { "ok" } else { "error" };
             metrics
@@ -170,7 +171,7 @@ pub async fn run(
 async fn sweep_once(
     config: &SweepConfig,
     index: &RwLock<Index>,
-    trigger: &Trigger,
+    resync: &Resync,
     ssm: &Ssm,
     metrics: &Metrics,
     forced: &mut HashMap<Target, OffsetDateTime>,
@@ -187,8 +188,8 @@ async fn sweep_once(
         };
         by_region.entry(region).or_default().push(item);
     }
-    let mut stale: HashMap<Target, OffsetDateTime> = HashMap::new();
-    let mut windows: HashMap<Target, crate::index::SyncWindows> = HashMap::new();
+    // Each stale target once, behind the newest change among the parameters it reads.
+    let mut stale: HashMap<Target, Stale> = HashMap::new();
     for (region, items) in by_region {
         let names: Vec<String> = items
             .iter()
@@ -216,53 +217,34 @@ async fn sweep_once(
                 metrics.sweep_stale_after_refresh.inc();
             }
             if behind && !already {
-                if let Some(w) = item.sync_windows {
-                    windows.insert(item.target.clone(), w);
+                let s = stale.entry(item.target.clone()).or_insert_with(|| Stale {
+                    target: item.target,
+                    parameter: item.name.as_str().into(),
+                    modified: *m,
+                    sync_windows: None,
+                });
+                if *m > s.modified {
+                    s.modified = *m;
+                    s.parameter = item.name.as_str().into();
                 }
-                let e = stale.entry(item.target).or_insert(*m);
-                *e = (*e).max(*m);
+                if item.sync_windows.is_some() {
+                    s.sync_windows = item.sync_windows;
+                }
             }
         }
     }
     let n = stale.len();
     metrics.sweep_stale.inc_by(n as u64);
-    // Inside a closed sync window: at its opening. The next sweep finds the reader again if
-    // this process is gone by then, so a restart loses nothing.
-    let now = OffsetDateTime::now_utc();
-    stale.retain(|t, m| match windows.get(t).filter(|w| !w.open_at(now)) {
-        None => true,
-        Some(w) => {
-            if let Some(at) = w.next_open(now) {
-                tracing::info!(target = %t, opens = %at, "stale, inside a closed sync window: force-sync deferred to its opening");
-                metrics.deferred.inc();
-                trigger.defer(t.clone(), at, Some(*m));
-            }
-            false
-        }
-    });
-    let targets: Vec<Target> = stale.keys().cloned().collect();
-    for t in &targets {
-        tracing::info!(target = %t, last_modified = %stale[t], "stale: parameter changed after the last sync; force-syncing");
-    }
-    // A patch started after the parameter's LastModifiedDate covers it.
-    let newest = stale.values().max().copied();
-    let outcomes = trigger.force_sync(&targets, newest).await;
-    let sweep: Arc<str> = "sweep".into();
-    for (t, o) in targets.iter().zip(outcomes) {
-        if o.is_ok() {
-            forced.insert(t.clone(), stale[t]);
-        }
-        if o == super::patch::Outcome::Applied
-            && let Some(c) = &config.confirmations
-        {
-            c.attach(
-                t,
-                super::confirm::Waiter {
-                    message_id: sweep.clone(),
-                    parameter: "(catch-up sweep)".into(),
-                    since: stale[t],
-                },
-            );
+    // Inside a closed sync window a reader is patched at its opening; the next sweep finds it
+    // again if this process is gone by then, so a restart loses nothing.
+    let modified: HashMap<Target, OffsetDateTime> =
+        stale.iter().map(|(t, s)| (t.clone(), s.modified)).collect();
+    let plan = crate::resync::plan_stale(stale.into_values().collect(), OffsetDateTime::now_utc());
+    let applied = resync.apply(plan).await;
+    // A reader whose patch failed is found again by the next sweep.
+    for (t, outcome) in &applied.outcomes {
+        if outcome.is_ok() {
+            forced.insert(t.clone(), modified[t]);
         }
     }
     Ok(n)
