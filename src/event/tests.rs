@@ -333,7 +333,7 @@ fn typed_fast_path_agrees_with_the_value_path() {
     let mut fast = 0;
     for m in &cases {
         assert_eq!(decode(m), decode_value(m), "{m}");
-        fast += usize::from(parameter_store_change_typed(m).is_some());
+        fast += usize::from(native::parameter_store_change_typed(m).is_some());
     }
     // The fast path took the well-formed and the malformed-but-complete ones.
     assert!(
