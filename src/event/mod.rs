@@ -8,10 +8,9 @@ pub mod arn;
 mod cloudtrail;
 mod fields;
 mod native;
+mod plain;
 
 use serde_json::Value;
-
-use fields::{check_name, check_region, field, optional_account};
 
 /// Which AWS service the changed item lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -233,42 +232,12 @@ fn decode_value(message: &str) -> Result<Decoded, EventError> {
         };
     }
     if obj.contains_key("parameters") {
-        return plain(&value).map(Decoded::Changes);
+        return plain::changes(&value).map(Decoded::Changes);
     }
     Ok(Decoded::Ignored {
         kind: "unrecognized",
         detail: "JSON without `source` (EventBridge) or `parameters` (plain format)".into(),
     })
-}
-
-fn plain(value: &Value) -> Result<Vec<Change>, EventError> {
-    let params = value
-        .get("parameters")
-        .and_then(Value::as_array)
-        .ok_or_else(|| EventError("`parameters` must be an array of names".into()))?;
-    if params.is_empty() || params.len() > MAX_PLAIN_PARAMETERS {
-        return Err(EventError(format!(
-            "`parameters` must name 1 to {MAX_PLAIN_PARAMETERS} parameters, got {}",
-            params.len()
-        )));
-    }
-    let region = check_region(field(value, "region")?)?;
-    let account = optional_account(value.get("account"))?;
-    params
-        .iter()
-        .map(|p| {
-            let name = p
-                .as_str()
-                .ok_or_else(|| EventError("`parameters` entries must be strings".into()))?;
-            Ok(Change {
-                service: Service::ParameterStore,
-                region: region.clone(),
-                account: account.clone(),
-                name: check_name(name)?,
-                operation: Operation::Update,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]
