@@ -5,12 +5,11 @@
 //! for curl tests: `{"parameters": ["/app/db/password"], "region": "us-east-1", "account": "…"}`.
 
 pub mod arn;
+mod cloudtrail;
+mod fields;
+mod native;
+mod plain;
 
-use std::borrow::Cow;
-use std::sync::LazyLock;
-
-use regex::Regex;
-use serde::Deserialize;
 use serde_json::Value;
 
 /// Which AWS service the changed item lives in.
@@ -77,16 +76,6 @@ pub enum Effect {
 }
 
 impl Operation {
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "Create" => Some(Self::Create),
-            "Update" => Some(Self::Update),
-            "Delete" => Some(Self::Delete),
-            "LabelParameterVersion" => Some(Self::LabelParameterVersion),
-            _ => None,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Create => "Create",
@@ -131,21 +120,6 @@ impl Operation {
             Self::TagsChanged => Effect::Tags,
         }
     }
-
-    /// The Secrets Manager API calls that change what a reader would get, one secret each.
-    fn secrets_manager_call(s: &str) -> Option<Self> {
-        match s {
-            "CreateSecret" => Some(Self::CreateSecret),
-            "PutSecretValue" => Some(Self::PutSecretValue),
-            "UpdateSecret" => Some(Self::UpdateSecret),
-            "RotateSecret" => Some(Self::RotateSecret),
-            "DeleteSecret" => Some(Self::DeleteSecret),
-            "RestoreSecret" => Some(Self::RestoreSecret),
-            "UpdateSecretVersionStage" => Some(Self::UpdateSecretVersionStage),
-            "TagResource" | "UntagResource" => Some(Self::TagsChanged),
-            _ => None,
-        }
-    }
 }
 
 /// One changed item, as the index understands it.
@@ -179,16 +153,13 @@ pub struct EventError(pub String);
 /// Most a plain test payload may name at once.
 pub const MAX_PLAIN_PARAMETERS: usize = 100;
 
-static REGION: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}$").expect("static regex"));
-
 /// Decodes an SNS `Message` as `serve` does: the plain test format only when allowed
 /// (`--accept-plain-format`: anyone who may publish to the topic could name any 100
 /// parameters with it, so it is off in production and on in the local stack).
 pub fn decode_delivered(message: &str, accept_plain: bool) -> Result<Decoded, EventError> {
     // The event that arrives at volume has a `source`, so it is never the plain format: no
     // second parse to find out (it was a whole `Value` tree per notification).
-    if let Some(decoded) = parameter_store_change_typed(message) {
+    if let Some(decoded) = native::parameter_store_change_typed(message) {
         return decoded;
     }
     let decoded = decode_value(message);
@@ -211,60 +182,10 @@ fn is_plain(message: &str) -> bool {
 
 /// Decodes an SNS `Message` (every format; `explain` and tests).
 pub fn decode(message: &str) -> Result<Decoded, EventError> {
-    if let Some(decoded) = parameter_store_change_typed(message) {
+    if let Some(decoded) = native::parameter_store_change_typed(message) {
         return decoded;
     }
     decode_value(message)
-}
-
-/// The shape of the one event that arrives at volume, read straight into borrowed fields
-/// (no `Value` tree). Unknown fields are skipped; a field of another type, a duplicate key or
-/// anything else unexpected makes the parse fail, and the message takes the general path.
-#[derive(Deserialize)]
-struct ChangeEvent<'a> {
-    #[serde(borrow)]
-    source: Cow<'a, str>,
-    #[serde(rename = "detail-type", borrow)]
-    detail_type: Cow<'a, str>,
-    #[serde(borrow)]
-    region: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    account: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    detail: Option<ChangeDetail<'a>>,
-}
-
-#[derive(Deserialize)]
-struct ChangeDetail<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    operation: Option<Cow<'a, str>>,
-}
-
-/// The fast path for a complete `Parameter Store Change` (name in `detail.name`). `None`
-/// means "not that, or not complete": `decode_value` then decides, so both paths give the
-/// same answer and the same error for every message (the event tests run through both).
-fn parameter_store_change_typed(message: &str) -> Option<Result<Decoded, EventError>> {
-    let e: ChangeEvent = serde_json::from_str(message).ok()?;
-    if e.source != "aws.ssm" || e.detail_type != "Parameter Store Change" {
-        return None;
-    }
-    let detail = e.detail?;
-    let (name, operation, region) = (detail.name?, detail.operation?, e.region?);
-    let change = Operation::parse(&operation)
-        .ok_or_else(|| bad_operation(&operation))
-        .and_then(|operation| {
-            let account = e.account.as_deref().map(check_account).transpose();
-            ssm_change(&region, account, &name, operation)
-        });
-    Some(change.map(|c| Decoded::Changes(vec![c])))
-}
-
-fn bad_operation(operation: &str) -> EventError {
-    EventError(format!(
-        "detail.operation must be Create, Update, Delete or LabelParameterVersion, got {operation:?}"
-    ))
 }
 
 /// Decodes any message through a `serde_json::Value` tree.
@@ -289,19 +210,21 @@ fn decode_value(message: &str) -> Result<Decoded, EventError> {
             .unwrap_or_default();
         return match (source, detail_type) {
             ("aws.ssm", "Parameter Store Change") => {
-                parameter_store_change(&value).map(|c| Decoded::Changes(vec![c]))
+                native::parameter_store_change(&value).map(|c| Decoded::Changes(vec![c]))
             }
-            ("aws.ssm", "Parameter Store Policy Action") => parameter_policy_action(&value),
+            ("aws.ssm", "Parameter Store Policy Action") => native::parameter_policy_action(&value),
             ("aws.secretsmanager", "Secret Label Updated") => {
-                secret_label_updated(&value).map(Decoded::Changes)
+                native::secret_label_updated(&value).map(Decoded::Changes)
             }
             ("aws.secretsmanager", "AWS API Call via CloudTrail") => {
-                secrets_manager_api_call(&value)
+                cloudtrail::secrets_manager_api_call(&value)
             }
             ("aws.secretsmanager", "AWS Service Event via CloudTrail") => {
-                secrets_manager_service_event(&value)
+                cloudtrail::secrets_manager_service_event(&value)
             }
-            ("aws.ssm", "AWS API Call via CloudTrail") => parameter_store_api_call(&value),
+            ("aws.ssm", "AWS API Call via CloudTrail") => {
+                cloudtrail::parameter_store_api_call(&value)
+            }
             _ => Ok(Decoded::Ignored {
                 kind: "unhandled_event",
                 detail: format!("source={source:?} detail-type={detail_type:?}"),
@@ -309,527 +232,12 @@ fn decode_value(message: &str) -> Result<Decoded, EventError> {
         };
     }
     if obj.contains_key("parameters") {
-        return plain(&value).map(Decoded::Changes);
+        return plain::changes(&value).map(Decoded::Changes);
     }
     Ok(Decoded::Ignored {
         kind: "unrecognized",
         detail: "JSON without `source` (EventBridge) or `parameters` (plain format)".into(),
     })
-}
-
-fn parameter_store_change(event: &Value) -> Result<Change, EventError> {
-    let detail = event
-        .get("detail")
-        .and_then(Value::as_object)
-        .ok_or_else(|| EventError("Parameter Store Change without a `detail` object".into()))?;
-    let operation = detail
-        .get("operation")
-        .and_then(Value::as_str)
-        .ok_or_else(|| EventError("Parameter Store Change without `detail.operation`".into()))?;
-    let operation = Operation::parse(operation).ok_or_else(|| bad_operation(operation))?;
-    let region = field(event, "region")?;
-    let name = match detail.get("name").and_then(Value::as_str) {
-        Some(n) => n.to_owned(),
-        None => name_from_arn(event)?,
-    };
-    ssm_change(
-        region,
-        optional_account(event.get("account")),
-        &name,
-        operation,
-    )
-}
-
-/// A Parameter Store change from its parts. The checks run in one order (region, account,
-/// name), so every path that builds one reports the same first error.
-fn ssm_change(
-    region: &str,
-    account: Result<Option<String>, EventError>,
-    name: &str,
-    operation: Operation,
-) -> Result<Change, EventError> {
-    Ok(Change {
-        service: Service::ParameterStore,
-        region: check_region(region)?,
-        account: account?,
-        name: check_name(name)?,
-        operation,
-    })
-}
-
-/// `Parameter Store Policy Action`: `Expiration` means SSM deleted the parameter (a change,
-/// like Delete); `ExpirationNotification` and `NoChangeNotification` are reminders, counted
-/// and not acted on. The name is in `detail.name` or `detail.parameter-name` depending on the
-/// source, else in `resources[0]`.
-fn parameter_policy_action(event: &Value) -> Result<Decoded, EventError> {
-    let policy = event
-        .pointer("/detail/policy-type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            EventError("Parameter Store Policy Action without `detail.policy-type`".into())
-        })?;
-    match policy {
-        "Expiration" => {}
-        "ExpirationNotification" | "NoChangeNotification" => {
-            return Ok(Decoded::Ignored {
-                kind: "policy_notification",
-                detail: format!("policy-type={policy}"),
-            });
-        }
-        other => {
-            return Err(EventError(format!(
-                "unknown detail.policy-type {:?}",
-                clip(other)
-            )));
-        }
-    }
-    let name = match ["/detail/name", "/detail/parameter-name"]
-        .iter()
-        .find_map(|p| event.pointer(p).and_then(Value::as_str))
-    {
-        Some(n) => n.to_owned(),
-        None => name_from_arn(event)?,
-    };
-    let region = field(event, "region")?;
-    let account = optional_account(event.get("account"));
-    ssm_change(region, account, &name, Operation::Expiration).map(|c| Decoded::Changes(vec![c]))
-}
-
-/// Secrets Manager's own event when a staging label moves (rotation, UpdateSecretVersionStage,
-/// a new value): `detail.name` is the name (an ARN there is read as a caller's would be).
-fn secret_label_updated(event: &Value) -> Result<Vec<Change>, EventError> {
-    let name = event
-        .pointer("/detail/name")
-        .or_else(|| event.pointer("/detail/secretId"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| EventError("Secret Label Updated without `detail.name`".into()))?;
-    let region = check_region(field(event, "region")?)?;
-    let account = optional_account(event.get("account"))?;
-    Ok(secret_names(name, false)?
-        .into_iter()
-        .map(|name| Change {
-            service: Service::SecretsManager,
-            region: region.clone(),
-            account: account.clone(),
-            name,
-            operation: Operation::LabelUpdated,
-        })
-        .collect())
-}
-
-/// A CloudTrail record's `detail` and its call's name.
-type Call<'a> = (&'a serde_json::Map<String, Value>, &'a str);
-
-/// The CloudTrail record's `detail`, if it is a successful call of `service`; otherwise why it
-/// is ignored.
-fn cloudtrail_detail<'a>(
-    event: &'a Value,
-    service: &str,
-) -> Result<Result<Call<'a>, Decoded>, EventError> {
-    let detail = event
-        .get("detail")
-        .and_then(Value::as_object)
-        .ok_or_else(|| {
-            EventError("AWS API Call via CloudTrail without a `detail` object".into())
-        })?;
-    let call = detail
-        .get("eventName")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if detail.get("eventSource").and_then(Value::as_str) != Some(service) {
-        return Ok(Err(Decoded::Ignored {
-            kind: "unhandled_event",
-            detail: format!("CloudTrail call outside {service}"),
-        }));
-    }
-    if detail.get("errorCode").is_some_and(|e| !e.is_null()) {
-        return Ok(Err(Decoded::Ignored {
-            kind: "failed_api_call",
-            detail: format!("{service} {} failed", clip(call)),
-        }));
-    }
-    Ok(Ok((detail, call)))
-}
-
-/// The event's region: `region`, else CloudTrail's `detail.awsRegion`.
-fn event_region(event: &Value) -> Result<String, EventError> {
-    check_region(
-        event
-            .get("region")
-            .or_else(|| event.pointer("/detail/awsRegion"))
-            .and_then(Value::as_str)
-            .unwrap_or_default(),
-    )
-}
-
-/// CloudTrail's record of a Secrets Manager API call. Only successful calls that change what
-/// readers get are changes; everything else (GetSecretValue, failed calls) is ignored.
-fn secrets_manager_api_call(event: &Value) -> Result<Decoded, EventError> {
-    let (detail, call) = match cloudtrail_detail(event, "secretsmanager.amazonaws.com")? {
-        Ok(d) => d,
-        Err(ignored) => return Ok(ignored),
-    };
-    let region = event_region(event)?;
-    let account = optional_account(event.get("account"))?;
-    let change = |region: &str, name: String, operation| Change {
-        service: Service::SecretsManager,
-        region: region.to_owned(),
-        account: account.clone(),
-        name,
-        operation,
-    };
-    let regions_in = |list: &str| -> Vec<String> {
-        detail
-            .get("requestParameters")
-            .and_then(|r| r.get(list))
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|r| r.get("region").or(Some(r)).and_then(Value::as_str))
-                    .filter_map(|r| check_region(r).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    // A replica appears or goes away in other regions: the same name there.
-    let replica = match call {
-        "ReplicateSecretToRegions" => {
-            Some((regions_in("addReplicaRegions"), Operation::ReplicaCreated))
-        }
-        "RemoveRegionsFromReplication" => Some((
-            regions_in("removeReplicaRegions"),
-            Operation::ReplicaRemoved,
-        )),
-        _ => None,
-    };
-    let operation = match (&replica, Operation::secrets_manager_call(call)) {
-        (Some(_), _) => None,
-        (None, Some(op)) => Some(op),
-        (None, None) => {
-            return Ok(Decoded::Ignored {
-                kind: "unhandled_api_call",
-                detail: format!("secretsmanager {}", clip(call)),
-            });
-        }
-    };
-    let names = secret_names_of(detail, call)?;
-    let mut changes = Vec::new();
-    for name in names {
-        match (&replica, operation) {
-            (Some((regions, op)), _) => {
-                changes.extend(regions.iter().map(|r| change(r, name.clone(), *op)))
-            }
-            (None, Some(op)) => changes.push(change(&region, name, op)),
-            (None, None) => {}
-        }
-    }
-    Ok(Decoded::Changes(changes))
-}
-
-/// The secret a CloudTrail record is about. The full ARN AWS put in `responseElements.arn`
-/// (`aRN` in records before February 2024) names it unambiguously; else the request's
-/// `secretId` (CreateSecret: `name`) as the caller gave it, a name or an ARN that may lack the
-/// random suffix (both readings are kept then).
-fn secret_names_of(
-    detail: &serde_json::Map<String, Value>,
-    call: &str,
-) -> Result<Vec<String>, EventError> {
-    let response_arn = detail
-        .get("responseElements")
-        .and_then(|r| r.get("arn").or_else(|| r.get("aRN")))
-        .and_then(Value::as_str)
-        .filter(|a| a.starts_with("arn:"));
-    if let Some(arn) = response_arn {
-        return secret_names(arn, true);
-    }
-    let field = if call == "CreateSecret" {
-        "name"
-    } else {
-        "secretId"
-    };
-    let id = detail
-        .get("requestParameters")
-        .and_then(|r| r.get(field))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            EventError(format!(
-                "{} without `detail.requestParameters.{field}`",
-                clip(call)
-            ))
-        })?;
-    secret_names(id, false)
-}
-
-/// `AWS Service Event via CloudTrail` from Secrets Manager: `RotationSucceeded` means a new
-/// AWSCURRENT; the others (rotation started or failed, version deleted) change no value a
-/// reader gets.
-fn secrets_manager_service_event(event: &Value) -> Result<Decoded, EventError> {
-    let call = event
-        .pointer("/detail/eventName")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if call != "RotationSucceeded" {
-        return Ok(Decoded::Ignored {
-            kind: "unhandled_api_call",
-            detail: format!("secretsmanager service event {}", clip(call)),
-        });
-    }
-    let id = event
-        .pointer("/detail/additionalEventData/SecretId")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            EventError("RotationSucceeded without `detail.additionalEventData.SecretId`".into())
-        })?;
-    let region = event_region(event)?;
-    let account = optional_account(event.get("account"))?;
-    // The rotation service names the secret by its full ARN.
-    Ok(Decoded::Changes(
-        secret_names(id, id.starts_with("arn:"))?
-            .into_iter()
-            .map(|name| Change {
-                service: Service::SecretsManager,
-                region: region.clone(),
-                account: account.clone(),
-                name,
-                operation: Operation::RotationSucceeded,
-            })
-            .collect(),
-    ))
-}
-
-/// CloudTrail's record of a Parameter Store API call: what the native `Parameter Store
-/// Change` event does not report (UnlabelParameterVersion, DeleteParameters, tag changes),
-/// and the rest for set-ups that forward only CloudTrail.
-fn parameter_store_api_call(event: &Value) -> Result<Decoded, EventError> {
-    let (detail, call) = match cloudtrail_detail(event, "ssm.amazonaws.com")? {
-        Ok(d) => d,
-        Err(ignored) => return Ok(ignored),
-    };
-    let request = detail.get("requestParameters").unwrap_or(&Value::Null);
-    let text = |key: &str| request.get(key).and_then(Value::as_str);
-    let (names, operation): (Vec<&str>, Operation) = match call {
-        // The response's version tells a new parameter from a new version of one.
-        "PutParameter" => {
-            let first = detail
-                .get("responseElements")
-                .and_then(|r| r.get("version"))
-                .and_then(Value::as_i64)
-                == Some(1);
-            (
-                text("name").into_iter().collect(),
-                if first {
-                    Operation::Create
-                } else {
-                    Operation::Update
-                },
-            )
-        }
-        "DeleteParameter" => (text("name").into_iter().collect(), Operation::Delete),
-        "DeleteParameters" => (
-            request
-                .get("names")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default(),
-            Operation::Delete,
-        ),
-        "LabelParameterVersion" => (
-            text("name").into_iter().collect(),
-            Operation::LabelParameterVersion,
-        ),
-        "UnlabelParameterVersion" => (
-            text("name").into_iter().collect(),
-            Operation::UnlabelParameterVersion,
-        ),
-        "AddTagsToResource" | "RemoveTagsFromResource" => {
-            if text("resourceType") != Some("Parameter") {
-                return Ok(Decoded::Ignored {
-                    kind: "unhandled_api_call",
-                    detail: format!(
-                        "ssm {call} of a {:?}",
-                        clip(text("resourceType").unwrap_or_default())
-                    ),
-                });
-            }
-            (
-                text("resourceId").into_iter().collect(),
-                Operation::TagsChanged,
-            )
-        }
-        other => {
-            return Ok(Decoded::Ignored {
-                kind: "unhandled_api_call",
-                detail: format!("ssm {}", clip(other)),
-            });
-        }
-    };
-    if names.is_empty() {
-        return Err(EventError(format!(
-            "ssm {call} without the parameter's name in `detail.requestParameters`"
-        )));
-    }
-    if names.len() > MAX_PLAIN_PARAMETERS {
-        return Err(EventError(format!(
-            "ssm {call} names {} parameters; at most {MAX_PLAIN_PARAMETERS} are read",
-            names.len()
-        )));
-    }
-    let region = event_region(event)?;
-    let account = optional_account(event.get("account"));
-    names
-        .into_iter()
-        .map(|n| {
-            // A name or an ARN (tag calls accept both).
-            let name = match n.split_once(":parameter") {
-                Some((arn, rest)) if arn.starts_with("arn:") => {
-                    if rest.starts_with('/') {
-                        rest.to_owned()
-                    } else {
-                        format!("/{rest}")
-                    }
-                }
-                _ => n.to_owned(),
-            };
-            ssm_change(&region, account.clone(), &name, operation)
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Decoded::Changes)
-}
-
-static SECRET_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9/_+=.@\-]{1,512}$").expect("static regex"));
-
-/// A secret's name from a name or an ARN (`arn:aws:secretsmanager:<region>:<account>:secret:<name>-XXXXXX`).
-/// An ARN from AWS itself (`full`) always ends in the random suffix, which is dropped; one a
-/// caller wrote may be partial, so a name ending in `-` and six characters is kept both ways.
-fn secret_names(id: &str, full: bool) -> Result<Vec<String>, EventError> {
-    let names: Vec<&str> = match id.strip_prefix("arn:") {
-        Some(rest) => {
-            let resource = rest.splitn(5, ':').nth(4).unwrap_or_default();
-            let name = resource
-                .strip_prefix("secret:")
-                .ok_or_else(|| EventError(format!("not a secret ARN: {:?}", clip(id))))?;
-            match (arn::secret_arn_names(name), full) {
-                ((_, Some(base)), true) => vec![base],
-                ((whole, Some(base)), false) => vec![whole, base],
-                ((whole, None), _) => vec![whole],
-            }
-        }
-        None => vec![id],
-    };
-    names
-        .into_iter()
-        .map(|name| {
-            if SECRET_NAME.is_match(name) {
-                Ok(name.to_owned())
-            } else {
-                Err(EventError(format!(
-                    "secret name must be 1-512 of [A-Za-z0-9/_+=.@-], got {:?}",
-                    clip(name)
-                )))
-            }
-        })
-        .collect()
-}
-
-/// `arn:aws:ssm:<region>:<account>:parameter/<name>`: the ARN inserts a `/` only when the
-/// name lacks one, so `parameter/a/b` may be `/a/b` or `a/b`; the index compares both ways.
-fn name_from_arn(event: &Value) -> Result<String, EventError> {
-    let arn = event
-        .get("resources")
-        .and_then(Value::as_array)
-        .and_then(|r| r.first())
-        .and_then(Value::as_str)
-        .ok_or_else(|| EventError("no `detail.name` and no `resources[0]` ARN".into()))?;
-    arn.split_once(":parameter/")
-        .map(|(_, n)| format!("/{n}"))
-        .ok_or_else(|| EventError(format!("resources[0] is not a parameter ARN: {arn:?}")))
-}
-
-fn plain(value: &Value) -> Result<Vec<Change>, EventError> {
-    let params = value
-        .get("parameters")
-        .and_then(Value::as_array)
-        .ok_or_else(|| EventError("`parameters` must be an array of names".into()))?;
-    if params.is_empty() || params.len() > MAX_PLAIN_PARAMETERS {
-        return Err(EventError(format!(
-            "`parameters` must name 1 to {MAX_PLAIN_PARAMETERS} parameters, got {}",
-            params.len()
-        )));
-    }
-    let region = check_region(field(value, "region")?)?;
-    let account = optional_account(value.get("account"))?;
-    params
-        .iter()
-        .map(|p| {
-            let name = p
-                .as_str()
-                .ok_or_else(|| EventError("`parameters` entries must be strings".into()))?;
-            Ok(Change {
-                service: Service::ParameterStore,
-                region: region.clone(),
-                account: account.clone(),
-                name: check_name(name)?,
-                operation: Operation::Update,
-            })
-        })
-        .collect()
-}
-
-fn field<'a>(v: &'a Value, key: &str) -> Result<&'a str, EventError> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| EventError(format!("missing string field `{key}`")))
-}
-
-fn check_region(region: &str) -> Result<String, EventError> {
-    if REGION.is_match(region) {
-        Ok(region.to_owned())
-    } else {
-        Err(EventError(format!(
-            "region must look like us-east-1, got {:?}",
-            clip(region)
-        )))
-    }
-}
-
-fn optional_account(v: Option<&Value>) -> Result<Option<String>, EventError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(a)) => check_account(a).map(Some),
-        Some(other) => Err(EventError(format!(
-            "account must be 12 digits, got {}",
-            clip(&other.to_string())
-        ))),
-    }
-}
-
-fn check_account(account: &str) -> Result<String, EventError> {
-    if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(account.to_owned())
-    } else {
-        Err(EventError(format!(
-            "account must be 12 digits, got {}",
-            clip(&Value::from(account).to_string())
-        )))
-    }
-}
-
-/// SSM's rule for parameter names: 1 to 2048 of `[A-Za-z0-9_.-/]`.
-fn check_name(name: &str) -> Result<String, EventError> {
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b'/');
-    if (1..=2048).contains(&name.len()) && name.bytes().all(allowed) {
-        Ok(name.to_owned())
-    } else {
-        Err(EventError(format!(
-            "parameter name must be 1-2048 of [A-Za-z0-9_.-/], got {:?}",
-            clip(name)
-        )))
-    }
-}
-
-fn clip(s: &str) -> &str {
-    crate::text::truncate(s, 80)
 }
 
 #[cfg(test)]

@@ -1,0 +1,304 @@
+//! What EventBridge forwards from CloudTrail: `AWS API Call via CloudTrail` for Secrets Manager
+//! and Parameter Store, and Secrets Manager's `AWS Service Event via CloudTrail`. These report
+//! the calls the native events do not, and every call for set-ups that forward only CloudTrail.
+
+use serde_json::Value;
+
+use super::fields::{check_region, clip, optional_account, secret_names, ssm_change};
+use super::{Change, Decoded, EventError, MAX_PLAIN_PARAMETERS, Operation, Service};
+
+impl Operation {
+    /// The Secrets Manager API calls that change what a reader would get, one secret each.
+    fn secrets_manager_call(s: &str) -> Option<Self> {
+        match s {
+            "CreateSecret" => Some(Self::CreateSecret),
+            "PutSecretValue" => Some(Self::PutSecretValue),
+            "UpdateSecret" => Some(Self::UpdateSecret),
+            "RotateSecret" => Some(Self::RotateSecret),
+            "DeleteSecret" => Some(Self::DeleteSecret),
+            "RestoreSecret" => Some(Self::RestoreSecret),
+            "UpdateSecretVersionStage" => Some(Self::UpdateSecretVersionStage),
+            "TagResource" | "UntagResource" => Some(Self::TagsChanged),
+            _ => None,
+        }
+    }
+}
+
+/// A CloudTrail record's `detail` and its call's name.
+type Call<'a> = (&'a serde_json::Map<String, Value>, &'a str);
+
+/// The CloudTrail record's `detail`, if it is a successful call of `service`; otherwise why it
+/// is ignored.
+fn cloudtrail_detail<'a>(
+    event: &'a Value,
+    service: &str,
+) -> Result<Result<Call<'a>, Decoded>, EventError> {
+    let detail = event
+        .get("detail")
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            EventError("AWS API Call via CloudTrail without a `detail` object".into())
+        })?;
+    let call = detail
+        .get("eventName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if detail.get("eventSource").and_then(Value::as_str) != Some(service) {
+        return Ok(Err(Decoded::Ignored {
+            kind: "unhandled_event",
+            detail: format!("CloudTrail call outside {service}"),
+        }));
+    }
+    if detail.get("errorCode").is_some_and(|e| !e.is_null()) {
+        return Ok(Err(Decoded::Ignored {
+            kind: "failed_api_call",
+            detail: format!("{service} {} failed", clip(call)),
+        }));
+    }
+    Ok(Ok((detail, call)))
+}
+
+/// The event's region: `region`, else CloudTrail's `detail.awsRegion`.
+fn event_region(event: &Value) -> Result<String, EventError> {
+    check_region(
+        event
+            .get("region")
+            .or_else(|| event.pointer("/detail/awsRegion"))
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    )
+}
+
+/// CloudTrail's record of a Secrets Manager API call. Only successful calls that change what
+/// readers get are changes; everything else (GetSecretValue, failed calls) is ignored.
+pub(super) fn secrets_manager_api_call(event: &Value) -> Result<Decoded, EventError> {
+    let (detail, call) = match cloudtrail_detail(event, "secretsmanager.amazonaws.com")? {
+        Ok(d) => d,
+        Err(ignored) => return Ok(ignored),
+    };
+    let region = event_region(event)?;
+    let account = optional_account(event.get("account"))?;
+    let change = |region: &str, name: String, operation| Change {
+        service: Service::SecretsManager,
+        region: region.to_owned(),
+        account: account.clone(),
+        name,
+        operation,
+    };
+    let regions_in = |list: &str| -> Vec<String> {
+        detail
+            .get("requestParameters")
+            .and_then(|r| r.get(list))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.get("region").or(Some(r)).and_then(Value::as_str))
+                    .filter_map(|r| check_region(r).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // A replica appears or goes away in other regions: the same name there.
+    let replica = match call {
+        "ReplicateSecretToRegions" => {
+            Some((regions_in("addReplicaRegions"), Operation::ReplicaCreated))
+        }
+        "RemoveRegionsFromReplication" => Some((
+            regions_in("removeReplicaRegions"),
+            Operation::ReplicaRemoved,
+        )),
+        _ => None,
+    };
+    let operation = match (&replica, Operation::secrets_manager_call(call)) {
+        (Some(_), _) => None,
+        (None, Some(op)) => Some(op),
+        (None, None) => {
+            return Ok(Decoded::Ignored {
+                kind: "unhandled_api_call",
+                detail: format!("secretsmanager {}", clip(call)),
+            });
+        }
+    };
+    let names = secret_names_of(detail, call)?;
+    let mut changes = Vec::new();
+    for name in names {
+        match (&replica, operation) {
+            (Some((regions, op)), _) => {
+                changes.extend(regions.iter().map(|r| change(r, name.clone(), *op)))
+            }
+            (None, Some(op)) => changes.push(change(&region, name, op)),
+            (None, None) => {}
+        }
+    }
+    Ok(Decoded::Changes(changes))
+}
+
+/// The secret a CloudTrail record is about. The full ARN AWS put in `responseElements.arn`
+/// (`aRN` in records before February 2024) names it unambiguously; else the request's
+/// `secretId` (CreateSecret: `name`) as the caller gave it, a name or an ARN that may lack the
+/// random suffix (both readings are kept then).
+fn secret_names_of(
+    detail: &serde_json::Map<String, Value>,
+    call: &str,
+) -> Result<Vec<String>, EventError> {
+    let response_arn = detail
+        .get("responseElements")
+        .and_then(|r| r.get("arn").or_else(|| r.get("aRN")))
+        .and_then(Value::as_str)
+        .filter(|a| a.starts_with("arn:"));
+    if let Some(arn) = response_arn {
+        return secret_names(arn, true);
+    }
+    let field = if call == "CreateSecret" {
+        "name"
+    } else {
+        "secretId"
+    };
+    let id = detail
+        .get("requestParameters")
+        .and_then(|r| r.get(field))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            EventError(format!(
+                "{} without `detail.requestParameters.{field}`",
+                clip(call)
+            ))
+        })?;
+    secret_names(id, false)
+}
+
+/// `AWS Service Event via CloudTrail` from Secrets Manager: `RotationSucceeded` means a new
+/// AWSCURRENT; the others (rotation started or failed, version deleted) change no value a
+/// reader gets.
+pub(super) fn secrets_manager_service_event(event: &Value) -> Result<Decoded, EventError> {
+    let call = event
+        .pointer("/detail/eventName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if call != "RotationSucceeded" {
+        return Ok(Decoded::Ignored {
+            kind: "unhandled_api_call",
+            detail: format!("secretsmanager service event {}", clip(call)),
+        });
+    }
+    let id = event
+        .pointer("/detail/additionalEventData/SecretId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            EventError("RotationSucceeded without `detail.additionalEventData.SecretId`".into())
+        })?;
+    let region = event_region(event)?;
+    let account = optional_account(event.get("account"))?;
+    // The rotation service names the secret by its full ARN.
+    Ok(Decoded::Changes(
+        secret_names(id, id.starts_with("arn:"))?
+            .into_iter()
+            .map(|name| Change {
+                service: Service::SecretsManager,
+                region: region.clone(),
+                account: account.clone(),
+                name,
+                operation: Operation::RotationSucceeded,
+            })
+            .collect(),
+    ))
+}
+
+/// CloudTrail's record of a Parameter Store API call: what the native `Parameter Store
+/// Change` event does not report (UnlabelParameterVersion, DeleteParameters, tag changes),
+/// and the rest for set-ups that forward only CloudTrail.
+pub(super) fn parameter_store_api_call(event: &Value) -> Result<Decoded, EventError> {
+    let (detail, call) = match cloudtrail_detail(event, "ssm.amazonaws.com")? {
+        Ok(d) => d,
+        Err(ignored) => return Ok(ignored),
+    };
+    let request = detail.get("requestParameters").unwrap_or(&Value::Null);
+    let text = |key: &str| request.get(key).and_then(Value::as_str);
+    let (names, operation): (Vec<&str>, Operation) = match call {
+        // The response's version tells a new parameter from a new version of one.
+        "PutParameter" => {
+            let first = detail
+                .get("responseElements")
+                .and_then(|r| r.get("version"))
+                .and_then(Value::as_i64)
+                == Some(1);
+            (
+                text("name").into_iter().collect(),
+                if first {
+                    Operation::Create
+                } else {
+                    Operation::Update
+                },
+            )
+        }
+        "DeleteParameter" => (text("name").into_iter().collect(), Operation::Delete),
+        "DeleteParameters" => (
+            request
+                .get("names")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default(),
+            Operation::Delete,
+        ),
+        "LabelParameterVersion" => (
+            text("name").into_iter().collect(),
+            Operation::LabelParameterVersion,
+        ),
+        "UnlabelParameterVersion" => (
+            text("name").into_iter().collect(),
+            Operation::UnlabelParameterVersion,
+        ),
+        "AddTagsToResource" | "RemoveTagsFromResource" => {
+            if text("resourceType") != Some("Parameter") {
+                return Ok(Decoded::Ignored {
+                    kind: "unhandled_api_call",
+                    detail: format!(
+                        "ssm {call} of a {:?}",
+                        clip(text("resourceType").unwrap_or_default())
+                    ),
+                });
+            }
+            (
+                text("resourceId").into_iter().collect(),
+                Operation::TagsChanged,
+            )
+        }
+        other => {
+            return Ok(Decoded::Ignored {
+                kind: "unhandled_api_call",
+                detail: format!("ssm {}", clip(other)),
+            });
+        }
+    };
+    if names.is_empty() {
+        return Err(EventError(format!(
+            "ssm {call} without the parameter's name in `detail.requestParameters`"
+        )));
+    }
+    if names.len() > MAX_PLAIN_PARAMETERS {
+        return Err(EventError(format!(
+            "ssm {call} names {} parameters; at most {MAX_PLAIN_PARAMETERS} are read",
+            names.len()
+        )));
+    }
+    let region = event_region(event)?;
+    let account = optional_account(event.get("account"));
+    names
+        .into_iter()
+        .map(|n| {
+            // A name or an ARN (tag calls accept both).
+            let name = match n.split_once(":parameter") {
+                Some((arn, rest)) if arn.starts_with("arn:") => {
+                    if rest.starts_with('/') {
+                        rest.to_owned()
+                    } else {
+                        format!("/{rest}")
+                    }
+                }
+                _ => n.to_owned(),
+            };
+            ssm_change(&region, account.clone(), &name, operation)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Decoded::Changes)
+}
