@@ -1,5 +1,6 @@
-//! The program: `serve` wires the parts together; `sns verify` and `explain` are run from
-//! here. `main.rs` only parses and dispatches.
+//! The program's commands: `serve` wires the parts together; `sample`, `dev-cert`, `sns
+//! verify` and `explain` turn their flags into calls of the modules that do the work.
+//! `main.rs` only parses and dispatches.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,11 +14,12 @@ use crate::cluster::confirm::Confirmations;
 use crate::cluster::events::Events;
 use crate::cluster::patch::{Resources, Trigger, TriggerConfig};
 use crate::cluster::watch::{self, Watches};
-use crate::config::{ExplainArgs, Output, ServeArgs, VerifyArgs};
+use crate::config::{DevCertArgs, ExplainArgs, Output, SampleArgs, ServeArgs, VerifyArgs};
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::resync::{self, Resync};
 use crate::sns::cert::CertStoreConfig;
+use crate::sns::sign::{SigningKey, dev_cert};
 use crate::sns::{CertStore, Envelope, SdkConfirmer, TopicPolicy, Verifier};
 
 /// Builds the verifier from flags; shared by `serve` and `serve --check-config`.
@@ -352,6 +354,81 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {},
         _ = term => {},
     }
+}
+
+/// `ssm-resync sample`.
+pub fn sample(args: SampleArgs) -> anyhow::Result<()> {
+    let topic = args
+        .topic_arns
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "arn:aws:sns:us-east-1:123456789012:ssm-resync".into());
+    let account = match args.account {
+        Some(a) => a,
+        None => topic.split(':').nth(4).unwrap_or("123456789012").to_owned(),
+    };
+    let message = match (&args.message, &args.parameter) {
+        (Some(file), _) => read_message(file)?,
+        (None, Some(name)) => {
+            crate::sample::parameter_store_change(name, &args.operation, &args.region, &account)
+                .to_string()
+        }
+        (None, None) => anyhow::bail!("--parameter or --message is required"),
+    };
+    if args.event_only {
+        println!("{message}");
+        return Ok(());
+    }
+    let key = args
+        .sign_key
+        .as_deref()
+        .map(SigningKey::from_file)
+        .transpose()?;
+    if key.is_none() {
+        eprintln!("warning: no --sign-key: the envelope is unsigned and will be rejected (403)");
+    }
+    let env = crate::sample::notification(message, &topic, &args.cert_url, key.as_ref());
+    println!("{}", serde_json::to_string_pretty(&env)?);
+    Ok(())
+}
+
+fn read_message(file: &str) -> anyhow::Result<String> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?
+    };
+    Ok(text.trim().to_owned())
+}
+
+/// `ssm-resync dev-cert`.
+pub fn write_dev_cert(args: DevCertArgs) -> anyhow::Result<()> {
+    let dc = dev_cert(args.days)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let key = args.out.join("key.pem");
+    let cert = args.out.join("cert.pem");
+    write_private(&key, &dc.key_pem)?;
+    std::fs::write(&cert, dc.cert_pem)?;
+    println!("wrote {} and {}", key.display(), cert.display());
+    println!(
+        "pin it: --sns-signing-cert https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0123456789abcdef0123456789abcdef.pem={}",
+        cert.display()
+    );
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
 }
 
 /// `ssm-resync sns verify`: 0 valid, 1 invalid, 2 usage error (bad file, flag or certificate).

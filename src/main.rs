@@ -11,8 +11,8 @@ async fn main() -> std::process::ExitCode {
     init_tracing(log_format);
     let result = match cli.command {
         Command::Serve(args) => ssm_resync::app::serve(*args).await,
-        Command::Sample(args) => ssm_resync::sample::sample(args),
-        Command::DevCert(args) => ssm_resync::sample::write_dev_cert(args),
+        Command::Sample(args) => ssm_resync::app::sample(args),
+        Command::DevCert(args) => ssm_resync::app::write_dev_cert(args),
         Command::Sns(SnsCommand::Verify(args)) => return ssm_resync::app::verify_file(args).await,
         Command::Explain(args) => ssm_resync::app::explain(args).await,
     };
