@@ -9,8 +9,8 @@
 # Each tool is built from a small wrapper module under stack/go/<module>/ (go.mod + go.sum,
 # committed): the upstream modules replace their sibling modules with local folders, which
 # `go install MODULE@VERSION` refuses, so the wrapper requires the release and repeats those
-# replaces with published versions (../shared/DESIGN.md beside the repository, "The local stack"). The version is read
-# from the wrapper's go.mod, the one place to bump it.
+# replaces with published versions. The version is read from the wrapper's go.mod, the one
+# place to bump it.
 #
 # Cache: ${SSM_RESYNC_CACHE:-$HOME/.cache/ssm-resync}/<tool>-<version>/<tool>, plus what the
 # stack needs from the module next to it (ESO's CRD bundle). Cold builds take minutes on two
