@@ -14,7 +14,7 @@
 #
 # Cache: ${SSM_RESYNC_CACHE:-$HOME/.cache/ssm-resync}/<tool>-<version>/<tool>, plus what the
 # stack needs from the module next to it (ESO's CRD bundle). Cold builds take minutes on two
-# cores (README, "Time to first re-sync": etcd 42 s, kube-apiserver 186 s, ESO 196 s on an idle
+# cores (docs/performance.md, "The two commands": etcd 42 s, kube-apiserver 186 s, ESO 196 s on an idle
 # machine; 337 s and 821 s on 2026-12-04 while a cargo build shared the cores) and several
 # GiB of module cache (Go's, shared) and build cache (per build, deleted after it); a progress line is printed every 20 s. Concurrent callers
 # serialise on a flock; binaries are moved into place atomically.
