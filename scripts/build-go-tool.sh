@@ -9,12 +9,12 @@
 # Each tool is built from a small wrapper module under stack/go/<module>/ (go.mod + go.sum,
 # committed): the upstream modules replace their sibling modules with local folders, which
 # `go install MODULE@VERSION` refuses, so the wrapper requires the release and repeats those
-# replaces with published versions (../shared/DESIGN.md beside the repository, "The local stack"). The version is read
-# from the wrapper's go.mod, the one place to bump it.
+# replaces with published versions. The version is read from the wrapper's go.mod, the one
+# place to bump it.
 #
 # Cache: ${SSM_RESYNC_CACHE:-$HOME/.cache/ssm-resync}/<tool>-<version>/<tool>, plus what the
 # stack needs from the module next to it (ESO's CRD bundle). Cold builds take minutes on two
-# cores (README, "Time to first re-sync": etcd 42 s, kube-apiserver 186 s, ESO 196 s on an idle
+# cores (docs/performance.md, "The two commands": etcd 42 s, kube-apiserver 186 s, ESO 196 s on an idle
 # machine; 337 s and 821 s on 2026-12-04 while a cargo build shared the cores) and several
 # GiB of module cache (Go's, shared) and build cache (per build, deleted after it); a progress line is printed every 20 s. Concurrent callers
 # serialise on a flock; binaries are moved into place atomically.

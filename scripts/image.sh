@@ -31,7 +31,7 @@
 #
 # Output, in target/image/ (IMAGE_OUT):
 #   oci/                   an OCI image layout, tagged ssm-resync:dev (what k8s/overlays/local
-#                          and the README's `make image` name) and ghcr.io/example/ssm-resync:
+#                          and docs/deploy.md's `make image` name) and ghcr.io/example/ssm-resync:
 #                          <Cargo version> (what k8s/overlays/eks and the chart name)
 #   ssm-resync-oci.tar     the same as an OCI archive (podman load, skopeo, ctr import, crane)
 #   ssm-resync-docker.tar  the same as a docker-archive (docker load, kind load image-archive)

@@ -40,8 +40,9 @@ from werkzeug.serving import make_server
 
 MOTO_VERSION = "5.2.1"
 
-# Keys a Notification's signature covers, in SNS's order (shared/DESIGN.md, "SNS HTTP(S)
-# deliveries"); moto only ever builds Notifications.
+# Keys a Notification's signature covers, in the order SNS signs them: the string to sign is
+# each key present (Subject only when set) and its value, each followed by a newline. moto
+# only ever builds Notifications.
 NOTIFICATION_SIGNED_KEYS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
 
 # The subscription whose publish() is running, for the headers of its HTTP POST.

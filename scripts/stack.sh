@@ -3,7 +3,7 @@
 # External Secrets Operator (its controller and its validating webhook, out of cluster, ESO's
 # own CRD bundle), all built from the Go module proxy by scripts/build-go-tool.sh, and moto
 # patched to sign SNS deliveries like AWS (scripts/moto_launcher.py), which ESO reads
-# Parameter Store and Secrets Manager from. See shared/DESIGN.md, "The local stack".
+# Parameter Store and Secrets Manager from.
 #
 # Usage: scripts/stack.sh up | down [--purge] | status | env
 #                         | stop COMPONENT | start COMPONENT

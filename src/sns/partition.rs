@@ -1,7 +1,8 @@
 //! AWS partitions as SNS signs in them: where a topic's signing certificate is served, and the
 //! name that certificate carries.
 //!
-//! Sources (see docs/security.md, "Signing certificates per partition"):
+//! Sources (the checks they feed are described in docs/reference.md, "Rejection reasons":
+//! `cert_url_rejected` and `cert_invalid`):
 //! - hosts: the SNS endpoint `sns.<region>.<dnsSuffix>` with each partition's dnsSuffix from
 //!   botocore `partitions.json`; AWS's Java SDK v2 (`SnsHostProvider.regionalEndpoint`,
 //!   `CertificateUrlValidator`) requires the certificate host to be exactly that endpoint for
