@@ -14,9 +14,10 @@ use crate::cluster::confirm::Confirmations;
 use crate::cluster::events::Events;
 use crate::cluster::patch::{Resources, Trigger, TriggerConfig};
 use crate::cluster::watch::{self, Watches};
-use crate::config::{DevCertArgs, ExplainArgs, Output, SampleArgs, ServeArgs, VerifyArgs};
+use crate::config::{DevCertArgs, ExplainArgs, Output, SampleArgs, ServeArgs, Switch, VerifyArgs};
 use crate::index::Index;
 use crate::metrics::Metrics;
+use crate::queue::{Queue, QueueConfig};
 use crate::resync::{self, Resync};
 use crate::sns::cert::CertStoreConfig;
 use crate::sns::sign::{SigningKey, dev_cert};
@@ -94,23 +95,62 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             leader,
         ));
     }
-    let webhook = Arc::new(crate::http::Webhook {
-        resync: resync.clone(),
-        verifier,
-        confirmer: Arc::new(SdkConfirmer::default()),
-        metrics: metrics.clone(),
-        max_body_bytes: args.max_body_bytes,
-        large_slots: tokio::sync::Semaphore::new(args.max_concurrent_requests()),
-        read_timeout: args.read_timeout,
-        deadline: args.request_deadline,
-        reject_log: Default::default(),
-    });
+    let queues = queues(&args, &resync, &verifier, &metrics).await?;
     let admin = Arc::new(crate::http::Admin {
-        resync,
-        metrics,
+        resync: resync.clone(),
+        metrics: metrics.clone(),
         accepting: Arc::new(AtomicBool::new(true)),
+        conditions: queues.iter().map(|q| q.health()).collect(),
     });
-    listen(&args, webhook, admin).await
+    let webhook = (args.webhook == Switch::On).then(|| {
+        Arc::new(crate::http::Webhook {
+            resync,
+            verifier,
+            confirmer: Arc::new(SdkConfirmer::default()),
+            metrics,
+            max_body_bytes: args.max_body_bytes,
+            large_slots: tokio::sync::Semaphore::new(args.max_concurrent_requests()),
+            read_timeout: args.read_timeout,
+            deadline: args.request_deadline,
+            reject_log: Default::default(),
+        })
+    });
+    listen(&args, webhook, admin, queues).await
+}
+
+/// One consumer per `--sqs-queue-url`, verifying as the webhook does but for the age limit:
+/// the queue admits only the topic, so an old message is a change still to apply.
+async fn queues(
+    args: &ServeArgs,
+    resync: &Arc<Resync>,
+    verifier: &Verifier,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Vec<Arc<Queue>>> {
+    let mut queues = Vec::new();
+    for url in &args.sqs_queue_urls {
+        let region = crate::queue::region_of(url)
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .with_context(|| {
+                format!("--sqs-queue-url {url}: no region in the URL and no AWS_REGION")
+            })?;
+        let queue_verifier = Verifier::new(verifier.topics.clone(), verifier.certs.clone())
+            .with_max_age(Duration::MAX);
+        queues.push(Arc::new(Queue::new(
+            QueueConfig {
+                url: url.clone(),
+                receivers: args.sqs_receivers,
+                visibility: args.sqs_visibility_timeout,
+                max_body_bytes: args.max_body_bytes,
+                accept_eventbridge: args.sqs_accept_eventbridge,
+            },
+            crate::queue::client(region).await,
+            resync.clone(),
+            queue_verifier,
+            metrics.clone(),
+        )));
+    }
+    Ok(queues)
 }
 
 /// Flag combinations clap cannot check.
@@ -121,6 +161,16 @@ fn check_serve_args(args: &ServeArgs) -> anyhow::Result<()> {
     if args.watch_stall_timeout < Duration::from_secs(2) {
         anyhow::bail!(
             "--watch-stall-timeout must be at least 2s (the server ends each watch after half of it)"
+        );
+    }
+    if args.webhook == Switch::Off && args.sqs_queue_urls.is_empty() {
+        anyhow::bail!(
+            "--webhook off needs at least one --sqs-queue-url: nothing would bring changes in"
+        );
+    }
+    if args.sqs_visibility_timeout < Duration::from_secs(3) {
+        anyhow::bail!(
+            "--sqs-visibility-timeout must be at least 3s (it is renewed every third of it)"
         );
     }
     Ok(())
@@ -209,50 +259,84 @@ async fn cluster(
     })
 }
 
-/// Serves the webhook and the admin port until SIGTERM or Ctrl-C; readiness goes off first.
+/// Serves the webhook (if on) and the admin port and runs the queue consumers until SIGTERM or
+/// Ctrl-C: readiness goes off first, in-flight deliveries and messages are finished.
 async fn listen(
     args: &ServeArgs,
-    webhook: Arc<crate::http::Webhook>,
+    webhook: Option<Arc<crate::http::Webhook>>,
     admin: Arc<crate::http::Admin>,
+    queues: Vec<Arc<Queue>>,
 ) -> anyhow::Result<()> {
-    let public = crate::http::bind(args.listen)
-        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let public = match &webhook {
+        Some(_) => Some(
+            crate::http::bind(args.listen)
+                .with_context(|| format!("binding --listen {}", args.listen))?,
+        ),
+        None => None,
+    };
     let admin_listener = crate::http::bind(args.admin_listen)
         .with_context(|| format!("binding --admin-listen {}", args.admin_listen))?;
-    tracing::info!(listen = %public.local_addr()?, admin = %admin_listener.local_addr()?, topics = ?webhook.verifier.topics.patterns(), dry_run = args.dry_run, "ssm-resync serving");
+    tracing::info!(
+        listen = ?public.as_ref().map(|p| p.local_addr()).transpose()?,
+        admin = %admin_listener.local_addr()?,
+        queues = ?args.sqs_queue_urls,
+        topics = ?args.topic_arns,
+        dry_run = args.dry_run,
+        "ssm-resync serving"
+    );
 
     let shutdown = shutdown_signal().shared();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let consumers: Vec<_> = queues
+        .into_iter()
+        .map(|q| tokio::spawn(q.run(stopped.clone())))
+        .collect();
     let accepting = admin.accepting.clone();
     let draining = shutdown.clone().map(move |_| {
         accepting.store(false, Ordering::Release);
-        tracing::info!("shutting down: readiness off, finishing in-flight deliveries");
+        let _ = stop.send(true);
+        tracing::info!("shutting down: readiness off, finishing in-flight deliveries and messages");
     });
     let opts = crate::http::ServeOptions {
         read_timeout: args.read_timeout,
         max_connections: args.max_connections,
     };
-    tracing::info!(
-        max_concurrent_requests = args.max_concurrent_requests(),
-        max_connections = opts.max_connections,
-        read_timeout = ?opts.read_timeout,
-        "connection limits"
-    );
     let metrics = admin.metrics.clone();
-    let public_srv = crate::http::serve(
-        public,
-        crate::http::public_router(webhook),
-        draining,
-        opts,
-        metrics.clone(),
-    );
+    let public_srv = async {
+        match (public, webhook) {
+            (Some(listener), Some(webhook)) => {
+                tracing::info!(
+                    max_concurrent_requests = args.max_concurrent_requests(),
+                    max_connections = opts.max_connections,
+                    read_timeout = ?opts.read_timeout,
+                    "connection limits"
+                );
+                crate::http::serve(
+                    listener,
+                    crate::http::public_router(webhook),
+                    draining,
+                    opts,
+                    metrics.clone(),
+                )
+                .await
+            }
+            _ => {
+                draining.await;
+                Ok(())
+            }
+        }
+    };
     let admin_srv = crate::http::serve(
         admin_listener,
         crate::http::admin_router(admin),
         shutdown,
         opts,
-        metrics,
+        metrics.clone(),
     );
     tokio::try_join!(public_srv, admin_srv)?;
+    for c in consumers {
+        let _ = c.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

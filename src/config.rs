@@ -140,11 +140,48 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Public listener: POST /sns only. This is what the load balancer exposes.
     #[arg(long, env = "SSM_RESYNC_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+
+    /// Serve the public webhook (POST /sns on --listen). `off` for a cluster that pulls its
+    /// notifications from SQS only (--sqs-queue-url): then only the admin port opens.
+    #[arg(long, env = "SSM_RESYNC_WEBHOOK", value_enum, default_value = "on")]
+    pub webhook: Switch,
+
+    /// SQS queue to pull notifications from, subscribed to the topic with raw message
+    /// delivery off (for clusters SNS cannot reach); repeatable (comma-separated in the env
+    /// var). Messages are verified as the webhook verifies them, but for their age.
+    #[arg(
+        long = "sqs-queue-url",
+        env = "SSM_RESYNC_SQS_QUEUE_URL",
+        value_delimiter = ','
+    )]
+    pub sqs_queue_urls: Vec<String>,
+
+    /// Also accept EventBridge events that a rule put on the queue directly. They carry no
+    /// signature: only the queue's policy, which must admit nothing but your rules and the
+    /// topic, vouches for them.
+    #[arg(long, env = "SSM_RESYNC_SQS_ACCEPT_EVENTBRIDGE")]
+    pub sqs_accept_eventbridge: bool,
+
+    /// Receive loops per queue, each holding at most 10 messages in flight.
+    #[arg(long, env = "SSM_RESYNC_SQS_RECEIVERS", default_value_t = 2)]
+    pub sqs_receivers: usize,
+
+    /// Visibility timeout asked for at each receive and renewed every third of it while a
+    /// message's patches run; a failed message comes again after a backoff (5 s doubling to
+    /// 5 min), and the queue's redrive policy moves it to a dead-letter queue.
+    #[arg(long, env = "SSM_RESYNC_SQS_VISIBILITY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sqs_visibility_timeout: Duration,
 
     /// Admin listener: /healthz, /readyz, /metrics. Never expose it.
     #[arg(long, env = "SSM_RESYNC_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]

@@ -40,6 +40,14 @@ pub struct Result_ {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallResult {
+    /// The AWS API operation, e.g. ReceiveMessage.
+    pub call: &'static str,
+    /// ok | error
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
     /// refreshed | failed | no_response
     pub outcome: &'static str,
@@ -81,6 +89,11 @@ pub struct Metrics {
     pub refresh: Family<Outcome, Counter>,
     pub refresh_seconds: Histogram,
     pub refresh_pending: Gauge,
+    pub queue_messages: Family<Result_, Counter>,
+    pub queue_api_calls: Family<CallResult, Counter>,
+    pub queue_visibility_extensions: Counter,
+    pub queue_lag: Histogram,
+    pub queue_in_flight: Gauge,
     registry: Registry,
 }
 
@@ -137,6 +150,12 @@ impl Metrics {
             // 50 ms .. ~27 min
             refresh_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
             refresh_pending: Gauge::default(),
+            queue_messages: Family::default(),
+            queue_api_calls: Family::default(),
+            queue_visibility_extensions: Counter::default(),
+            // 5 ms .. ~23 h: a message may wait out an outage in the queue.
+            queue_lag: Histogram::new(exponential_buckets(0.005, 2.0, 25)),
+            queue_in_flight: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -309,6 +328,31 @@ impl Metrics {
             "refresh_pending",
             "Force-synced targets whose outcome is awaited",
             m.refresh_pending.clone(),
+        );
+        registry.register(
+            "queue_messages",
+            "SQS messages handled, by result: applied, no_match, deferred, dry_run, duplicate, ignored, recorded, subscription_confirmation and rejected are deleted; retry is left to reappear",
+            m.queue_messages.clone(),
+        );
+        registry.register(
+            "queue_api_calls",
+            "SQS API calls by operation and result",
+            m.queue_api_calls.clone(),
+        );
+        registry.register(
+            "queue_visibility_extensions",
+            "In-flight SQS messages whose visibility timeout was extended while their patches ran",
+            m.queue_visibility_extensions.clone(),
+        );
+        registry.register(
+            "queue_lag_seconds",
+            "From a message's SQS SentTimestamp to every patch it caused applied",
+            m.queue_lag.clone(),
+        );
+        registry.register(
+            "queue_in_flight",
+            "SQS messages received and not yet deleted or released",
+            m.queue_in_flight.clone(),
         );
         registry.register(
             "build",

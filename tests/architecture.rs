@@ -13,13 +13,24 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaves",
-        &["text", "log_budget", "metrics", "alloc", "aws", "dedupe"],
+        &[
+            "text",
+            "log_budget",
+            "health",
+            "metrics",
+            "alloc",
+            "aws",
+            "dedupe",
+        ],
     ),
     ("decoding", &["event", "sns"]),
     ("the index", &["index"]),
     ("the cluster", &["cluster"]),
     ("the use case", &["resync"]),
-    ("doors and tools", &["http", "sweep", "explain", "sample"]),
+    (
+        "doors and tools",
+        &["http", "queue", "sweep", "explain", "sample"],
+    ),
     ("flags", &["config"]),
     ("wiring", &["app"]),
 ];

@@ -15,6 +15,7 @@ use axum::{Json, Router};
 use http_body_util::BodyExt as _;
 use serde_json::json;
 
+use crate::health::Condition;
 use crate::log_budget::LogBudget;
 use crate::metrics::Metrics;
 use crate::resync::{Report, Resync};
@@ -43,6 +44,8 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     /// Flips to false on shutdown so /readyz fails before the listener closes.
     pub accepting: Arc<AtomicBool>,
+    /// Further conditions of readiness (each queue consumer's).
+    pub conditions: Vec<Arc<Condition>>,
 }
 
 /// The public router: `POST /sns` only. A delivery whose body may exceed
@@ -108,13 +111,26 @@ pub fn admin_router(state: Arc<Admin>) -> Router {
 
 async fn readyz(State(s): State<Arc<Admin>>) -> Response {
     if !s.accepting.load(std::sync::atomic::Ordering::Acquire) {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
-    } else if s.resync.ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let mut not_ready = Vec::new();
+    if !s.resync.ready() {
+        not_ready.push(format!(
+            "watches not in sync: {}",
+            s.resync.unsynced().join(", ")
+        ));
+    }
+    for c in &s.conditions {
+        if let Err(why) = c.state() {
+            not_ready.push(format!("{}: {why}", c.name()));
+        }
+    }
+    if not_ready.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("watches not in sync: {}\n", s.resync.unsynced().join(", ")),
+            format!("{}\n", not_ready.join("\n")),
         )
             .into_response()
     }

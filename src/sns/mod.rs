@@ -57,6 +57,8 @@ pub enum Reject {
     MessageTooOld(String),
     #[error("bad Timestamp: {0}")]
     TimestampInvalid(String),
+    #[error("not an SNS envelope: {0}")]
+    Unsigned(String),
 }
 
 impl Reject {
@@ -80,6 +82,7 @@ impl Reject {
         "event_malformed",
         "message_too_old",
         "timestamp_invalid",
+        "unsigned_message",
     ];
 
     /// The stable label value.
@@ -103,7 +106,14 @@ impl Reject {
             Self::EventMalformed(_) => "event_malformed",
             Self::MessageTooOld(_) => "message_too_old",
             Self::TimestampInvalid(_) => "timestamp_invalid",
+            Self::Unsigned(_) => "unsigned_message",
         }
+    }
+
+    /// Whether the same message may pass later: only when the failure is on our side (the
+    /// certificate could not be fetched, or not yet). Everything else is final.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::CertUnavailable(_) | Self::CertFetchLimited(_))
     }
 
     /// The HTTP status SNS sees. 4xx means "delivered, do not retry"; only a failure on our
@@ -126,7 +136,8 @@ impl Reject {
             | Self::SignatureInvalid(_)
             | Self::TopicNotAllowed(_)
             | Self::MessageTooOld(_)
-            | Self::TimestampInvalid(_) => StatusCode::FORBIDDEN,
+            | Self::TimestampInvalid(_)
+            | Self::Unsigned(_) => StatusCode::FORBIDDEN,
         }
     }
 }
