@@ -2,7 +2,7 @@
 //! are one per case of the fidelity audit: read AWS the way ESO and KES read it.
 
 use super::*;
-use crate::event::Operation;
+use crate::event::{Change, Operation, Service};
 use serde_json::{Value, json};
 
 mod feeding;

@@ -2,6 +2,7 @@
 //! can be.
 
 use super::*;
+use crate::index::patterns::compile_pattern;
 
 /// The largest `k` for which `pattern(k)` (a run of `\w{k}`: Unicode word characters make
 /// each repetition expensive) compiles within the per-pattern limit.
