@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use super::patterns::{PatternProblem, compile_pattern};
+use regex::Regex;
+
+use super::patterns::{NamePattern, name_pattern};
 use super::{
-    ArnScope, AwsService, Binding, Entry, Filed, Index, KeyRef, REGEX_BUDGET, REGEX_SIZE_LIMIT,
-    ReaderKind, Reads, RejectedReference, ResourceKey, Selector, Store, StoreId, Test, normalize,
+    ArnScope, AwsProvider, AwsService, Binding, Entry, Filed, Find, Index, KeyRef, ReaderKind,
+    Reads, RejectedReference, ResourceKey, Selector, Store, StoreId, Test, normalize,
 };
 
 /// One name a key reference is filed under, with what it reads there.
@@ -160,159 +162,73 @@ impl Index {
     }
 
     pub(super) fn file(&mut self, key: &Arc<ResourceKey>) {
-        let Some(reader) = self.readers.get(key) else {
-            return;
+        if let Some(filing) = self.filing(key) {
+            self.enter(key, filing);
+        }
+    }
+
+    /// Where a reader's references go through the stores as they are now; `None` for a reader
+    /// the index does not hold.
+    fn filing(&self, key: &Arc<ResourceKey>) -> Option<Filing> {
+        let reader = self.readers.get(key)?;
+        let mut filing = Filing {
+            entries: Vec::with_capacity(reader.references.len()),
+            rejected: Vec::new(),
+            charged: 0,
         };
-        let mut filings: Vec<(Filed, Entry)> = Vec::with_capacity(reader.references.len());
-        let mut rejected = Vec::new();
-        let mut charged = 0;
         for (i, r) in reader.references.iter().enumerate() {
-            let provider = match &r.binding {
-                Binding::Store(s) => self.stores.get(s).and_then(|s| s.aws.as_ref()),
-                Binding::Inline(aws) => Some(aws.as_ref()),
-            };
-            let entry = |service, reads, arn: Option<ArnScope>, test| Entry {
-                key: key.clone(),
+            let at = At {
+                key,
                 reference: i as u32,
-                service,
-                reads,
-                arn: arn.map(Box::new),
-                test,
             };
-            match (&r.selector, provider) {
-                // No store yet (or not an AWS one): filed by its bare name, so `explain` can say
-                // why it does not match; a store arriving re-files it.
-                (Selector::Key(k), None) => {
-                    let name: Box<str> = normalize(split_version(&k.key).0).into();
-                    filings.push((
-                        Filed::Name(name),
-                        entry(
-                            AwsService::ParameterStore,
-                            Reads::Latest,
-                            None,
-                            Test::Normalized,
-                        ),
-                    ));
-                }
+            match (&r.selector, self.aws_of(&r.binding)) {
+                (Selector::Key(k), None) => filing.entries.push(unbound_key(at, k)),
                 (Selector::Find(_), None) => {}
-                (Selector::Key(k), Some(aws)) => {
-                    for res in resolve_key(aws.service, &aws.prefix, k) {
-                        let test = match res.service {
-                            AwsService::ParameterStore => Test::Normalized,
-                            AwsService::SecretsManager => Test::Exact(res.name.as_str().into()),
-                        };
-                        filings.push((
-                            Filed::Name(normalize(&res.name).into()),
-                            entry(res.service, res.reads, res.arn, test),
-                        ));
-                    }
-                }
+                (Selector::Key(k), Some(aws)) => filing.entries.extend(key_filings(at, aws, k)),
                 (Selector::Find(f), Some(aws)) => {
-                    let regex = match f.name_regexp.as_deref().filter(|r| !r.is_empty()) {
-                        None => None,
-                        Some(re) => match compile_pattern(re) {
-                            Ok((re, cost))
-                                if self.pattern_bytes + charged + cost <= REGEX_BUDGET =>
-                            {
-                                charged += cost;
-                                Some(Arc::new(re))
-                            }
-                            Ok(_) => {
-                                rejected.push(RejectedReference {
-                                    reader: (**key).clone(),
-                                    reference: r.path.to_string(),
-                                    reason: format!(
-                                        "find.name.regexp: the patterns of all ExternalSecrets together passed their {} MiB budget: treated as matching every name",
-                                        REGEX_BUDGET >> 20
-                                    ),
-                                });
-                                None
-                            }
-                            Err(PatternProblem::TooLarge) => {
-                                rejected.push(RejectedReference {
-                                    reader: (**key).clone(),
-                                    reference: r.path.to_string(),
-                                    reason: format!(
-                                        "find.name.regexp ({} bytes) compiles past {} KiB: treated as matching every name",
-                                        re.len(),
-                                        REGEX_SIZE_LIMIT / 1024
-                                    ),
-                                });
-                                None
-                            }
-                            Err(PatternProblem::Invalid(e)) => {
-                                rejected.push(RejectedReference {
-                                    reader: (**key).clone(),
-                                    reference: r.path.to_string(),
-                                    reason: format!(
-                                        "find.name.regexp does not compile (ESO cannot use it either): {}",
-                                        e.lines().last().unwrap_or_default()
-                                    ),
-                                });
-                                continue;
-                            }
-                        },
+                    let mut reject = |reason| {
+                        filing.rejected.push(RejectedReference {
+                            reader: (**key).clone(),
+                            reference: r.path.to_string(),
+                            reason,
+                        })
                     };
-                    let service = aws.service;
-                    match service {
-                        AwsService::ParameterStore => {
-                            // ESO: `name` wins (GetParametersByPath from `path`, default `/`),
-                            // else `tags` (DescribeParameters, `{}` lists everything), else an
-                            // error ("unexpected find operator"): such a find reads nothing.
-                            let reads = match (&f.name_regexp, f.tags) {
-                                (Some(_), _) => Reads::FindValues,
-                                (None, Some(_)) => Reads::FindTags,
-                                (None, None) => continue,
-                            };
-                            match f.path.as_deref().map(normalize_path) {
-                                Some(p) if !p.is_empty() => filings.push((
-                                    Filed::Path(p.into()),
-                                    entry(
-                                        service,
-                                        reads,
-                                        None,
-                                        Test::Path {
-                                            recursive: f.recursive,
-                                            regex,
-                                        },
-                                    ),
-                                )),
-                                _ => {
-                                    let test = match regex {
-                                        Some(re) => Test::Regex(re),
-                                        None => Test::Always,
-                                    };
-                                    filings.push((Filed::Scan, entry(service, reads, None, test)));
-                                }
-                            }
+                    let spent = self.pattern_bytes + filing.charged;
+                    let regex = match name_pattern(f.name_regexp.as_deref(), spent) {
+                        NamePattern::Every => None,
+                        NamePattern::Compiled(re, cost) => {
+                            filing.charged += cost;
+                            Some(re)
                         }
-                        AwsService::SecretsManager => {
-                            // ESO v0.16: `name` wins (ListSecrets without a path, which reads
-                            // `prefix + name`; BatchGetSecretValue with one); else non-empty
-                            // `tags`; else an error. v2.x combines name and tags: tags then
-                            // count as undecidable too.
-                            let (reads, prefix) = match (&f.name_regexp, f.tags) {
-                                (Some(_), Some(n)) if n > 0 => (Reads::FindTags, ""),
-                                (Some(_), _) if f.path.is_none() => {
-                                    (Reads::FindValues, aws.prefix.as_str())
-                                }
-                                (Some(_), _) => (Reads::FindValues, ""),
-                                (None, Some(n)) if n > 0 => (Reads::FindTags, ""),
-                                (None, _) => continue,
-                            };
-                            let test = Test::SmFind {
-                                filter: f.path.as_deref().map(Into::into),
-                                regex,
-                                prefix: prefix.into(),
-                            };
-                            filings.push((Filed::Scan, entry(service, reads, None, test)));
+                        NamePattern::TreatedAsEvery(why) => {
+                            reject(why);
+                            None
                         }
-                    }
+                        NamePattern::Invalid(why) => {
+                            reject(why);
+                            continue;
+                        }
+                    };
+                    filing.entries.extend(find_filing(at, aws, f, regex));
                 }
             }
         }
-        let mut filed = Vec::with_capacity(filings.len());
-        for (where_, entry) in filings {
+        Some(filing)
+    }
+
+    /// The provider a binding files through: none while its store is missing or not an AWS
+    /// one (the controller class is left to the lookup, which can say why).
+    fn aws_of<'a>(&'a self, binding: &'a Binding) -> Option<&'a AwsProvider> {
+        match binding {
+            Binding::Store(s) => self.stores.get(s).and_then(|s| s.aws.as_ref()),
+            Binding::Inline(aws) => Some(aws.as_ref()),
+        }
+    }
+
+    /// Puts a reader's filing into the maps and the counts.
+    fn enter(&mut self, key: &Arc<ResourceKey>, filing: Filing) {
+        let mut filed = Vec::with_capacity(filing.entries.len());
+        for (where_, entry) in filing.entries {
             match &where_ {
                 Filed::Name(n) => self.by_name.entry(n.clone()).or_default().push(entry),
                 Filed::Path(p) => self.by_path.entry(p.clone()).or_default().push(entry),
@@ -325,13 +241,13 @@ impl Index {
         }
         self.references += filed.len();
         self.filed.insert(key.clone(), filed);
-        if !rejected.is_empty() {
-            self.rejected_count += rejected.len();
-            self.rejected.insert(key.clone(), rejected);
+        if !filing.rejected.is_empty() {
+            self.rejected_count += filing.rejected.len();
+            self.rejected.insert(key.clone(), filing.rejected);
         }
-        if charged > 0 {
-            self.pattern_bytes += charged;
-            self.pattern_cost.insert(key.clone(), charged);
+        if filing.charged > 0 {
+            self.pattern_bytes += filing.charged;
+            self.pattern_cost.insert(key.clone(), filing.charged);
         }
     }
 
@@ -395,6 +311,143 @@ impl Index {
             }
         }
     }
+}
+
+/// One reader's filing before it enters the maps.
+struct Filing {
+    entries: Vec<(Filed, Entry)>,
+    /// References not evaluated as written.
+    rejected: Vec<RejectedReference>,
+    /// What its patterns are charged against [`REGEX_BUDGET`](super::REGEX_BUDGET).
+    charged: usize,
+}
+
+/// One reference of one reader, which each of its entries names.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    key: &'a Arc<ResourceKey>,
+    reference: u32,
+}
+
+impl At<'_> {
+    fn entry(self, service: AwsService, reads: Reads, arn: Option<ArnScope>, test: Test) -> Entry {
+        Entry {
+            key: self.key.clone(),
+            reference: self.reference,
+            service,
+            reads,
+            arn: arn.map(Box::new),
+            test,
+        }
+    }
+}
+
+/// A key with no store yet (or not an AWS one): filed by its bare name, so `explain` can say
+/// why it does not match; a store arriving re-files it.
+fn unbound_key(at: At, k: &KeyRef) -> (Filed, Entry) {
+    let name: Box<str> = normalize(split_version(&k.key).0).into();
+    (
+        Filed::Name(name),
+        at.entry(
+            AwsService::ParameterStore,
+            Reads::Latest,
+            None,
+            Test::Normalized,
+        ),
+    )
+}
+
+/// A key's entries: one under each name it resolves to through its provider.
+fn key_filings(at: At, aws: &AwsProvider, k: &KeyRef) -> impl Iterator<Item = (Filed, Entry)> {
+    resolve_key(aws.service, &aws.prefix, k)
+        .into_iter()
+        .map(move |res| {
+            let test = match res.service {
+                AwsService::ParameterStore => Test::Normalized,
+                AwsService::SecretsManager => Test::Exact(res.name.as_str().into()),
+            };
+            (
+                Filed::Name(normalize(&res.name).into()),
+                at.entry(res.service, res.reads, res.arn, test),
+            )
+        })
+}
+
+/// A `find`'s entry, per its provider's service; `None` when ESO fails the find (it reads
+/// nothing).
+fn find_filing(
+    at: At,
+    aws: &AwsProvider,
+    f: &Find,
+    regex: Option<Arc<Regex>>,
+) -> Option<(Filed, Entry)> {
+    match aws.service {
+        AwsService::ParameterStore => parameter_find(at, f, regex),
+        AwsService::SecretsManager => secrets_find(at, &aws.prefix, f, regex),
+    }
+}
+
+/// A Parameter Store `find` with a path is filed under it; one without goes to the scan list.
+fn parameter_find(at: At, f: &Find, regex: Option<Arc<Regex>>) -> Option<(Filed, Entry)> {
+    // ESO: `name` wins (GetParametersByPath from `path`, default `/`), else `tags`
+    // (DescribeParameters, `{}` lists everything), else an error ("unexpected find
+    // operator"): such a find reads nothing.
+    let reads = match (&f.name_regexp, f.tags) {
+        (Some(_), _) => Reads::FindValues,
+        (None, Some(_)) => Reads::FindTags,
+        (None, None) => return None,
+    };
+    let service = AwsService::ParameterStore;
+    Some(match f.path.as_deref().map(normalize_path) {
+        Some(p) if !p.is_empty() => (
+            Filed::Path(p.into()),
+            at.entry(
+                service,
+                reads,
+                None,
+                Test::Path {
+                    recursive: f.recursive,
+                    regex,
+                },
+            ),
+        ),
+        _ => {
+            let test = match regex {
+                Some(re) => Test::Regex(re),
+                None => Test::Always,
+            };
+            (Filed::Scan, at.entry(service, reads, None, test))
+        }
+    })
+}
+
+/// A Secrets Manager `find` goes to the scan list: its path is a string prefix, not a
+/// hierarchy.
+fn secrets_find(
+    at: At,
+    prefix: &str,
+    f: &Find,
+    regex: Option<Arc<Regex>>,
+) -> Option<(Filed, Entry)> {
+    // ESO v0.16: `name` wins (ListSecrets without a path, which reads `prefix + name`;
+    // BatchGetSecretValue with one); else non-empty `tags`; else an error. v2.x combines name
+    // and tags: tags then count as undecidable too.
+    let (reads, prefix) = match (&f.name_regexp, f.tags) {
+        (Some(_), Some(n)) if n > 0 => (Reads::FindTags, ""),
+        (Some(_), _) if f.path.is_none() => (Reads::FindValues, prefix),
+        (Some(_), _) => (Reads::FindValues, ""),
+        (None, Some(n)) if n > 0 => (Reads::FindTags, ""),
+        (None, _) => return None,
+    };
+    let test = Test::SmFind {
+        filter: f.path.as_deref().map(Into::into),
+        regex,
+        prefix: prefix.into(),
+    };
+    Some((
+        Filed::Scan,
+        at.entry(AwsService::SecretsManager, reads, None, test),
+    ))
 }
 
 /// What of a store decides how its readers are filed.

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use regex::Regex;
 
-use super::{Index, REGEX_DFA_LIMIT, REGEX_SET_SIZE_LIMIT, REGEX_SIZE_LIMIT, REGEX_SMALL, Test};
+use super::{
+    Index, REGEX_BUDGET, REGEX_DFA_LIMIT, REGEX_SET_SIZE_LIMIT, REGEX_SIZE_LIMIT, REGEX_SMALL, Test,
+};
 
 /// Why a tenant's pattern is not used as written.
 #[derive(Debug)]
@@ -34,6 +36,44 @@ pub(super) fn compile_pattern(re: &str) -> Result<(Regex, usize), PatternProblem
             Err(e) => Err(PatternProblem::Invalid(e.to_string())),
         },
         Err(e) => Err(PatternProblem::Invalid(e.to_string())),
+    }
+}
+
+/// A find's `name.regexp` as the index uses it.
+pub(super) enum NamePattern {
+    /// Absent or `""`: every name.
+    Every,
+    /// With what it is charged against [`REGEX_BUDGET`].
+    Compiled(Arc<Regex>, usize),
+    /// Not used as written: treated as matching every name (spurious re-syncs rather than a
+    /// stale Secret), and why.
+    TreatedAsEvery(String),
+    /// Does not compile: the find reads nothing (ESO fails it too), and why.
+    Invalid(String),
+}
+
+/// What a find's `name.regexp` becomes when `spent` of [`REGEX_BUDGET`] is already charged.
+pub(super) fn name_pattern(re: Option<&str>, spent: usize) -> NamePattern {
+    let Some(re) = re.filter(|r| !r.is_empty()) else {
+        return NamePattern::Every;
+    };
+    match compile_pattern(re) {
+        Ok((compiled, cost)) if spent + cost <= REGEX_BUDGET => {
+            NamePattern::Compiled(Arc::new(compiled), cost)
+        }
+        Ok(_) => NamePattern::TreatedAsEvery(format!(
+            "find.name.regexp: the patterns of all ExternalSecrets together passed their {} MiB budget: treated as matching every name",
+            REGEX_BUDGET >> 20
+        )),
+        Err(PatternProblem::TooLarge) => NamePattern::TreatedAsEvery(format!(
+            "find.name.regexp ({} bytes) compiles past {} KiB: treated as matching every name",
+            re.len(),
+            REGEX_SIZE_LIMIT / 1024
+        )),
+        Err(PatternProblem::Invalid(e)) => NamePattern::Invalid(format!(
+            "find.name.regexp does not compile (ESO cannot use it either): {}",
+            e.lines().last().unwrap_or_default()
+        )),
     }
 }
 
