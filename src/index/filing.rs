@@ -39,101 +39,115 @@ fn reads_of(service: AwsService, version: Option<&str>, metadata: bool) -> Reads
 /// builds its call (`prefix + key`, `:version` appended for Parameter Store). Empty when ESO's
 /// call can never succeed (an ARN behind a prefix, an ARN of the other service).
 pub(super) fn resolve_key(service: AwsService, prefix: &str, k: &KeyRef) -> Vec<Resolved> {
+    match k.key.strip_prefix("arn:") {
+        Some(_) if !prefix.is_empty() => Vec::new(),
+        Some(rest) => arn_names(service, rest, k),
+        None => {
+            let full = format!("{prefix}{}", k.key);
+            match service {
+                AwsService::ParameterStore => parameter_names(&full, k),
+                AwsService::SecretsManager => secret_names(full, k),
+            }
+        }
+    }
+}
+
+/// The names an ARN key (`rest` follows `arn:`) reads, with the ARN's own region and account.
+fn arn_names(service: AwsService, rest: &str, k: &KeyRef) -> Vec<Resolved> {
     let version = k.version.as_deref();
-    if let Some(rest) = k.key.strip_prefix("arn:") {
-        if !prefix.is_empty() {
-            return Vec::new();
+    let mut parts = rest.splitn(5, ':');
+    let (Some(_partition), Some(arn_service), Some(region), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Vec::new();
+    };
+    let arn = ArnScope {
+        region: region.to_owned(),
+        account: account.to_owned(),
+    };
+    match (arn_service, service) {
+        // parameter/<name>[:<version or label>]
+        ("ssm", AwsService::ParameterStore) => {
+            let Some(p) = resource.strip_prefix("parameter") else {
+                return Vec::new();
+            };
+            let (name, embedded) = split_version(p);
+            vec![Resolved {
+                name: normalize(name).to_owned(),
+                service,
+                reads: reads_of(service, version.or(embedded), k.metadata),
+                arn: Some(arn),
+            }]
         }
-        let mut parts = rest.splitn(5, ':');
-        let (Some(_partition), Some(arn_service), Some(region), Some(account), Some(resource)) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return Vec::new();
-        };
-        let arn = ArnScope {
-            region: region.to_owned(),
-            account: account.to_owned(),
-        };
-        return match (arn_service, service) {
-            // parameter/<name>[:<version or label>]
-            ("ssm", AwsService::ParameterStore) => {
-                let Some(p) = resource.strip_prefix("parameter") else {
-                    return Vec::new();
-                };
-                let (name, embedded) = split_version(p);
-                vec![Resolved {
-                    name: normalize(name).to_owned(),
+        // secret:<name>[-XXXXXX]
+        ("secretsmanager", AwsService::SecretsManager) => {
+            let Some(name) = resource.strip_prefix("secret:") else {
+                return Vec::new();
+            };
+            let (whole, stripped) = crate::event::arn::secret_arn_names(name);
+            std::iter::once(whole)
+                .chain(stripped)
+                .map(|n| Resolved {
+                    name: n.to_owned(),
                     service,
-                    reads: reads_of(service, version.or(embedded), k.metadata),
-                    arn: Some(arn),
-                }]
-            }
-            // secret:<name>[-XXXXXX]
-            ("secretsmanager", AwsService::SecretsManager) => {
-                let Some(name) = resource.strip_prefix("secret:") else {
-                    return Vec::new();
-                };
-                let (whole, stripped) = crate::event::arn::secret_arn_names(name);
-                std::iter::once(whole)
-                    .chain(stripped)
-                    .map(|n| Resolved {
-                        name: n.to_owned(),
-                        service,
-                        reads: reads_of(service, version, k.metadata),
-                        arn: Some(arn.clone()),
-                    })
-                    .collect()
-            }
-            _ => Vec::new(),
+                    reads: reads_of(service, version, k.metadata),
+                    arn: Some(arn.clone()),
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The name a Parameter Store key reads as `full` (prefix applied), or the Secrets Manager
+/// secret an `/aws/reference/secretsmanager/` path reads.
+fn parameter_names(full: &str, k: &KeyRef) -> Vec<Resolved> {
+    let service = AwsService::ParameterStore;
+    let (name, embedded) = split_version(full);
+    let version = k.version.as_deref().or(embedded);
+    let name = normalize(name);
+    if name.is_empty() {
+        return Vec::new();
+    }
+    // SSM resolves this path to the Secrets Manager secret (and a version to its stage or
+    // version id).
+    if let Some(secret) = name.strip_prefix("aws/reference/secretsmanager/") {
+        let reads = match (k.metadata, version) {
+            (true, _) => Reads::Tags,
+            (false, None) => Reads::Latest,
+            (false, Some(_)) => Reads::Stage,
         };
+        return vec![Resolved {
+            name: secret.to_owned(),
+            service: AwsService::SecretsManager,
+            reads,
+            arn: None,
+        }];
     }
-    let full = format!("{prefix}{}", k.key);
-    match service {
-        AwsService::ParameterStore => {
-            let (name, embedded) = split_version(&full);
-            let version = version.or(embedded);
-            let name = normalize(name);
-            if name.is_empty() {
-                return Vec::new();
-            }
-            // SSM resolves this path to the Secrets Manager secret (and a version to its stage or
-            // version id).
-            if let Some(secret) = name.strip_prefix("aws/reference/secretsmanager/") {
-                let reads = match (k.metadata, version) {
-                    (true, _) => Reads::Tags,
-                    (false, None) => Reads::Latest,
-                    (false, Some(_)) => Reads::Stage,
-                };
-                return vec![Resolved {
-                    name: secret.to_owned(),
-                    service: AwsService::SecretsManager,
-                    reads,
-                    arn: None,
-                }];
-            }
-            vec![Resolved {
-                name: name.to_owned(),
-                service,
-                reads: reads_of(service, version, k.metadata),
-                arn: None,
-            }]
-        }
-        AwsService::SecretsManager => {
-            if full.is_empty() {
-                return Vec::new();
-            }
-            vec![Resolved {
-                name: full,
-                service,
-                reads: reads_of(service, version, k.metadata),
-                arn: None,
-            }]
-        }
+    vec![Resolved {
+        name: name.to_owned(),
+        service,
+        reads: reads_of(service, version, k.metadata),
+        arn: None,
+    }]
+}
+
+/// The name a Secrets Manager key reads as `full` (prefix applied): exactly that.
+fn secret_names(full: String, k: &KeyRef) -> Vec<Resolved> {
+    if full.is_empty() {
+        return Vec::new();
     }
+    let service = AwsService::SecretsManager;
+    vec![Resolved {
+        name: full,
+        service,
+        reads: reads_of(service, k.version.as_deref(), k.metadata),
+        arn: None,
+    }]
 }
 
 /// `name:3` → (`name`, `3`): SSM's selector syntax.
