@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use super::patterns::compile_pattern;
 use super::{
     ArnScope, AwsProvider, AwsService, Binding, Condition, Entry, Index, Lookup, Match, NearMiss,
-    Reader, Reads, Store, Target, Test, normalize,
+    Reader, Reads, Reference, Store, Target, Test, normalize,
 };
 use crate::event::{Change, Effect, Service};
 
@@ -32,120 +32,23 @@ impl Index {
     }
 
     fn evaluate(&self, change: &Change, misses: bool) -> Lookup {
+        let mut evaluation = Evaluation {
+            index: self,
+            change,
+            effect: change.operation.effect(),
+            service: match change.service {
+                Service::ParameterStore => AwsService::ParameterStore,
+                Service::SecretsManager => AwsService::SecretsManager,
+            },
+            misses,
+            seen: HashSet::new(),
+            out: Lookup::default(),
+        };
         let name = normalize(&change.name);
-        let effect = change.operation.effect();
-        let change_service = match change.service {
-            Service::ParameterStore => AwsService::ParameterStore,
-            Service::SecretsManager => AwsService::SecretsManager,
-        };
-        let mut out = Lookup::default();
-        let mut seen: HashSet<Target> = HashSet::new();
-        let mut consider = |entry: &Entry, how: &str| {
-            let Some(reader) = self.readers.get(&entry.key) else {
-                return;
-            };
-            // A name the entry's own test refuses is not the same name: not even a near miss.
-            if !name_test(&entry.test, change) {
-                return;
-            }
-            let reference = &reader.references[entry.reference as usize];
-            let verdict = self
-                .provider(&reference.binding)
-                .and_then(|(aws, label)| {
-                    if entry.service != change_service {
-                        return Err(format!(
-                            "{label} reads {} here, the change is in {}",
-                            entry.service.as_str(),
-                            change_service.as_str()
-                        ));
-                    }
-                    if !entry.reads.cares(effect) {
-                        return Err(format!(
-                            "reads {}: {} does not change it",
-                            entry.reads.describe(),
-                            change.operation.as_str()
-                        ));
-                    }
-                    self.scope(aws, &label, entry.arn.as_deref(), &reader.namespace, change)
-                })
-                .and_then(|scope| match reader.writes_nothing {
-                    true => Err("target.creationPolicy: None: ESO writes no Secret".to_owned()),
-                    false => Ok(scope),
-                });
-            match verdict {
-                Ok(scope) => {
-                    let target = reader.target();
-                    if !seen.insert(target.clone()) {
-                        return;
-                    }
-                    let tags = if entry.reads == Reads::FindTags && effect != Effect::Tags {
-                        "; find.tags cannot be decided from an event, so any change in scope matches"
-                    } else {
-                        ""
-                    };
-                    let uid = match &reader.parent {
-                        Some(p) => p.uid,
-                        None => reader.uid,
-                    }
-                    .map(|u| u.to_string());
-                    let m = Match {
-                        uid,
-                        target,
-                        reader: (*entry.key).clone(),
-                        reference: reference.path.to_string(),
-                        reason: format!("{how} via {scope}{tags}"),
-                        sync_windows: reader.sync_windows.as_deref().cloned(),
-                    };
-                    match self.unforceable(reader) {
-                        Some(why) => out.unforceable.push(Match { reason: why, ..m }),
-                        None => out.targets.push(m),
-                    }
-                }
-                Err(why) if misses => out.near_misses.push(NearMiss {
-                    reader: (*entry.key).clone(),
-                    reference: reference.path.to_string(),
-                    reason: why,
-                }),
-                Err(_) => {}
-            }
-        };
-        if let Some(entries) = self.by_name.get(name) {
-            for e in entries {
-                consider(e, how_key(e.reads));
-            }
-        }
-        // Every ancestor path of the name: "", "a", "a/b" for "a/b/c".
-        let mut ancestors = vec![""];
-        ancestors.extend(name.match_indices('/').map(|(i, _)| &name[..i]));
-        let parent = ancestors.last().copied();
-        for a in ancestors {
-            if let Some(entries) = self.by_path.get(a) {
-                for e in entries {
-                    let direct = Some(a) == parent;
-                    if matches!(e.test, Test::Path { recursive, .. } if recursive || direct) {
-                        consider(e, "path");
-                    }
-                }
-            }
-        }
-        let scans = self.scan_set();
-        for &i in &scans.others {
-            let e = &self.scans[i];
-            consider(
-                e,
-                if e.reads == Reads::FindTags {
-                    "tags"
-                } else {
-                    "find"
-                },
-            );
-        }
-        if let Some(set) = &scans.set {
-            for i in set.matches(&change.name).iter() {
-                consider(&self.scans[scans.entries[i]], "name regexp");
-            }
-        }
-        out
+        evaluation.names(name);
+        evaluation.paths(name);
+        evaluation.scans();
+        evaluation.out
     }
 
     /// Why a matched reader must not be patched, if so.
@@ -237,6 +140,167 @@ impl Index {
         }
         Ok(format!("{label} ({})", aws.describe()))
     }
+}
+
+/// One change being evaluated, and what it found so far.
+struct Evaluation<'a> {
+    index: &'a Index,
+    change: &'a Change,
+    effect: Effect,
+    /// The change's service, as stores name it.
+    service: AwsService,
+    /// Whether near misses are kept (`explain`).
+    misses: bool,
+    /// Each target is reported once, for the first reference that reaches it.
+    seen: HashSet<Target>,
+    out: Lookup,
+}
+
+impl Evaluation<'_> {
+    /// The references filed under the change's (normalised) name.
+    fn names(&mut self, name: &str) {
+        let index = self.index;
+        if let Some(entries) = index.by_name.get(name) {
+            for e in entries {
+                self.consider(e, how_key(e.reads));
+            }
+        }
+    }
+
+    /// The finds filed under an ancestor path of the name that reach it.
+    fn paths(&mut self, name: &str) {
+        let index = self.index;
+        // Every ancestor path of the name: "", "a", "a/b" for "a/b/c".
+        let mut ancestors = vec![""];
+        ancestors.extend(name.match_indices('/').map(|(i, _)| &name[..i]));
+        let parent = ancestors.last().copied();
+        for a in ancestors {
+            if let Some(entries) = index.by_path.get(a) {
+                for e in entries {
+                    let direct = Some(a) == parent;
+                    if matches!(e.test, Test::Path { recursive, .. } if recursive || direct) {
+                        self.consider(e, "path");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The scan list: each entry the combined set leaves out, then those its regexps match.
+    fn scans(&mut self) {
+        let index = self.index;
+        let scans = index.scan_set();
+        for &i in &scans.others {
+            let e = &index.scans[i];
+            self.consider(
+                e,
+                if e.reads == Reads::FindTags {
+                    "tags"
+                } else {
+                    "find"
+                },
+            );
+        }
+        if let Some(set) = &scans.set {
+            for i in set.matches(&self.change.name).iter() {
+                self.consider(&index.scans[scans.entries[i]], "name regexp");
+            }
+        }
+    }
+
+    /// One candidate, found as `how`: a target, an unforceable match, a near miss, or nothing.
+    fn consider(&mut self, entry: &Entry, how: &str) {
+        let Some(reader) = self.index.readers.get(&entry.key) else {
+            return;
+        };
+        // A name the entry's own test refuses is not the same name: not even a near miss.
+        if !name_test(&entry.test, self.change) {
+            return;
+        }
+        let reference = &reader.references[entry.reference as usize];
+        match self.verdict(entry, reader, reference) {
+            Ok(scope) => {
+                let target = reader.target();
+                if !self.seen.insert(target.clone()) {
+                    return;
+                }
+                let m = Match {
+                    uid: target_uid(reader),
+                    target,
+                    reader: (*entry.key).clone(),
+                    reference: reference.path.to_string(),
+                    reason: format!("{how} via {scope}{}", self.tags_note(entry)),
+                    sync_windows: reader.sync_windows.as_deref().cloned(),
+                };
+                match self.index.unforceable(reader) {
+                    Some(why) => self.out.unforceable.push(Match { reason: why, ..m }),
+                    None => self.out.targets.push(m),
+                }
+            }
+            Err(why) if self.misses => self.out.near_misses.push(NearMiss {
+                reader: (*entry.key).clone(),
+                reference: reference.path.to_string(),
+                reason: why,
+            }),
+            Err(_) => {}
+        }
+    }
+
+    /// The scope through which the entry reads the change; `Err` says what differed.
+    fn verdict(
+        &self,
+        entry: &Entry,
+        reader: &Reader,
+        reference: &Reference,
+    ) -> Result<String, String> {
+        self.index
+            .provider(&reference.binding)
+            .and_then(|(aws, label)| {
+                if entry.service != self.service {
+                    return Err(format!(
+                        "{label} reads {} here, the change is in {}",
+                        entry.service.as_str(),
+                        self.service.as_str()
+                    ));
+                }
+                if !entry.reads.cares(self.effect) {
+                    return Err(format!(
+                        "reads {}: {} does not change it",
+                        entry.reads.describe(),
+                        self.change.operation.as_str()
+                    ));
+                }
+                self.index.scope(
+                    aws,
+                    &label,
+                    entry.arn.as_deref(),
+                    &reader.namespace,
+                    self.change,
+                )
+            })
+            .and_then(|scope| match reader.writes_nothing {
+                true => Err("target.creationPolicy: None: ESO writes no Secret".to_owned()),
+                false => Ok(scope),
+            })
+    }
+
+    /// What a `find.tags` match adds to its reason when the change is not a tag change.
+    fn tags_note(&self, entry: &Entry) -> &'static str {
+        if entry.reads == Reads::FindTags && self.effect != Effect::Tags {
+            "; find.tags cannot be decided from an event, so any change in scope matches"
+        } else {
+            ""
+        }
+    }
+}
+
+/// The uid of what a force-sync of the reader patches, when known.
+fn target_uid(reader: &Reader) -> Option<String> {
+    match &reader.parent {
+        Some(p) => p.uid,
+        None => reader.uid,
+    }
+    .map(|u| u.to_string())
 }
 
 /// The match reason's first word for a key reference.
