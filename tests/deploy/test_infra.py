@@ -210,6 +210,10 @@ def test_irsa_defaults_match_the_kubernetes_service_account(module: Module):
     assert v["service_account_namespace"]["default"] == sa["metadata"]["namespace"]
 
 
+def test_topic_signs_with_sha256(module: Module):
+    assert module.resource("aws_sns_topic", "this")["signature_version"] == 2
+
+
 def test_https_subscription(module: Module):
     sub = module.resource("aws_sns_topic_subscription", "https")
     assert sub["protocol"] == "https"

@@ -55,6 +55,8 @@ resource "aws_sns_topic" "this" {
   #checkov:skip=CKV_AWS_26:Messages hold parameter/secret names and event metadata, never values. EventBridge can only publish to a topic encrypted with a customer-managed key whose policy admits events.amazonaws.com, so encryption is opt-in through var.topic_kms_master_key_id.
   name              = var.name
   kms_master_key_id = var.topic_kms_master_key_id
+  # Sign with SHA256 (SignatureVersion 2) rather than SNS's default SHA1.
+  signature_version = 2
   tags              = var.tags
 }
 
