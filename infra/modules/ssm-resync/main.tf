@@ -1,5 +1,5 @@
-# EventBridge -> SNS -> HTTPS (ssm-resync). The topic carries change events only: parameter
-# and secret names, never values.
+# EventBridge -> SNS -> HTTPS (ssm-resync) and/or SQS (queue.tf), as var.delivery says. The
+# topic carries change events only: parameter and secret names, never values.
 
 locals {
   # The patterns name neither `account` nor `region`: events that forwarders
@@ -58,6 +58,13 @@ resource "aws_sns_topic" "this" {
   # Sign with SHA256 (SignatureVersion 2) rather than SNS's default SHA1.
   signature_version = 2
   tags              = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = !var.eventbridge_direct_to_queue || contains(["queue", "both"], var.delivery)
+      error_message = "eventbridge_direct_to_queue needs delivery = \"queue\" or \"both\" (there is no queue otherwise)."
+    }
+  }
 }
 
 # Only EventBridge, and only for this module's rules, may publish. Principals of the account
