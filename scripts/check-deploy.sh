@@ -16,6 +16,9 @@
 #      not the kustomize or Helm inputs), dockerfile; zero failed checks, every skip justified inline
 #   5. promtool check rules + promtool test rules (k8s/monitoring)
 #   6. terraform fmt -check, only where terraform happens to be installed (CI has none)
+#   7. terraform test of infra/modules/ssm-resync (tests/*.tftest.hcl: what each `delivery`
+#      plans, against a mocked AWS provider), only where terraform and a local copy of the AWS
+#      provider ($TF_PLUGIN_DIR, default /opt/tf-plugins) are installed: nothing is downloaded
 #
 # Not here: that every metric used by the alerts and the dashboard is really exposed by the
 # binary, that the manifests' args pass `serve --check-config`, RBAC against a real API
@@ -231,6 +234,37 @@ run_terraform_fmt() {
   fi
 }
 
+# --- 7. terraform test (optional) -----------------------------------------------------------
+
+# In a copy of infra/, so `terraform init` leaves nothing in the work tree; the provider comes
+# from the local plugin directory only, and the mocked provider makes no AWS call.
+run_terraform_test() {
+  local plugins=${TF_PLUGIN_DIR:-/opt/tf-plugins} work=$OUT/terraform-test log=$OUT/terraform-test.log line
+  if ! command -v terraform >/dev/null 2>&1; then
+    summary "skip  terraform test (terraform not installed; not required)"
+    return 0
+  fi
+  if [[ ! -d $plugins/registry.terraform.io/hashicorp/aws ]]; then
+    summary "skip  terraform test (no local hashicorp/aws provider in $plugins; not required)"
+    return 0
+  fi
+  rm -rf "$work"
+  mkdir -p "$work"
+  cp -R infra "$work/"
+  if (
+    cd "$work/infra/modules/ssm-resync" &&
+      CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 terraform init -backend=false -input=false -no-color \
+        -plugin-dir="$plugins" &&
+      CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 terraform test -no-color
+  ) >"$log" 2>&1; then
+    line=$(grep -Eo '[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    summary "ok    terraform test infra/modules/ssm-resync: ${line:-passed}"
+  else
+    tail -n 40 "$log" >&2
+    fail "terraform test infra/modules/ssm-resync (log: target/check-deploy/terraform-test.log)"
+  fi
+}
+
 mkdir -p "$OUT"
 tools
 render
@@ -239,6 +273,7 @@ run_pytest
 run_checkov
 run_promtool
 run_terraform_fmt
+run_terraform_test
 
 printf '\ncheck-deploy summary (%d s):\n' "$((SECONDS - T0))"
 printf '  %s\n' "${SUMMARY[@]}"
