@@ -10,7 +10,18 @@ import yaml
 
 from conftest import K8S, REPO, objects, one, render
 
-OVERLAYS = ["base", "overlays/eks", "overlays/local"]
+# The overlays whose pods serve the webhook; overlays/eks-private pulls SQS instead.
+WEBHOOK_OVERLAYS = ["base", "overlays/eks", "overlays/local"]
+PRIVATE_OVERLAY = "overlays/eks-private"
+OVERLAYS = WEBHOOK_OVERLAYS + [PRIVATE_OVERLAY]
+# Configuration only the queue path sets.
+QUEUE_KEYS = {
+    "SSM_RESYNC_WEBHOOK",
+    "SSM_RESYNC_SQS_QUEUE_URL",
+    "SSM_RESYNC_SQS_ACCEPT_EVENTBRIDGE",
+    "SSM_RESYNC_SQS_RECEIVERS",
+    "SSM_RESYNC_SQS_VISIBILITY_TIMEOUT",
+}
 ALERTS = {
     "SSMResyncDown",
     "SSMResyncNotSynced",
@@ -95,14 +106,18 @@ def test_guaranteed_qos(overlay):
 def test_ports_probes_args(overlay):
     c = container(overlay)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http-webhook": 8080, "http-admin": 9090}
+    if overlay == PRIVATE_OVERLAY:
+        assert ports == {"http-admin": 9090}
+    else:
+        assert ports == {"http-webhook": 8080, "http-admin": 9090}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-admin"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-admin"}
     args = c["args"]
     assert args[0] == "serve"
     assert "--topic-arn=$(SSM_RESYNC_TOPIC_ARN)" in args
     assert "--log-format=json" in args
-    assert "--listen=0.0.0.0:8080" in args and "--admin-listen=0.0.0.0:9090" in args
+    assert "--admin-listen=0.0.0.0:9090" in args
+    assert ("--listen=0.0.0.0:8080" in args) == (overlay != PRIVATE_OVERLAY)
     env = {e["name"]: e for e in c["env"]}
     assert env["SSM_RESYNC_TOPIC_ARN"]["valueFrom"]["configMapKeyRef"]["key"] == "SSM_RESYNC_TOPIC_ARN"
     assert config(overlay)["SSM_RESYNC_TOPIC_ARN"].startswith("arn:aws:sns:")
@@ -249,6 +264,122 @@ def test_service_monitor_scrapes_the_admin_service():
     assert not sm["spec"]["selector"]["matchLabels"].items() <= webhook["metadata"]["labels"].items()
     (ep,) = sm["spec"]["endpoints"]
     assert ep["port"] == "http-admin" and ep["path"] == "/metrics"
+
+
+# --- the queue path: nothing exposed -------------------------------------------------------
+
+
+def config_of(objs) -> dict:
+    """The data of the service's ConfigMap (kustomize's hashed name or Helm's <fullname>-config):
+    the one the container's topic comes from."""
+    (cm,) = [o for o in objs if o["kind"] == "ConfigMap" and "SSM_RESYNC_TOPIC_ARN" in (o.get("data") or {})]
+    return cm["data"]
+
+
+def kinds_of(objs, kind: str) -> list[dict]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def deployment_container(objs) -> tuple[dict, dict]:
+    (dep,) = kinds_of(objs, "Deployment")
+    (c,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "ssm-resync"]
+    return dep, c
+
+
+MONITORING_ONLY = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+def check_private(objs, what: str):
+    """What a queue-only render promises: no way in but the admin port from monitoring."""
+    assert not kinds_of(objs, "Ingress"), what
+    # Only the admin Service, ClusterIP, admin port: the webhook Service is not rendered.
+    services = kinds_of(objs, "Service")
+    assert [svc["metadata"]["name"] for svc in services] == ["ssm-resync-admin"], what
+    (admin,) = services
+    assert admin["spec"].get("type", "ClusterIP") == "ClusterIP", what
+    assert [(p["name"], p["port"], p["targetPort"]) for p in admin["spec"]["ports"]] == [
+        ("http-admin", 9090, "http-admin")
+    ], what
+    # The container listens on the admin port only, with the webhook off.
+    dep, c = deployment_container(objs)
+    pod = dep["spec"]["template"]["spec"]
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [("http-admin", 9090)], what
+    assert not any(p.get("hostPort") for p in c["ports"]), what
+    assert not pod.get("hostNetwork"), what
+    assert not any(a.startswith("--listen=") for a in c["args"]), what
+    assert "--admin-listen=0.0.0.0:9090" in c["args"], what
+    cfg = config_of(objs)
+    assert cfg["SSM_RESYNC_WEBHOOK"] == "off", what
+    assert re.fullmatch(r"https://sqs\.[a-z0-9-]+\.amazonaws\.com/\d{12}/[A-Za-z0-9_-]+", cfg["SSM_RESYNC_SQS_QUEUE_URL"]), what
+    assert cfg["SSM_RESYNC_TOPIC_ARN"].startswith("arn:aws:sns:"), what
+    # The signed path: unsigned EventBridge events stay refused unless asked for.
+    assert cfg.get("SSM_RESYNC_SQS_ACCEPT_EVENTBRIDGE", "false") == "false", what
+    # One NetworkPolicy, selecting the pods: ingress only to the admin port, only from the
+    # monitoring namespace; egress DNS and HTTPS as in the other overlays.
+    (np,) = kinds_of(objs, "NetworkPolicy")
+    spec = np["spec"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= labels.items(), what
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}, what
+    assert spec["ingress"] == [{"from": MONITORING_ONLY, "ports": [{"port": 9090, "protocol": "TCP"}]}], what
+    egress_ports = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]}
+    assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP")}, what
+    # Prometheus still scrapes the admin Service; IRSA still gives the pod its role.
+    for sm in kinds_of(objs, "ServiceMonitor"):
+        assert sm["spec"]["selector"]["matchLabels"].items() <= admin["metadata"]["labels"].items(), what
+    (sa,) = kinds_of(objs, "ServiceAccount")
+    assert re.fullmatch(r"arn:aws:iam::\d{12}:role/.+", sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]), what
+
+
+def check_webhook(objs, what: str, ingress: bool):
+    """What the webhook renders, as before the queue path: both ports, the webhook Service,
+    no queue configuration."""
+    dep, c = deployment_container(objs)
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [("http-webhook", 8080), ("http-admin", 9090)], what
+    assert "--listen=0.0.0.0:8080" in c["args"], what
+    webhook = [svc for svc in kinds_of(objs, "Service") if svc["metadata"]["name"] == dep["metadata"]["name"]]
+    assert [(p["name"], p["port"]) for (svc,) in [webhook] for p in svc["spec"]["ports"]] == [("http-webhook", 8080)], what
+    assert not QUEUE_KEYS & set(config_of(objs)), what
+    assert bool(kinds_of(objs, "Ingress")) == ingress, what
+
+
+def test_private_overlay_exposes_only_the_admin_port_to_monitoring():
+    objs = render(PRIVATE_OVERLAY)
+    check_private(objs, PRIVATE_OVERLAY)
+    # The monitoring objects come along (alerts for the queue path included).
+    assert kinds_of(objs, "PrometheusRule") and kinds_of(objs, "ServiceMonitor")
+    assert one(PRIVATE_OVERLAY, "PodDisruptionBudget", "ssm-resync")["spec"]["minAvailable"] == 1
+
+
+def test_private_overlay_is_the_eks_overlay_minus_the_way_in():
+    """Everything but what exposes the webhook is as in overlays/eks: a change there must be
+    made here too."""
+    def key(o):
+        return (o["kind"], o["metadata"]["name"])
+
+    eks = {key(o): o for o in render("overlays/eks")}
+    private = {key(o): o for o in render(PRIVATE_OVERLAY)}
+    gone = {k for k in eks if k not in private}
+    assert {k[0] for k in gone} == {"Ingress", "Service", "NetworkPolicy", "ConfigMap"}, gone
+    assert ("Service", "ssm-resync") in gone and ("NetworkPolicy", "ssm-resync-from-alb") in gone
+    for k, o in private.items():
+        if k[0] in ("Deployment", "ConfigMap"):
+            continue
+        assert o == eks.get(k), k
+    # The Deployment differs in the webhook port, --listen and the ConfigMap's hashed name.
+    _, c_eks = deployment_container(eks.values())
+    _, c_private = deployment_container(private.values())
+    assert [a for a in c_eks["args"] if not a.startswith("--listen=")] == c_private["args"]
+    assert [p for p in c_eks["ports"] if p["name"] != "http-webhook"] == c_private["ports"]
+    assert c_eks["resources"] == c_private["resources"]
+    assert c_eks["securityContext"] == c_private["securityContext"]
+    cfg_eks, cfg_private = config_of(eks.values()), config_of(private.values())
+    assert {k: v for k, v in cfg_private.items() if k not in QUEUE_KEYS} == cfg_eks
+
+
+@pytest.mark.parametrize("overlay", WEBHOOK_OVERLAYS)
+def test_webhook_overlays_render_as_before(overlay):
+    check_webhook(render(overlay), overlay, ingress=overlay == "overlays/eks")
 
 
 def test_checkov_skips_carry_a_reason():
