@@ -11,7 +11,8 @@
 #   2. `kubectl kustomize` of k8s/base, every k8s/overlays/*, k8s/monitoring; `helm lint
 #      --strict` of charts/ssm-resync (default values and every ci/*-values.yaml) and
 #      `helm template` of the same (helm from `scripts/build-go-tool.sh helm`, cached)
-#   3. pytest tests/deploy/ (infra assertions on the parsed .tf; rendered-manifest assertions)
+#   3. pytest tests/deploy/ (infra assertions on the parsed .tf; rendered-manifest assertions on
+#      the kustomize overlays and the chart's renders, with the helm of step 2)
 #   4. checkov: terraform on infra/, kubernetes on the rendered manifests (what is applied,
 #      not the kustomize or Helm inputs), dockerfile; zero failed checks, every skip justified inline
 #   5. promtool check rules + promtool test rules (k8s/monitoring)
@@ -135,6 +136,7 @@ render() {
 
 # helm lint --strict and helm template of the chart, into the same folder (so checkov scans
 # the Helm renders too). The comparison with the kustomize render is tests/helm.rs.
+HELM_BIN=
 render_helm() {
   local helm f name log=$OUT/helm.log n=0 total=0
   if ! helm=$(scripts/build-go-tool.sh helm 2>"$log" | tail -n 1) || [[ ! -x $helm ]]; then
@@ -142,6 +144,7 @@ render_helm() {
     fail "scripts/build-go-tool.sh helm"
     return 0
   fi
+  HELM_BIN=$helm
   for f in "" charts/ssm-resync/ci/*-values.yaml; do
     name=helm-$(basename "${f:-default}" -values.yaml)
     if ! "$helm" lint --strict charts/ssm-resync ${f:+--values "$f"} >"$log" 2>&1; then
@@ -165,7 +168,8 @@ render_helm() {
 
 run_pytest() {
   local log=$OUT/pytest.log line
-  if "$PYTEST_VENV/bin/python" -m pytest -q -p no:cacheprovider tests/deploy >"$log" 2>&1; then
+  # The chart's renders (tests/deploy/test_manifests.py) use the helm of step 2.
+  if SSM_RESYNC_HELM=$HELM_BIN "$PYTEST_VENV/bin/python" -m pytest -q -p no:cacheprovider tests/deploy >"$log" 2>&1; then
     line=$(tail -n 1 "$log")
     summary "ok    pytest tests/deploy: ${line//=/}"
   else

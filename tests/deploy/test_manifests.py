@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from conftest import K8S, REPO, objects, one, render
+from conftest import K8S, REPO, helm_render, objects, one, render
 
 # The overlays whose pods serve the webhook; overlays/eks-private pulls SQS instead.
 WEBHOOK_OVERLAYS = ["base", "overlays/eks", "overlays/local"]
@@ -380,6 +380,34 @@ def test_private_overlay_is_the_eks_overlay_minus_the_way_in():
 @pytest.mark.parametrize("overlay", WEBHOOK_OVERLAYS)
 def test_webhook_overlays_render_as_before(overlay):
     check_webhook(render(overlay), overlay, ingress=overlay == "overlays/eks")
+
+
+def test_chart_queue_values_expose_only_the_admin_port_to_monitoring():
+    objs = helm_render("ci/queue-values.yaml")
+    check_private(objs, "helm ci/queue-values.yaml")
+    cfg = config_of(objs)
+    assert cfg["SSM_RESYNC_SQS_RECEIVERS"] == "2"
+    assert cfg["SSM_RESYNC_SQS_VISIBILITY_TIMEOUT"] == "45s"
+    # Whatever the ingress and ALB values say (here their defaults), nothing routes in.
+    assert not kinds_of(helm_render("ci/queue-values.yaml", "ingress.enabled=true"), "Ingress")
+
+
+@pytest.mark.parametrize("values", ["", "ci/eks-values.yaml", "ci/minimal-values.yaml"])
+def test_chart_webhook_values_render_as_before(values):
+    objs = helm_render(values)
+    check_webhook(objs, f"helm {values or 'default'}", ingress=values != "ci/minimal-values.yaml")
+    if values != "ci/minimal-values.yaml":
+        assert [o["metadata"]["name"] for o in kinds_of(objs, "NetworkPolicy")] == ["ssm-resync", "ssm-resync-from-alb"]
+
+
+def test_chart_both_keeps_the_webhook_and_adds_the_consumer():
+    objs = helm_render("", "delivery=both", "sqs.queueUrls={https://sqs.eu-west-1.amazonaws.com/123456789012/ssm-resync-queue}")
+    dep, c = deployment_container(objs)
+    assert [p["name"] for p in c["ports"]] == ["http-webhook", "http-admin"]
+    assert kinds_of(objs, "Ingress")
+    cfg = config_of(objs)
+    assert "SSM_RESYNC_WEBHOOK" not in cfg
+    assert cfg["SSM_RESYNC_SQS_QUEUE_URL"] == "https://sqs.eu-west-1.amazonaws.com/123456789012/ssm-resync-queue"
 
 
 def test_checkov_skips_carry_a_reason():
