@@ -33,6 +33,13 @@ ALERTS = {
     "SSMResyncNoNotifications",
     "SSMResyncNotRefreshed",
 }
+# The queue path's alerts, in their own group, with their runbook in docs/deploy.md.
+QUEUE_ALERTS = {
+    "SSMResyncQueueStuck",
+    "SSMResyncQueueReceiveFailing",
+    "SSMResyncQueueNotReceiving",
+    "SSMResyncQueueLagHigh",
+}
 EXPECTED_RULES = {
     ("external-secrets.io", "externalsecrets"): {"list", "watch", "patch"},
     ("external-secrets.io", "secretstores"): {"list", "watch"},
@@ -431,11 +438,17 @@ def test_prometheusrule_is_rules_yaml():
     assert raw["spec"] == rules_groups()
 
 
+def anchors_of(doc: str) -> set[str]:
+    text = (REPO / "docs" / doc).read_text()
+    return {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
 def test_every_alert_has_a_runbook_section_and_a_unit_test():
-    rules = [r for g in rules_groups()["groups"] for r in g["rules"]]
-    assert {r["alert"] for r in rules} == ALERTS
-    runbook = (REPO / "docs" / "runbook.md").read_text()
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", runbook, re.M)}
+    groups = {g["name"]: g["rules"] for g in rules_groups()["groups"]}
+    assert {r["alert"] for r in groups["ssm-resync-queue"]} == QUEUE_ALERTS
+    rules = [r for g in groups.values() for r in g]
+    assert {r["alert"] for r in rules} == ALERTS | QUEUE_ALERTS
+    anchors = {doc: anchors_of(doc) for doc in ("runbook.md", "deploy.md")}
     tests = yaml.safe_load((K8S / "monitoring" / "rules_test.yaml").read_text())
     cases = {}
     for t in tests["tests"]:
@@ -447,9 +460,36 @@ def test_every_alert_has_a_runbook_section_and_a_unit_test():
         for key in ("summary", "description", "runbook_url"):
             assert r["annotations"].get(key), (name, key)
         url = r["annotations"]["runbook_url"]
-        assert url.endswith("docs/runbook.md#" + name.lower()), url
-        assert name.lower() in anchors, f"docs/runbook.md has no section {name}"
+        doc = "deploy.md" if name in QUEUE_ALERTS else "runbook.md"
+        assert url.endswith(f"docs/{doc}#" + name.lower()), url
+        assert name.lower() in anchors[doc], f"docs/{doc} has no section {name}"
         assert True in cases.get(name, []) and False in cases.get(name, []), f"{name}: needs a firing and a quiet test"
+
+
+def test_queue_alerts_read_only_queue_series_and_page_on_deliveries():
+    """The queue alerts fire only where a queue is consumed (their series exist nowhere
+    else), and none of them counts what anyone may put on the queue (rejections)."""
+    (group,) = [g for g in rules_groups()["groups"] if g["name"] == "ssm-resync-queue"]
+    for r in group["rules"]:
+        names = set(re.findall(r"\b(ssm_resync_[a-z0-9_]+)", r["expr"]))
+        assert names and all(n.startswith("ssm_resync_queue_") for n in names), (r["alert"], names)
+        assert "rejected" not in r["expr"] and "rejections" not in r["expr"], r["alert"]
+    severities = {r["alert"]: r["labels"]["severity"] for r in group["rules"]}
+    assert severities == {
+        "SSMResyncQueueStuck": "critical",
+        "SSMResyncQueueReceiveFailing": "critical",
+        "SSMResyncQueueNotReceiving": "critical",
+        "SSMResyncQueueLagHigh": "warning",
+    }
+    # A queue-only service must not look silent to the 24-hour alert.
+    (silent,) = [r for g in rules_groups()["groups"] for r in g["rules"] if r["alert"] == "SSMResyncNoNotifications"]
+    assert "ssm_resync_queue_messages_total" in silent["expr"]
+
+
+def test_chart_rules_are_a_copy_of_k8s_monitoring():
+    for name in ("rules.yaml", "dashboard.json"):
+        chart = (REPO / "charts" / "ssm-resync" / "files" / name).read_bytes()
+        assert chart == (K8S / "monitoring" / name).read_bytes(), f"cp k8s/monitoring/{name} charts/ssm-resync/files/"
 
 
 def test_dashboard_uses_only_ssm_resync_metrics_and_quantiles():
