@@ -11,11 +11,15 @@
 #   2. `kubectl kustomize` of k8s/base, every k8s/overlays/*, k8s/monitoring; `helm lint
 #      --strict` of charts/ssm-resync (default values and every ci/*-values.yaml) and
 #      `helm template` of the same (helm from `scripts/build-go-tool.sh helm`, cached)
-#   3. pytest tests/deploy/ (infra assertions on the parsed .tf; rendered-manifest assertions)
+#   3. pytest tests/deploy/ (infra assertions on the parsed .tf; rendered-manifest assertions on
+#      the kustomize overlays and the chart's renders, with the helm of step 2)
 #   4. checkov: terraform on infra/, kubernetes on the rendered manifests (what is applied,
 #      not the kustomize or Helm inputs), dockerfile; zero failed checks, every skip justified inline
 #   5. promtool check rules + promtool test rules (k8s/monitoring)
 #   6. terraform fmt -check, only where terraform happens to be installed (CI has none)
+#   7. terraform test of infra/modules/ssm-resync (tests/*.tftest.hcl: what each `delivery`
+#      plans, against a mocked AWS provider), only where terraform and a local copy of the AWS
+#      provider ($TF_PLUGIN_DIR, default /opt/tf-plugins) are installed: nothing is downloaded
 #
 # Not here: that every metric used by the alerts and the dashboard is really exposed by the
 # binary, that the manifests' args pass `serve --check-config`, RBAC against a real API
@@ -132,6 +136,7 @@ render() {
 
 # helm lint --strict and helm template of the chart, into the same folder (so checkov scans
 # the Helm renders too). The comparison with the kustomize render is tests/helm.rs.
+HELM_BIN=
 render_helm() {
   local helm f name log=$OUT/helm.log n=0 total=0
   if ! helm=$(scripts/build-go-tool.sh helm 2>"$log" | tail -n 1) || [[ ! -x $helm ]]; then
@@ -139,6 +144,7 @@ render_helm() {
     fail "scripts/build-go-tool.sh helm"
     return 0
   fi
+  HELM_BIN=$helm
   for f in "" charts/ssm-resync/ci/*-values.yaml; do
     name=helm-$(basename "${f:-default}" -values.yaml)
     if ! "$helm" lint --strict charts/ssm-resync ${f:+--values "$f"} >"$log" 2>&1; then
@@ -162,7 +168,8 @@ render_helm() {
 
 run_pytest() {
   local log=$OUT/pytest.log line
-  if "$PYTEST_VENV/bin/python" -m pytest -q -p no:cacheprovider tests/deploy >"$log" 2>&1; then
+  # The chart's renders (tests/deploy/test_manifests.py) use the helm of step 2.
+  if SSM_RESYNC_HELM=$HELM_BIN "$PYTEST_VENV/bin/python" -m pytest -q -p no:cacheprovider tests/deploy >"$log" 2>&1; then
     line=$(tail -n 1 "$log")
     summary "ok    pytest tests/deploy: ${line//=/}"
   else
@@ -231,6 +238,37 @@ run_terraform_fmt() {
   fi
 }
 
+# --- 7. terraform test (optional) -----------------------------------------------------------
+
+# In a copy of infra/, so `terraform init` leaves nothing in the work tree; the provider comes
+# from the local plugin directory only, and the mocked provider makes no AWS call.
+run_terraform_test() {
+  local plugins=${TF_PLUGIN_DIR:-/opt/tf-plugins} work=$OUT/terraform-test log=$OUT/terraform-test.log line
+  if ! command -v terraform >/dev/null 2>&1; then
+    summary "skip  terraform test (terraform not installed; not required)"
+    return 0
+  fi
+  if [[ ! -d $plugins/registry.terraform.io/hashicorp/aws ]]; then
+    summary "skip  terraform test (no local hashicorp/aws provider in $plugins; not required)"
+    return 0
+  fi
+  rm -rf "$work"
+  mkdir -p "$work"
+  cp -R infra "$work/"
+  if (
+    cd "$work/infra/modules/ssm-resync" &&
+      CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 terraform init -backend=false -input=false -no-color \
+        -plugin-dir="$plugins" &&
+      CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 terraform test -no-color
+  ) >"$log" 2>&1; then
+    line=$(grep -Eo '[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    summary "ok    terraform test infra/modules/ssm-resync: ${line:-passed}"
+  else
+    tail -n 40 "$log" >&2
+    fail "terraform test infra/modules/ssm-resync (log: target/check-deploy/terraform-test.log)"
+  fi
+}
+
 mkdir -p "$OUT"
 tools
 render
@@ -239,6 +277,7 @@ run_pytest
 run_checkov
 run_promtool
 run_terraform_fmt
+run_terraform_test
 
 printf '\ncheck-deploy summary (%d s):\n' "$((SECONDS - T0))"
 printf '  %s\n' "${SUMMARY[@]}"

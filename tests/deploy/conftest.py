@@ -1,6 +1,7 @@
 """Shared loaders for the deployment checks (run by scripts/check-deploy.sh)."""
 
 import functools
+import os
 import pathlib
 import subprocess
 
@@ -15,6 +16,7 @@ MODULE = INFRA / "modules" / "ssm-resync"
 FORWARDER = INFRA / "modules" / "ssm-resync-forwarder"
 EXAMPLES = INFRA / "examples"
 K8S = REPO / "k8s"
+CHART = REPO / "charts" / "ssm-resync"
 
 # Plain values: no comment or block markers, strings without their HCL quotes
 # (expressions stay "${...}").
@@ -149,3 +151,32 @@ def one(overlay: str, kind: str, name: str) -> dict:
     found = [o for o in objects(overlay, kind) if o["metadata"]["name"] == name]
     assert len(found) == 1, f"{overlay}: expected one {kind}/{name}, found {len(found)}"
     return found[0]
+
+
+@functools.lru_cache(maxsize=None)
+def helm_bin() -> str:
+    """helm: $SSM_RESYNC_HELM (scripts/check-deploy.sh passes the one it used), else the one
+    `scripts/build-go-tool.sh helm` prints (cached after its first build). No helm fails the
+    tests that need it; they never skip."""
+    if os.environ.get("SSM_RESYNC_HELM"):
+        return os.environ["SSM_RESYNC_HELM"]
+    out = subprocess.run(
+        [str(REPO / "scripts" / "build-go-tool.sh"), "helm"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return out.strip().splitlines()[-1]
+
+
+@functools.lru_cache(maxsize=None)
+def helm_render(values_file: str = "", *sets: str) -> tuple:
+    """`helm template ssm-resync charts/ssm-resync -n ssm-resync [--values charts/ssm-resync/<values_file>] [--set ...]`
+    as a tuple of objects."""
+    args = [helm_bin(), "template", "ssm-resync", str(CHART), "--namespace", "ssm-resync"]
+    if values_file:
+        args += ["--values", str(CHART / values_file)]
+    for s in sets:
+        args += ["--set", s]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return tuple(d for d in yaml.safe_load_all(out) if d)

@@ -99,7 +99,7 @@ def policy_attributes(m: Module) -> int:
 def test_every_policy_is_an_inspected_policy_document(module: Module, forwarder: Module):
     """Policies are only ever data.aws_iam_policy_document (so the checks below see all of
     them), never inline JSON."""
-    assert policy_attributes(module) == 5  # topic, DLQ, role trust, role permissions, event bus
+    assert policy_attributes(module) == 6  # topic, DLQ, queue, role trust, role permissions, event bus
     assert policy_attributes(forwarder) == 3  # role trust, role permissions, DLQ
     for d in (EXAMPLES / "basic", EXAMPLES / "multi-region-multi-account"):
         assert policy_attributes(load_module(d)) == 0, f"{d}: policies belong in the modules"
@@ -168,6 +168,9 @@ def test_role_allows_exactly_confirm_subscription_and_describe_parameters(module
     assert allowed["sns:ConfirmSubscription"] == ["${aws_sns_topic.this.arn}"]
     # DescribeParameters has no resource-level permissions: "*" is its only form.
     assert allowed["ssm:DescribeParameters"] == ["*"]
+    # The queue's grant is merged in only with the queue; nothing else is merged.
+    assert doc["source_policy_documents"] == "${data.aws_iam_policy_document.service_queue[*].json}"
+    assert "override_policy_documents" not in doc
     role_policy = module.resource("aws_iam_role_policy", "service")
     assert role_policy["policy"] == "${data.aws_iam_policy_document.service.json}"
     assert role_policy["role"] == "${aws_iam_role.irsa[0].id}"
@@ -208,6 +211,171 @@ def test_irsa_defaults_match_the_kubernetes_service_account(module: Module):
     v = module.variables()
     assert v["service_account_name"]["default"] == sa["metadata"]["name"]
     assert v["service_account_namespace"]["default"] == sa["metadata"]["namespace"]
+
+
+def test_role_consumes_exactly_the_queue(module: Module):
+    """With the queue, the role gains exactly the four calls the consumer makes (the batch
+    calls are authorised by the singular actions), on the queue's ARN only, and no KMS
+    permission: the queue's SSE is SQS-managed."""
+    doc = module.policy_documents()["service_queue"]
+    assert doc["count"] == "${local.queue_enabled ? 1 : 0}"
+    (stmt,) = statements(doc)
+    assert stmt.get("effect", "Allow") == "Allow"
+    assert sorted(stmt["actions"]) == sorted([
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+    ])
+    assert stmt["resources"] == ["${aws_sqs_queue.queue[0].arn}"]
+    assert not principals(stmt) and not conditions(stmt)
+    # The guardrail still denies kms:Decrypt, which a CMK-encrypted queue would need.
+    denied = {a for s in statements(module.policy_documents()["service"]) if s.get("effect") == "Deny" for a in s["actions"]}
+    assert "kms:Decrypt" in denied
+
+
+def test_delivery_is_validated_and_webhook_by_default(module: Module):
+    v = module.variables()["delivery"]
+    assert v["type"] == "string"
+    assert v["default"] == "webhook"
+    assert v["validation"][0]["condition"] == '${contains(["webhook", "queue", "both"], var.delivery)}'
+    loc = module.locals()
+    assert loc["queue_enabled"] == '${contains(["queue", "both"], var.delivery)}'
+    assert loc["https_enabled"] == '${contains(["webhook", "both"], var.delivery)}'
+    assert loc["queue_from_topic"] == "${local.queue_enabled && !var.eventbridge_direct_to_queue}"
+    assert loc["queue_from_rules"] == "${local.queue_enabled && var.eventbridge_direct_to_queue}"
+    assert module.variables()["eventbridge_direct_to_queue"]["default"] is False
+    # Everything of the queue path exists only with it.
+    for (typ, name), body in module.resources().items():
+        if typ.startswith("aws_sqs_queue") and "queue" in name or name in ("queue_dlq", "queue_stale"):
+            assert body.get("count") in ("${local.queue_enabled ? 1 : 0}", "${local.queue_from_topic ? 1 : 0}"), (typ, name)
+    # queue-only creates no HTTPS subscription, and refuses an endpoint rather than ignore it.
+    https = module.resource("aws_sns_topic_subscription", "https")
+    assert https["count"] == "${local.https_enabled && var.subscription_endpoint != null ? 1 : 0}"
+    pre = {p["condition"] for p in module.resource("aws_sqs_queue", "queue")["lifecycle"][0]["precondition"]}
+    assert '${var.delivery != "queue" || var.subscription_endpoint == null}' in pre
+    assert "${var.dlq_message_retention_seconds >= var.queue_message_retention_seconds}" in pre
+    topic_pre = module.resource("aws_sns_topic", "this")["lifecycle"][0]["precondition"]
+    assert topic_pre[0]["condition"] == '${!var.eventbridge_direct_to_queue || contains(["queue", "both"], var.delivery)}'
+
+
+def test_topic_signs_with_sha256(module: Module):
+    assert module.resource("aws_sns_topic", "this")["signature_version"] == 2
+
+
+def test_queue_and_its_dead_letter_queue_are_encrypted_and_redriven(module: Module):
+    q = module.resource("aws_sqs_queue", "queue")
+    dlq = module.resource("aws_sqs_queue", "queue_dlq")
+    for body in (q, dlq):
+        assert body["sqs_managed_sse_enabled"] is True
+        assert "kms_master_key_id" not in body
+        assert body["count"] == "${local.queue_enabled ? 1 : 0}"
+    assert q["name"] == "${var.name}-queue" and dlq["name"] == "${var.name}-queue-dlq"
+    redrive = q["redrive_policy"]
+    assert redrive.startswith("${jsonencode(")
+    assert "deadLetterTargetArn = aws_sqs_queue.queue_dlq[0].arn" in redrive
+    assert "maxReceiveCount = var.queue_max_receive_count" in redrive
+    v = module.variables()
+    assert v["queue_max_receive_count"]["default"] == 10
+    # The longest SQS allows: a notification may wait out an outage.
+    assert q["message_retention_seconds"] == "${var.queue_message_retention_seconds}"
+    assert v["queue_message_retention_seconds"]["default"] == 1209600
+    assert dlq["message_retention_seconds"] == "${var.dlq_message_retention_seconds}"
+    assert v["dlq_message_retention_seconds"]["default"] >= v["queue_message_retention_seconds"]["default"]
+    assert q["receive_wait_time_seconds"] == 20
+    assert q["visibility_timeout_seconds"] == 30
+    allow = module.resource("aws_sqs_queue_redrive_allow_policy", "queue_dlq")
+    assert allow["queue_url"] == "${aws_sqs_queue.queue_dlq[0].id}"
+    assert allow["redrive_allow_policy"] == (
+        '${jsonencode({redrivePermission = "byQueue", sourceQueueArns = [aws_sqs_queue.queue[0].arn]})}'
+    )
+
+
+def test_queue_policy_admits_only_the_topic_or_the_rules(module: Module):
+    qp = module.resource("aws_sqs_queue_policy", "queue")
+    assert qp["queue_url"] == "${aws_sqs_queue.queue[0].id}"
+    assert qp["policy"] == "${data.aws_iam_policy_document.queue[0].json}"
+    docs = module.policy_documents()
+    merged = docs["queue"]
+    assert "statement" not in merged
+    assert merged["source_policy_documents"] == (
+        "${concat(data.aws_iam_policy_document.queue_from_topic[*].json, "
+        "data.aws_iam_policy_document.queue_from_rules[*].json)}"
+    )
+    # The subscribed queue: SNS, from this topic only.
+    assert docs["queue_from_topic"]["count"] == "${local.queue_from_topic ? 1 : 0}"
+    (sns,) = statements(docs["queue_from_topic"])
+    assert sns["effect"] == "Allow"
+    assert principals(sns) == [("Service", ["sns.amazonaws.com"])]
+    assert sns["actions"] == ["sqs:SendMessage"]
+    assert sns["resources"] == ["${aws_sqs_queue.queue[0].arn}"]
+    assert conditions(sns) == {("ArnEquals", "aws:SourceArn"): ["${aws_sns_topic.this.arn}"]}
+    # eventbridge_direct_to_queue: EventBridge from this module's rules only, and a Deny of
+    # SendMessage to everyone else (unsigned events are trusted on this policy alone).
+    assert docs["queue_from_rules"]["count"] == "${local.queue_from_rules ? 1 : 0}"
+    events, deny = statements(docs["queue_from_rules"])
+    assert principals(events) == [("Service", ["events.amazonaws.com"])]
+    assert events["actions"] == ["sqs:SendMessage"]
+    assert events["resources"] == ["${aws_sqs_queue.queue[0].arn}"]
+    assert conditions(events) == {("ArnEquals", "aws:SourceArn"): "${local.rule_arns}"}
+    assert deny["effect"] == "Deny"
+    assert principals(deny) == [("*", ["*"])]
+    assert deny["actions"] == ["sqs:SendMessage"]
+    assert deny["resources"] == ["${aws_sqs_queue.queue[0].arn}"]
+    assert conditions(deny) == {("ArnNotEquals", "aws:SourceArn"): "${local.rule_arns}"}
+    (exempt,) = deny["dynamic"]
+    assert exempt["condition"]["content"] == [{
+        "test": "ArnNotLike",
+        "variable": "aws:PrincipalArn",
+        "values": "${var.queue_sender_arns}",
+    }]
+
+
+def test_queue_subscription_is_signed_and_redriven(module: Module):
+    sub = module.resource("aws_sns_topic_subscription", "queue")
+    assert sub["count"] == "${local.queue_from_topic ? 1 : 0}"
+    assert sub["protocol"] == "sqs"
+    assert sub["topic_arn"] == "${aws_sns_topic.this.arn}"
+    assert sub["endpoint"] == "${aws_sqs_queue.queue[0].arn}"
+    assert sub["raw_message_delivery"] is False, "raw delivery carries no signature"
+    assert "aws_sqs_queue.dlq.arn" in sub["redrive_policy"]
+    assert "${aws_sqs_queue_policy.queue}" in sub["depends_on"]
+
+
+def test_rules_target_the_queue_only_when_asked(module: Module):
+    t = module.resource("aws_cloudwatch_event_target", "queue")
+    assert t["for_each"] == "${local.queue_target_rules}"
+    assert t["rule"] == "${each.value}"
+    assert t["arn"] == "${aws_sqs_queue.queue[0].arn}"
+    assert t["dead_letter_config"][0]["arn"] == "${aws_sqs_queue.dlq.arn}"
+    assert t["retry_policy"][0]["maximum_event_age_in_seconds"] <= 86400
+    targets = module.locals()["queue_target_rules"]
+    assert targets.startswith("${local.queue_from_rules ? merge(")
+    for rule in RULES:
+        assert f"aws_cloudwatch_event_rule.{rule}" in targets, rule
+
+
+def test_queue_alarms(module: Module):
+    dlq = module.resource("aws_cloudwatch_metric_alarm", "queue_dlq")
+    assert dlq["namespace"] == "AWS/SQS"
+    assert dlq["metric_name"] == "ApproximateNumberOfMessagesVisible"
+    assert dlq["dimensions"] == {"QueueName": "${aws_sqs_queue.queue_dlq[0].name}"}
+    assert dlq["comparison_operator"] == "GreaterThanThreshold"
+    assert dlq["threshold"] == 0
+    stale = module.resource("aws_cloudwatch_metric_alarm", "queue_stale")
+    assert stale["metric_name"] == "ApproximateAgeOfOldestMessage"
+    assert stale["dimensions"] == {"QueueName": "${aws_sqs_queue.queue[0].name}"}
+    assert stale["threshold"] == "${var.queue_oldest_message_alarm_seconds}"
+    deploy = (INFRA.parent / "docs" / "deploy.md").read_text()
+    for a, anchor, heading in (
+        (dlq, "queue-dead-letter-queue", "### Queue dead-letter queue"),
+        (stale, "queue-stale", "### Queue stale"),
+    ):
+        assert a["count"] == "${local.queue_enabled ? 1 : 0}"
+        assert a["alarm_actions"] == "${var.alarm_actions}"
+        assert a["ok_actions"] == "${var.ok_actions}"
+        assert f"docs/deploy.md#{anchor}" in a["alarm_description"]
+        assert heading in deploy, heading
 
 
 def test_https_subscription(module: Module):
@@ -331,8 +499,11 @@ def test_variables_and_outputs_are_documented(module: Module):
         assert v.get("description"), f"variable {name} has no description"
         assert "type" in v, f"variable {name} has no type"
     outputs = module.outputs()
-    for name in ("topic_arn", "role_arn", "dlq_arn", "dlq_url"):
+    for name in ("topic_arn", "role_arn", "dlq_arn", "dlq_url", "queue_url", "queue_arn", "queue_dlq_arn"):
         assert name in outputs, name
+    assert outputs["queue_url"]["value"] == "${one(aws_sqs_queue.queue[*].url)}"
+    assert outputs["queue_arn"]["value"] == "${one(aws_sqs_queue.queue[*].arn)}"
+    assert outputs["queue_dlq_arn"]["value"] == "${one(aws_sqs_queue.queue_dlq[*].arn)}"
     for name, o in outputs.items():
         assert o.get("description"), f"output {name} has no description"
 
@@ -344,6 +515,12 @@ def test_example_uses_the_module():
     assert body["source"] == "../../modules/ssm-resync"
     assert "oidc_provider_arn" in body
     assert (INFRA / "examples" / "basic" / "terraform.tfvars.example").is_file()
+    # The queue path is one input away, and the webhook stays the default.
+    assert body["delivery"] == "${var.delivery}"
+    basic = load_module(EXAMPLES / "basic")
+    assert basic.variables()["delivery"]["default"] == "webhook"
+    assert basic.outputs()["queue_url"]["value"] == "${module.ssm_resync.queue_url}"
+    assert 'delivery = "queue"' in (INFRA / "examples" / "basic" / "terraform.tfvars.example").read_text()
 
 
 @pytest.mark.parametrize("path", tf_files(), ids=lambda p: str(p.relative_to(INFRA)))

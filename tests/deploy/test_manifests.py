@@ -8,9 +8,20 @@ import re
 import pytest
 import yaml
 
-from conftest import K8S, REPO, objects, one, render
+from conftest import K8S, REPO, helm_render, objects, one, render
 
-OVERLAYS = ["base", "overlays/eks", "overlays/local"]
+# The overlays whose pods serve the webhook; overlays/eks-private pulls SQS instead.
+WEBHOOK_OVERLAYS = ["base", "overlays/eks", "overlays/local"]
+PRIVATE_OVERLAY = "overlays/eks-private"
+OVERLAYS = WEBHOOK_OVERLAYS + [PRIVATE_OVERLAY]
+# Configuration only the queue path sets.
+QUEUE_KEYS = {
+    "SSM_RESYNC_WEBHOOK",
+    "SSM_RESYNC_SQS_QUEUE_URL",
+    "SSM_RESYNC_SQS_ACCEPT_EVENTBRIDGE",
+    "SSM_RESYNC_SQS_RECEIVERS",
+    "SSM_RESYNC_SQS_VISIBILITY_TIMEOUT",
+}
 ALERTS = {
     "SSMResyncDown",
     "SSMResyncNotSynced",
@@ -21,6 +32,13 @@ ALERTS = {
     "SSMResyncWatchStalled",
     "SSMResyncNoNotifications",
     "SSMResyncNotRefreshed",
+}
+# The queue path's alerts, in their own group, with their runbook in docs/deploy.md.
+QUEUE_ALERTS = {
+    "SSMResyncQueueStuck",
+    "SSMResyncQueueReceiveFailing",
+    "SSMResyncQueueNotReceiving",
+    "SSMResyncQueueLagHigh",
 }
 EXPECTED_RULES = {
     ("external-secrets.io", "externalsecrets"): {"list", "watch", "patch"},
@@ -95,14 +113,18 @@ def test_guaranteed_qos(overlay):
 def test_ports_probes_args(overlay):
     c = container(overlay)
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"http-webhook": 8080, "http-admin": 9090}
+    if overlay == PRIVATE_OVERLAY:
+        assert ports == {"http-admin": 9090}
+    else:
+        assert ports == {"http-webhook": 8080, "http-admin": 9090}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-admin"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-admin"}
     args = c["args"]
     assert args[0] == "serve"
     assert "--topic-arn=$(SSM_RESYNC_TOPIC_ARN)" in args
     assert "--log-format=json" in args
-    assert "--listen=0.0.0.0:8080" in args and "--admin-listen=0.0.0.0:9090" in args
+    assert "--admin-listen=0.0.0.0:9090" in args
+    assert ("--listen=0.0.0.0:8080" in args) == (overlay != PRIVATE_OVERLAY)
     env = {e["name"]: e for e in c["env"]}
     assert env["SSM_RESYNC_TOPIC_ARN"]["valueFrom"]["configMapKeyRef"]["key"] == "SSM_RESYNC_TOPIC_ARN"
     assert config(overlay)["SSM_RESYNC_TOPIC_ARN"].startswith("arn:aws:sns:")
@@ -251,6 +273,150 @@ def test_service_monitor_scrapes_the_admin_service():
     assert ep["port"] == "http-admin" and ep["path"] == "/metrics"
 
 
+# --- the queue path: nothing exposed -------------------------------------------------------
+
+
+def config_of(objs) -> dict:
+    """The data of the service's ConfigMap (kustomize's hashed name or Helm's <fullname>-config):
+    the one the container's topic comes from."""
+    (cm,) = [o for o in objs if o["kind"] == "ConfigMap" and "SSM_RESYNC_TOPIC_ARN" in (o.get("data") or {})]
+    return cm["data"]
+
+
+def kinds_of(objs, kind: str) -> list[dict]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def deployment_container(objs) -> tuple[dict, dict]:
+    (dep,) = kinds_of(objs, "Deployment")
+    (c,) = [c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "ssm-resync"]
+    return dep, c
+
+
+MONITORING_ONLY = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
+def check_private(objs, what: str):
+    """What a queue-only render promises: no way in but the admin port from monitoring."""
+    assert not kinds_of(objs, "Ingress"), what
+    # Only the admin Service, ClusterIP, admin port: the webhook Service is not rendered.
+    services = kinds_of(objs, "Service")
+    assert [svc["metadata"]["name"] for svc in services] == ["ssm-resync-admin"], what
+    (admin,) = services
+    assert admin["spec"].get("type", "ClusterIP") == "ClusterIP", what
+    assert [(p["name"], p["port"], p["targetPort"]) for p in admin["spec"]["ports"]] == [
+        ("http-admin", 9090, "http-admin")
+    ], what
+    # The container listens on the admin port only, with the webhook off.
+    dep, c = deployment_container(objs)
+    pod = dep["spec"]["template"]["spec"]
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [("http-admin", 9090)], what
+    assert not any(p.get("hostPort") for p in c["ports"]), what
+    assert not pod.get("hostNetwork"), what
+    assert not any(a.startswith("--listen=") for a in c["args"]), what
+    assert "--admin-listen=0.0.0.0:9090" in c["args"], what
+    cfg = config_of(objs)
+    assert cfg["SSM_RESYNC_WEBHOOK"] == "off", what
+    assert re.fullmatch(r"https://sqs\.[a-z0-9-]+\.amazonaws\.com/\d{12}/[A-Za-z0-9_-]+", cfg["SSM_RESYNC_SQS_QUEUE_URL"]), what
+    assert cfg["SSM_RESYNC_TOPIC_ARN"].startswith("arn:aws:sns:"), what
+    # The signed path: unsigned EventBridge events stay refused unless asked for.
+    assert cfg.get("SSM_RESYNC_SQS_ACCEPT_EVENTBRIDGE", "false") == "false", what
+    # One NetworkPolicy, selecting the pods: ingress only to the admin port, only from the
+    # monitoring namespace; egress DNS and HTTPS as in the other overlays.
+    (np,) = kinds_of(objs, "NetworkPolicy")
+    spec = np["spec"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= labels.items(), what
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}, what
+    assert spec["ingress"] == [{"from": MONITORING_ONLY, "ports": [{"port": 9090, "protocol": "TCP"}]}], what
+    egress_ports = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]}
+    assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP")}, what
+    # Prometheus still scrapes the admin Service; IRSA still gives the pod its role.
+    for sm in kinds_of(objs, "ServiceMonitor"):
+        assert sm["spec"]["selector"]["matchLabels"].items() <= admin["metadata"]["labels"].items(), what
+    (sa,) = kinds_of(objs, "ServiceAccount")
+    assert re.fullmatch(r"arn:aws:iam::\d{12}:role/.+", sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]), what
+
+
+def check_webhook(objs, what: str, ingress: bool):
+    """What the webhook renders, as before the queue path: both ports, the webhook Service,
+    no queue configuration."""
+    dep, c = deployment_container(objs)
+    assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [("http-webhook", 8080), ("http-admin", 9090)], what
+    assert "--listen=0.0.0.0:8080" in c["args"], what
+    webhook = [svc for svc in kinds_of(objs, "Service") if svc["metadata"]["name"] == dep["metadata"]["name"]]
+    assert [(p["name"], p["port"]) for (svc,) in [webhook] for p in svc["spec"]["ports"]] == [("http-webhook", 8080)], what
+    assert not QUEUE_KEYS & set(config_of(objs)), what
+    assert bool(kinds_of(objs, "Ingress")) == ingress, what
+
+
+def test_private_overlay_exposes_only_the_admin_port_to_monitoring():
+    objs = render(PRIVATE_OVERLAY)
+    check_private(objs, PRIVATE_OVERLAY)
+    # The monitoring objects come along (alerts for the queue path included).
+    assert kinds_of(objs, "PrometheusRule") and kinds_of(objs, "ServiceMonitor")
+    assert one(PRIVATE_OVERLAY, "PodDisruptionBudget", "ssm-resync")["spec"]["minAvailable"] == 1
+
+
+def test_private_overlay_is_the_eks_overlay_minus_the_way_in():
+    """Everything but what exposes the webhook is as in overlays/eks: a change there must be
+    made here too."""
+    def key(o):
+        return (o["kind"], o["metadata"]["name"])
+
+    eks = {key(o): o for o in render("overlays/eks")}
+    private = {key(o): o for o in render(PRIVATE_OVERLAY)}
+    gone = {k for k in eks if k not in private}
+    assert {k[0] for k in gone} == {"Ingress", "Service", "NetworkPolicy", "ConfigMap"}, gone
+    assert ("Service", "ssm-resync") in gone and ("NetworkPolicy", "ssm-resync-from-alb") in gone
+    for k, o in private.items():
+        if k[0] in ("Deployment", "ConfigMap"):
+            continue
+        assert o == eks.get(k), k
+    # The Deployment differs in the webhook port, --listen and the ConfigMap's hashed name.
+    _, c_eks = deployment_container(eks.values())
+    _, c_private = deployment_container(private.values())
+    assert [a for a in c_eks["args"] if not a.startswith("--listen=")] == c_private["args"]
+    assert [p for p in c_eks["ports"] if p["name"] != "http-webhook"] == c_private["ports"]
+    assert c_eks["resources"] == c_private["resources"]
+    assert c_eks["securityContext"] == c_private["securityContext"]
+    cfg_eks, cfg_private = config_of(eks.values()), config_of(private.values())
+    assert {k: v for k, v in cfg_private.items() if k not in QUEUE_KEYS} == cfg_eks
+
+
+@pytest.mark.parametrize("overlay", WEBHOOK_OVERLAYS)
+def test_webhook_overlays_render_as_before(overlay):
+    check_webhook(render(overlay), overlay, ingress=overlay == "overlays/eks")
+
+
+def test_chart_queue_values_expose_only_the_admin_port_to_monitoring():
+    objs = helm_render("ci/queue-values.yaml")
+    check_private(objs, "helm ci/queue-values.yaml")
+    cfg = config_of(objs)
+    assert cfg["SSM_RESYNC_SQS_RECEIVERS"] == "2"
+    assert cfg["SSM_RESYNC_SQS_VISIBILITY_TIMEOUT"] == "45s"
+    # Whatever the ingress and ALB values say (here their defaults), nothing routes in.
+    assert not kinds_of(helm_render("ci/queue-values.yaml", "ingress.enabled=true"), "Ingress")
+
+
+@pytest.mark.parametrize("values", ["", "ci/eks-values.yaml", "ci/minimal-values.yaml"])
+def test_chart_webhook_values_render_as_before(values):
+    objs = helm_render(values)
+    check_webhook(objs, f"helm {values or 'default'}", ingress=values != "ci/minimal-values.yaml")
+    if values != "ci/minimal-values.yaml":
+        assert [o["metadata"]["name"] for o in kinds_of(objs, "NetworkPolicy")] == ["ssm-resync", "ssm-resync-from-alb"]
+
+
+def test_chart_both_keeps_the_webhook_and_adds_the_consumer():
+    objs = helm_render("", "delivery=both", "sqs.queueUrls={https://sqs.eu-west-1.amazonaws.com/123456789012/ssm-resync-queue}")
+    dep, c = deployment_container(objs)
+    assert [p["name"] for p in c["ports"]] == ["http-webhook", "http-admin"]
+    assert kinds_of(objs, "Ingress")
+    cfg = config_of(objs)
+    assert "SSM_RESYNC_WEBHOOK" not in cfg
+    assert cfg["SSM_RESYNC_SQS_QUEUE_URL"] == "https://sqs.eu-west-1.amazonaws.com/123456789012/ssm-resync-queue"
+
+
 def test_checkov_skips_carry_a_reason():
     for overlay in OVERLAYS:
         for o in render(overlay):
@@ -272,11 +438,17 @@ def test_prometheusrule_is_rules_yaml():
     assert raw["spec"] == rules_groups()
 
 
+def anchors_of(doc: str) -> set[str]:
+    text = (REPO / "docs" / doc).read_text()
+    return {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
 def test_every_alert_has_a_runbook_section_and_a_unit_test():
-    rules = [r for g in rules_groups()["groups"] for r in g["rules"]]
-    assert {r["alert"] for r in rules} == ALERTS
-    runbook = (REPO / "docs" / "runbook.md").read_text()
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", runbook, re.M)}
+    groups = {g["name"]: g["rules"] for g in rules_groups()["groups"]}
+    assert {r["alert"] for r in groups["ssm-resync-queue"]} == QUEUE_ALERTS
+    rules = [r for g in groups.values() for r in g]
+    assert {r["alert"] for r in rules} == ALERTS | QUEUE_ALERTS
+    anchors = {doc: anchors_of(doc) for doc in ("runbook.md", "deploy.md")}
     tests = yaml.safe_load((K8S / "monitoring" / "rules_test.yaml").read_text())
     cases = {}
     for t in tests["tests"]:
@@ -288,9 +460,36 @@ def test_every_alert_has_a_runbook_section_and_a_unit_test():
         for key in ("summary", "description", "runbook_url"):
             assert r["annotations"].get(key), (name, key)
         url = r["annotations"]["runbook_url"]
-        assert url.endswith("docs/runbook.md#" + name.lower()), url
-        assert name.lower() in anchors, f"docs/runbook.md has no section {name}"
+        doc = "deploy.md" if name in QUEUE_ALERTS else "runbook.md"
+        assert url.endswith(f"docs/{doc}#" + name.lower()), url
+        assert name.lower() in anchors[doc], f"docs/{doc} has no section {name}"
         assert True in cases.get(name, []) and False in cases.get(name, []), f"{name}: needs a firing and a quiet test"
+
+
+def test_queue_alerts_read_only_queue_series_and_page_on_deliveries():
+    """The queue alerts fire only where a queue is consumed (their series exist nowhere
+    else), and none of them counts what anyone may put on the queue (rejections)."""
+    (group,) = [g for g in rules_groups()["groups"] if g["name"] == "ssm-resync-queue"]
+    for r in group["rules"]:
+        names = set(re.findall(r"\b(ssm_resync_[a-z0-9_]+)", r["expr"]))
+        assert names and all(n.startswith("ssm_resync_queue_") for n in names), (r["alert"], names)
+        assert "rejected" not in r["expr"] and "rejections" not in r["expr"], r["alert"]
+    severities = {r["alert"]: r["labels"]["severity"] for r in group["rules"]}
+    assert severities == {
+        "SSMResyncQueueStuck": "critical",
+        "SSMResyncQueueReceiveFailing": "critical",
+        "SSMResyncQueueNotReceiving": "critical",
+        "SSMResyncQueueLagHigh": "warning",
+    }
+    # A queue-only service must not look silent to the 24-hour alert.
+    (silent,) = [r for g in rules_groups()["groups"] for r in g["rules"] if r["alert"] == "SSMResyncNoNotifications"]
+    assert "ssm_resync_queue_messages_total" in silent["expr"]
+
+
+def test_chart_rules_are_a_copy_of_k8s_monitoring():
+    for name in ("rules.yaml", "dashboard.json"):
+        chart = (REPO / "charts" / "ssm-resync" / "files" / name).read_bytes()
+        assert chart == (K8S / "monitoring" / name).read_bytes(), f"cp k8s/monitoring/{name} charts/ssm-resync/files/"
 
 
 def test_dashboard_uses_only_ssm_resync_metrics_and_quantiles():

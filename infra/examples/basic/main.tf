@@ -1,6 +1,12 @@
-# Two applies (docs/deploy.md): first without subscription_endpoint (topic, rules, role), then
-# deploy k8s/overlays/eks with the outputs, then apply again with the endpoint so SNS sends the
-# SubscriptionConfirmation to a running service.
+# delivery = "webhook" (the default): two applies (docs/deploy.md): first without
+# subscription_endpoint (topic, rules, role), then deploy k8s/overlays/eks with the outputs,
+# then apply again with the endpoint so SNS sends the SubscriptionConfirmation to a running
+# service.
+#
+# delivery = "queue" (a private cluster SNS cannot reach): one apply (topic, rules, queue and
+# its dead-letter queue, role), then deploy k8s/overlays/eks-private with the outputs
+# topic_arn, queue_url and role_arn. The queue is subscribed at once and needs no
+# confirmation; notifications published before the service runs wait in it.
 
 provider "aws" {
   region = var.region
@@ -21,6 +27,7 @@ module "ssm_resync" {
   parameter_name_prefixes = var.parameter_name_prefixes
   enable_secrets_manager  = false
 
+  delivery              = var.delivery
   subscription_endpoint = var.subscription_endpoint
   alarm_actions         = var.alarm_actions
   ok_actions            = var.alarm_actions

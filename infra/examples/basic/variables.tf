@@ -14,8 +14,14 @@ variable "parameter_name_prefixes" {
   default     = []
 }
 
+variable "delivery" {
+  description = "\"webhook\" (SNS -> HTTPS -> the public ALB of k8s/overlays/eks), \"queue\" (SNS -> SQS, pulled by k8s/overlays/eks-private: no public endpoint) or \"both\"."
+  type        = string
+  default     = "webhook"
+}
+
 variable "subscription_endpoint" {
-  description = "https://<ALB host>/sns once the service is deployed; null on the first apply."
+  description = "https://<ALB host>/sns once the service is deployed; null on the first apply, and always with delivery = \"queue\"."
   type        = string
   default     = null
 }

@@ -9,7 +9,8 @@
 #   member account,  extra_region     forwarder -> central bus (cross-account and -region)
 #
 # Two applies as in infra/examples/basic: first without subscription_endpoint, then with it
-# once the service runs with --topic-arn = output topic_arn.
+# once the service runs with --topic-arn = output topic_arn. With delivery = "queue", one apply
+# and the service pulls output queue_url (k8s/overlays/eks-private).
 
 provider "aws" {
   region              = var.central_region
@@ -78,6 +79,9 @@ module "ssm_resync" {
   organization_id    = var.organization_id
   source_account_ids = var.organization_id == null ? [var.member_account_id] : []
 
+  # "queue" for a private cluster: the central queue then carries every region's and
+  # account's changes, as the HTTPS subscription does.
+  delivery              = var.delivery
   subscription_endpoint = var.subscription_endpoint
   alarm_actions         = var.alarm_actions
   ok_actions            = var.alarm_actions

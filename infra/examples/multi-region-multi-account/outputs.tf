@@ -45,3 +45,8 @@ output "subscription_arn" {
   description = "The HTTPS subscription (after the second apply)."
   value       = module.ssm_resync.subscription_arn
 }
+
+output "queue_url" {
+  description = "delivery = \"queue\" or \"both\": SSM_RESYNC_SQS_QUEUE_URL (--sqs-queue-url) in k8s/overlays/eks-private/config.env (null with \"webhook\")."
+  value       = module.ssm_resync.queue_url
+}

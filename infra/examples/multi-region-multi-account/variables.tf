@@ -78,6 +78,12 @@ variable "enable_parameter_store_cloudtrail" {
   default     = false
 }
 
+variable "delivery" {
+  description = "\"webhook\" (SNS -> HTTPS), \"queue\" (SNS -> SQS, pulled by a private cluster) or \"both\" (infra/modules/ssm-resync)."
+  type        = string
+  default     = "webhook"
+}
+
 variable "subscription_endpoint" {
   description = "https://<ALB host>/sns once the service is deployed; null on the first apply."
   type        = string

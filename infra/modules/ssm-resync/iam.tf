@@ -1,5 +1,6 @@
-# IRSA: the role the service account assumes. It may confirm the subscription of this topic
-# and describe parameters (metadata only), nothing else: the service never reads a value.
+# IRSA: the role the service account assumes. It may confirm the subscription of this topic,
+# describe parameters (metadata only) and, with delivery "queue" or "both", consume the queue,
+# nothing else: the service never reads a value.
 
 locals {
   # arn:aws:iam::<account>:oidc-provider/<issuer host and path>
@@ -46,7 +47,29 @@ resource "aws_iam_role" "irsa" {
   }
 }
 
+# Exactly the calls the queue consumer makes, on that queue only: ReceiveMessage,
+# DeleteMessageBatch (authorised as sqs:DeleteMessage), ChangeMessageVisibilityBatch
+# (sqs:ChangeMessageVisibility) and, at start, GetQueueAttributes. The queue's SSE is
+# SQS-managed, so no KMS permission is needed (and kms:Decrypt stays denied below).
+data "aws_iam_policy_document" "service_queue" {
+  count = local.queue_enabled ? 1 : 0
+
+  statement {
+    sid    = "ConsumeTheQueue"
+    effect = "Allow"
+    actions = [
+      "sqs:ReceiveMessage",
+      "sqs:DeleteMessage",
+      "sqs:ChangeMessageVisibility",
+      "sqs:GetQueueAttributes",
+    ]
+    resources = [aws_sqs_queue.queue[0].arn]
+  }
+}
+
 data "aws_iam_policy_document" "service" {
+  source_policy_documents = data.aws_iam_policy_document.service_queue[*].json
+
   statement {
     sid       = "ConfirmSubscriptionOfThisTopic"
     effect    = "Allow"

@@ -1,5 +1,5 @@
-# EventBridge -> SNS -> HTTPS (ssm-resync). The topic carries change events only: parameter
-# and secret names, never values.
+# EventBridge -> SNS -> HTTPS (ssm-resync) and/or SQS (queue.tf), as var.delivery says. The
+# topic carries change events only: parameter and secret names, never values.
 
 locals {
   # The patterns name neither `account` nor `region`: events that forwarders
@@ -55,7 +55,16 @@ resource "aws_sns_topic" "this" {
   #checkov:skip=CKV_AWS_26:Messages hold parameter/secret names and event metadata, never values. EventBridge can only publish to a topic encrypted with a customer-managed key whose policy admits events.amazonaws.com, so encryption is opt-in through var.topic_kms_master_key_id.
   name              = var.name
   kms_master_key_id = var.topic_kms_master_key_id
+  # Sign with SHA256 (SignatureVersion 2) rather than SNS's default SHA1.
+  signature_version = 2
   tags              = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = !var.eventbridge_direct_to_queue || contains(["queue", "both"], var.delivery)
+      error_message = "eventbridge_direct_to_queue needs delivery = \"queue\" or \"both\" (there is no queue otherwise)."
+    }
+  }
 }
 
 # Only EventBridge, and only for this module's rules, may publish. Principals of the account

@@ -24,7 +24,7 @@ output "dlq_alarm_arn" {
 }
 
 output "subscription_arn" {
-  description = "ARN of the HTTPS subscription (null without subscription_endpoint)."
+  description = "ARN of the HTTPS subscription (null without subscription_endpoint, and with delivery \"queue\")."
   value       = one(aws_sns_topic_subscription.https[*].arn)
 }
 
@@ -41,4 +41,34 @@ output "event_bus_arn" {
 output "event_bus_policy_json" {
   description = "The default bus's resource policy that admits the other accounts (null without source_account_ids and organization_id). Merge it into your own when manage_event_bus_policy is false."
   value       = one(data.aws_iam_policy_document.event_bus[*].json)
+}
+
+# --- the queue path (null with delivery "webhook") -----------------------------------------
+
+output "queue_url" {
+  description = "URL of the queue the service pulls: its --sqs-queue-url (SSM_RESYNC_SQS_QUEUE_URL in the ConfigMap). null with delivery \"webhook\"."
+  value       = one(aws_sqs_queue.queue[*].url)
+}
+
+output "queue_arn" {
+  description = "ARN of the queue (the IRSA role may receive, delete, change visibility and read attributes on it, nothing else). null with delivery \"webhook\"."
+  value       = one(aws_sqs_queue.queue[*].arn)
+}
+
+output "queue_dlq_arn" {
+  description = "ARN of the queue's dead-letter queue: notifications the service could not apply in queue_max_receive_count receives. null with delivery \"webhook\"."
+  value       = one(aws_sqs_queue.queue_dlq[*].arn)
+}
+
+output "queue_dlq_url" {
+  description = "URL of the queue's dead-letter queue (to inspect, or to move messages back to the queue). null with delivery \"webhook\"."
+  value       = one(aws_sqs_queue.queue_dlq[*].url)
+}
+
+output "queue_alarm_arns" {
+  description = "ARNs of the queue's alarms: its dead-letter queue not empty, its oldest message too old. Empty with delivery \"webhook\"."
+  value = concat(
+    aws_cloudwatch_metric_alarm.queue_dlq[*].arn,
+    aws_cloudwatch_metric_alarm.queue_stale[*].arn,
+  )
 }

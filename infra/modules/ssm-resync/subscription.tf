@@ -1,4 +1,6 @@
-# The HTTPS subscription, its dead-letter queue and the alarm on that queue.
+# The HTTPS subscription (delivery = "webhook" or "both"), the front door's dead-letter queue
+# (what SNS could not deliver to the endpoint or the queue, what EventBridge could not publish)
+# and the alarm on that queue.
 
 locals {
   # Subscription-level HTTP/S delivery policy. The service answers 5xx only when it could not
@@ -20,7 +22,8 @@ locals {
 }
 
 resource "aws_sns_topic_subscription" "https" {
-  count     = var.subscription_endpoint == null ? 0 : 1
+  # delivery = "queue" creates none (a precondition in queue.tf refuses an endpoint there).
+  count     = local.https_enabled && var.subscription_endpoint != null ? 1 : 0
   topic_arn = aws_sns_topic.this.arn
   protocol  = "https"
   endpoint  = var.subscription_endpoint

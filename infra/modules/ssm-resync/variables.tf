@@ -171,6 +171,28 @@ variable "manage_event_bus_policy" {
   default     = true
 }
 
+# --- how notifications reach the service ------------------------------------------------
+
+variable "delivery" {
+  description = <<-EOT
+    How the topic's notifications reach the service. "webhook" (the default): an HTTPS
+    subscription to the service's public POST /sns (subscription_endpoint). "queue": an SQS
+    queue subscribed to the topic, which the service pulls (`serve --webhook off
+    --sqs-queue-url <output queue_url>`), for clusters SNS cannot reach (SNS does not deliver
+    to private endpoints); no HTTPS subscription is created. "both": the two side by side,
+    e.g. while moving from one to the other: each change then arrives by both doors with
+    the same SNS MessageId, which a replica that sees both applies once; two replicas may
+    each force-sync it once (harmless: a force-sync is idempotent).
+  EOT
+  type        = string
+  default     = "webhook"
+
+  validation {
+    condition     = contains(["webhook", "queue", "both"], var.delivery)
+    error_message = "delivery must be \"webhook\", \"queue\" or \"both\"."
+  }
+}
+
 # --- the HTTPS subscription ---------------------------------------------------------
 
 variable "subscription_endpoint" {
@@ -244,7 +266,7 @@ variable "delivery_retry" {
 }
 
 variable "dlq_message_retention_seconds" {
-  description = "How long undeliverable notifications stay in the dead-letter queue (SQS allows 60 s to 14 days)."
+  description = "How long undeliverable notifications stay in the dead-letter queues, the front door's and the queue's (SQS allows 60 s to 14 days; counted from when a message first entered SQS)."
   type        = number
   default     = 1209600
 
@@ -255,13 +277,94 @@ variable "dlq_message_retention_seconds" {
 }
 
 variable "alarm_actions" {
-  description = "ARNs (e.g. an SNS topic of your paging system) notified when the dead-letter queue is not empty."
+  description = "ARNs (e.g. an SNS topic of your paging system) notified when a dead-letter queue is not empty, or (delivery \"queue\" or \"both\") when the queue holds a stale message."
   type        = list(string)
   default     = []
 }
 
 variable "ok_actions" {
-  description = "ARNs notified when the dead-letter queue alarm returns to OK."
+  description = "ARNs notified when one of those alarms returns to OK."
+  type        = list(string)
+  default     = []
+}
+
+# --- the queue (delivery = "queue" or "both") -------------------------------------------
+
+variable "queue_message_retention_seconds" {
+  description = <<-EOT
+    How long a notification may wait in the queue for the service (SQS allows 60 s to 14
+    days). The service applies a queued notification whatever its age (the queue admits only
+    this topic, so an old message is a change still to apply, not a replay), and it receives
+    nothing while it is down or not ready: the retention is how long an outage of the
+    cluster or the service may last before changes are dropped unseen. Default: the maximum,
+    14 days. dlq_message_retention_seconds must be at least this: SQS keeps a message's
+    first enqueue time when it moves it to the dead-letter queue.
+  EOT
+  type        = number
+  default     = 1209600
+
+  validation {
+    condition     = var.queue_message_retention_seconds >= 60 && var.queue_message_retention_seconds <= 1209600
+    error_message = "queue_message_retention_seconds must be between 60 and 1209600 (14 days)."
+  }
+}
+
+variable "queue_max_receive_count" {
+  description = <<-EOT
+    maxReceiveCount of the queue's redrive policy: receives of a notification the service
+    could not apply before SQS moves it to the queue's dead-letter queue (and its alarm
+    fires). The service releases a failed message after 5 s, doubling to at most 5 min, so
+    the default 10 is about 25 minutes of retries: enough for an API-server blip or a
+    rollout of an admission webhook, short enough that a real failure is seen within the
+    half hour. Receives while the service is not ready do not count: it stops receiving.
+  EOT
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.queue_max_receive_count >= 1 && var.queue_max_receive_count <= 1000
+    error_message = "queue_max_receive_count must be between 1 and 1000 (SQS's limit)."
+  }
+}
+
+variable "queue_oldest_message_alarm_seconds" {
+  description = <<-EOT
+    Threshold of the alarm <name>-queue-stale on the queue's ApproximateAgeOfOldestMessage.
+    A healthy consumer takes a message within seconds, and a failing one moves it to the
+    dead-letter queue after queue_max_receive_count receives (about 25 minutes by default),
+    so a message older than this means nothing is receiving: the service is down, not ready,
+    or denied by IAM. This alarm works when the cluster and its Prometheus do not.
+  EOT
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.queue_oldest_message_alarm_seconds >= 60
+    error_message = "queue_oldest_message_alarm_seconds must be at least 60."
+  }
+}
+
+variable "eventbridge_direct_to_queue" {
+  description = <<-EOT
+    With delivery "queue" or "both": the rules put their events on the queue themselves
+    (EventBridge targets) instead of through the topic, and the queue is not subscribed to
+    the topic. Such events carry NO signature: the service accepts them only with
+    --sqs-accept-eventbridge, and trusts them on the queue policy alone. The queue policy
+    then admits only this module's rules, and denies sqs:SendMessage to every other
+    principal, administrators included (queue_sender_arns exempts some). Default false: the
+    queue receives the topic's signed envelopes, verified like the webhook's.
+  EOT
+  type        = bool
+  default     = false
+}
+
+variable "queue_sender_arns" {
+  description = <<-EOT
+    With eventbridge_direct_to_queue: IAM principal ARNs (wildcards allowed) still allowed to
+    send to the queue by their own identity policies, e.g. the operators' role that moves
+    messages back from the dead-letter queue (a redrive sends them with the caller's
+    sqs:SendMessage). Empty (the default): only the rules.
+  EOT
   type        = list(string)
   default     = []
 }
