@@ -5,6 +5,8 @@
   aws_local.py subscribe URL                subscribe an HTTP endpoint to $SSM_RESYNC_TOPIC_ARN
   aws_local.py unsubscribe URL              remove that subscription again
   aws_local.py publish FILE|-               publish a message (the EventBridge event JSON)
+  aws_local.py create-queue NAME            create an SQS queue subscribed to the topic (raw
+                                            delivery off, as infra/ subscribes it); print its URL
 
 Real AWS emits the "Parameter Store Change" event itself; moto does not, so the demo
 publishes the event JSON to the topic the way the EventBridge rule would.
@@ -58,6 +60,13 @@ def main(argv):
         message = sys.stdin.read() if args[0] == "-" else open(args[0]).read()
         out = client("sns").publish(TopicArn=topic(), Message=message.strip())
         print(f"sns: published {out['MessageId']} to {topic()}")
+    elif cmd == "create-queue" and len(args) == 1:
+        sqs = client("sqs")
+        url = sqs.create_queue(QueueName=args[0])["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        if not any(True for _ in subscriptions(arn)):
+            client("sns").subscribe(TopicArn=topic(), Protocol="sqs", Endpoint=arn)
+        print(url)
     else:
         sys.exit(__doc__)
 

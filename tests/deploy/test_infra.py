@@ -366,16 +366,16 @@ def test_queue_alarms(module: Module):
     assert stale["metric_name"] == "ApproximateAgeOfOldestMessage"
     assert stale["dimensions"] == {"QueueName": "${aws_sqs_queue.queue[0].name}"}
     assert stale["threshold"] == "${var.queue_oldest_message_alarm_seconds}"
-    deploy = (INFRA.parent / "docs" / "deploy.md").read_text()
+    runbook = (INFRA.parent / "docs" / "runbook.md").read_text()
     for a, anchor, heading in (
-        (dlq, "queue-dead-letter-queue", "### Queue dead-letter queue"),
-        (stale, "queue-stale", "### Queue stale"),
+        (dlq, "ssmresyncqueuedlqnotempty", "### SSMResyncQueueDLQNotEmpty"),
+        (stale, "ssmresyncqueuestale", "### SSMResyncQueueStale"),
     ):
         assert a["count"] == "${local.queue_enabled ? 1 : 0}"
         assert a["alarm_actions"] == "${var.alarm_actions}"
         assert a["ok_actions"] == "${var.ok_actions}"
-        assert f"docs/deploy.md#{anchor}" in a["alarm_description"]
-        assert heading in deploy, heading
+        assert f"docs/runbook.md#{anchor}" in a["alarm_description"]
+        assert heading in runbook, heading
 
 
 def test_https_subscription(module: Module):

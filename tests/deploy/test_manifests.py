@@ -33,7 +33,7 @@ ALERTS = {
     "SSMResyncNoNotifications",
     "SSMResyncNotRefreshed",
 }
-# The queue path's alerts, in their own group, with their runbook in docs/deploy.md.
+# The queue path's alerts, in their own group.
 QUEUE_ALERTS = {
     "SSMResyncQueueStuck",
     "SSMResyncQueueReceiveFailing",
@@ -448,7 +448,7 @@ def test_every_alert_has_a_runbook_section_and_a_unit_test():
     assert {r["alert"] for r in groups["ssm-resync-queue"]} == QUEUE_ALERTS
     rules = [r for g in groups.values() for r in g]
     assert {r["alert"] for r in rules} == ALERTS | QUEUE_ALERTS
-    anchors = {doc: anchors_of(doc) for doc in ("runbook.md", "deploy.md")}
+    anchors = anchors_of("runbook.md")
     tests = yaml.safe_load((K8S / "monitoring" / "rules_test.yaml").read_text())
     cases = {}
     for t in tests["tests"]:
@@ -460,9 +460,8 @@ def test_every_alert_has_a_runbook_section_and_a_unit_test():
         for key in ("summary", "description", "runbook_url"):
             assert r["annotations"].get(key), (name, key)
         url = r["annotations"]["runbook_url"]
-        doc = "deploy.md" if name in QUEUE_ALERTS else "runbook.md"
-        assert url.endswith(f"docs/{doc}#" + name.lower()), url
-        assert name.lower() in anchors[doc], f"docs/{doc} has no section {name}"
+        assert url.endswith("docs/runbook.md#" + name.lower()), url
+        assert name.lower() in anchors, f"docs/runbook.md has no section {name}"
         assert True in cases.get(name, []) and False in cases.get(name, []), f"{name}: needs a firing and a quiet test"
 
 

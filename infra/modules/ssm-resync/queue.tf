@@ -212,7 +212,7 @@ resource "aws_cloudwatch_event_target" "queue" {
 resource "aws_cloudwatch_metric_alarm" "queue_dlq" {
   count               = local.queue_enabled ? 1 : 0
   alarm_name          = "${var.name}-queue-dlq-not-empty"
-  alarm_description   = "Notifications the service received from ${aws_sqs_queue.queue[0].name} but could not apply in ${var.queue_max_receive_count} receives were moved to ${aws_sqs_queue.queue_dlq[0].name}: the ExternalSecrets they concern were not force-synced. Fix the cause, then move them back (they are applied whatever their age). Runbook: docs/deploy.md#queue-dead-letter-queue"
+  alarm_description   = "Notifications the service received from ${aws_sqs_queue.queue[0].name} but could not apply in ${var.queue_max_receive_count} receives were moved to ${aws_sqs_queue.queue_dlq[0].name}: the ExternalSecrets they concern were not force-synced. Fix the cause, then move them back (they are applied whatever their age). Runbook: docs/runbook.md#ssmresyncqueuedlqnotempty"
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateNumberOfMessagesVisible"
   dimensions          = { QueueName = aws_sqs_queue.queue_dlq[0].name }
@@ -232,7 +232,7 @@ resource "aws_cloudwatch_metric_alarm" "queue_dlq" {
 resource "aws_cloudwatch_metric_alarm" "queue_stale" {
   count               = local.queue_enabled ? 1 : 0
   alarm_name          = "${var.name}-queue-stale"
-  alarm_description   = "The oldest notification in ${aws_sqs_queue.queue[0].name} has waited more than ${var.queue_oldest_message_alarm_seconds} s: nothing is receiving from the queue, so changes are not reaching the cluster (they wait up to the queue's retention). Runbook: docs/deploy.md#queue-stale"
+  alarm_description   = "The oldest notification in ${aws_sqs_queue.queue[0].name} has waited more than ${var.queue_oldest_message_alarm_seconds} s: nothing is receiving from the queue, so changes are not reaching the cluster (they wait up to the queue's retention). Runbook: docs/runbook.md#ssmresyncqueuestale"
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateAgeOfOldestMessage"
   dimensions          = { QueueName = aws_sqs_queue.queue[0].name }
