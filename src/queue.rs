@@ -157,6 +157,9 @@ impl Queue {
         self.count_call("GetQueueAttributes", got.is_ok());
         match got {
             Ok(out) => {
+                // Reachable with these credentials: ready now, not only after the first long
+                // poll returns (up to 20 s on an empty queue).
+                self.health.met();
                 let attrs = out.attributes();
                 let redrive = attrs.and_then(|a| a.get(&A::RedrivePolicy));
                 let retention = attrs.and_then(|a| a.get(&A::MessageRetentionPeriod));
