@@ -9,7 +9,8 @@ FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY . .
 # BuildKit cache mounts keep the registry and target/ between builds; the binary is copied
-# out of the cached target/ because cache mounts are not part of the image.
+# out of the cached target/ because cache mounts are not part of the image. Only the product
+# is built: the workspace's harness/ is a dev-dependency (.dockerignore sends its manifest).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin ssm-resync \

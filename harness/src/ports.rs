@@ -1,0 +1,61 @@
+//! Free loopback ports for the services and stacks the tests and benches start.
+//!
+//! They are chosen below the kernel's ephemeral range. A port read from `bind(127.0.0.1:0)`
+//! is in that range and is released before the child binds it; in between, any outbound
+//! connection on the machine may take it as its source port, and the child fails with
+//! "Address already in use" (a bench run lost its start-up step to this on 2026-12-05). The
+//! kernel hands out no port below the range; a bind check skips the ones something listens on.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const LOW: u32 = 10_000;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The lower end of `net.ipv4.ip_local_port_range` (32768 by default).
+pub fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+pub fn listenable(port: u32) -> bool {
+    u16::try_from(port).is_ok_and(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+}
+
+/// The first of `n` consecutive loopback ports nothing listens on.
+pub fn free_run(n: u16) -> u16 {
+    let n = u32::from(n);
+    let high = ephemeral_low();
+    if high < LOW + 1_000 {
+        // A machine whose ephemeral range starts low: fall back to the kernel's choice.
+        loop {
+            let p = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if (1..n).all(|i| listenable(u32::from(p) + i)) {
+                return p;
+            }
+        }
+    }
+    let span = high - LOW - n;
+    // Each process starts somewhere of its own, so test binaries and benches spread out;
+    // within a process the ports handed out advance.
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..span {
+        let k = NEXT.fetch_add(n, Ordering::Relaxed);
+        let p = LOW + start.wrapping_add(k) % span;
+        if (0..n).all(|i| listenable(p + i)) {
+            return p as u16;
+        }
+    }
+    panic!("no {n} consecutive free loopback ports in {LOW}..{high}");
+}
+
+pub fn free_port() -> u16 {
+    free_run(1)
+}
