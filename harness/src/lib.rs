@@ -16,6 +16,7 @@
 //! - [`bench`]: the benches' result rows, quantiles, /proc readings, dev signing key and
 //!   counting allocator.
 //! - [`ports`]: free loopback ports below the ephemeral range.
+//! - the `loadgen` binary (src/bin/loadgen.rs), `make bench`'s load generator.
 //!
 //! The service's executable is always the caller's (`bin`): Cargo names it,
 //! `env!("CARGO_BIN_EXE_ssm-resync")`, only to the product's own integration tests and
