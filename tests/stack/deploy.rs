@@ -10,28 +10,24 @@
 //! (scripts/check-deploy.sh installs it). Static checks of the same files are in
 //! tests/deploy/*.py (scripts/check-deploy.sh).
 
-mod common;
-#[path = "common/manifests.rs"]
-mod manifests;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::manifests::*;
+use crate::common::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use manifests::*;
 use serde_json::{Value, json};
 
-// --- rendering (helpers shared with tests/helm.rs: tests/common/manifests.rs) -------------
+// --- rendering (helpers shared with tests/stack/helm.rs: harness/src/manifests.rs) ------
 
 #[test]
 fn manifests_args_pass_check_config() {
-    let flags = serve_env_names();
+    let flags = serve_env_names(BIN);
     for dir in ["overlays/eks", "overlays/local", "base"] {
-        check_config(&format!("k8s/{dir}"), &kustomize(dir), &flags);
+        check_config(BIN, &format!("k8s/{dir}"), &kustomize(dir), &flags);
     }
 }
 
@@ -191,7 +187,14 @@ async fn rbac_is_enough_and_forbids_secrets() {
     // Ready means every watch listed with these permissions only; then a real change.
     let topic = stack.topic(&unique("deploy-rbac")).await;
     // In the pod, POD_NAMESPACE (downward API) is where the service keeps its Lease.
-    let svc = Launched::start(&stack, &ssm, &[&topic], &[("POD_NAMESPACE", "ssm-resync")]).await;
+    let svc = Launched::start(
+        BIN,
+        &stack,
+        &ssm,
+        &[&topic],
+        &[("POD_NAMESPACE", "ssm-resync")],
+    )
+    .await;
     let (status, body) = svc.post(&signed_change(&stack, &topic, &parameter)).await;
     assert_eq!(
         (status, body["result"].as_str()),
@@ -201,7 +204,7 @@ async fn rbac_is_enough_and_forbids_secrets() {
     wait_annotation_change(&kube, &ns, "db", None, Duration::from_secs(10)).await;
     // Give the asynchronous API users their first try before looking for a 403: the
     // Kubernetes Event of that patch and the sweep's Lease (where this build has them).
-    let flags = serve_env_names();
+    let flags = serve_env_names(BIN);
     if flags.contains("SSM_RESYNC_EVENTS") {
         svc.settle(|m| m.contains("ssm_resync_kube_events_total{"))
             .await;
@@ -362,6 +365,7 @@ async fn admission_policy_lets_the_service_account_change_only_its_triggers() {
     // The service itself, as the ServiceAccount, under the policy: all three are patched.
     let topic = stack.topic(&unique("deploy-vap")).await;
     let svc = Launched::start(
+        BIN,
         &stack,
         &sa_kubeconfig,
         &[&topic],
@@ -594,6 +598,7 @@ async fn metrics_used_by_alerts_and_dashboard_exist() {
     // cert_fetches{result="error"} series) without any traffic leaving the machine.
     let dead_proxy = format!("http://127.0.0.1:{}", free_port());
     let svc = Launched::start(
+        BIN,
         &stack,
         stack.get("KUBECONFIG"),
         &[&topic],
@@ -798,7 +803,7 @@ fn value(sample: &Value) -> f64 {
 async fn prometheus_scrapes_the_service_and_loads_the_rules() {
     let stack = Stack::shared();
     let topic = stack.topic(&unique("deploy-prom")).await;
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
     let target = svc.admin.trim_start_matches("http://").to_owned();
     let prom = Prometheus::start(&target);
 
