@@ -5,10 +5,18 @@
 //! starts once) or else starts a private one; `Stack::private()` always starts its own (for
 //! tests that stop the API server); `Stack::bench()` is the one `scripts/bench.sh` started. A
 //! stack that cannot start fails the test: these tests never skip.
+//!
+//! The tests of one binary run concurrently, and every service a test starts watches the
+//! whole shared cluster. `Stack::shared()` therefore holds a share of the shared stack for as
+//! long as the `Stack` lives, and `Stack::shared_alone()` waits until no other test holds one
+//! and keeps the others out meanwhile: for a test whose service sweeps the whole cluster at
+//! start-up, as shipped (the sweep would force other tests' readers, which assert what did
+//! and did not re-sync).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
 
 use crate::ports::{free_port, free_run};
 use crate::{REPO, cluster};
@@ -18,13 +26,32 @@ pub struct Stack {
     pub env: HashMap<String, String>,
     owned: bool,
     _tmp: Option<tempfile::TempDir>,
+    _hold: Option<Hold>,
 }
 
 impl Stack {
-    /// The shared stack (`SSM_RESYNC_TEST_STACK_DIR`); a private one when none is named.
+    /// The shared stack (`SSM_RESYNC_TEST_STACK_DIR`), shared with the other tests of the
+    /// binary; a private one when none is named.
     pub fn shared() -> Stack {
+        Self::shared_holding(Hold::share)
+    }
+
+    /// The shared stack with no other test of this binary on it until this `Stack` is
+    /// dropped (waits for the ones on it to finish): for a test whose service sweeps the
+    /// whole cluster at start-up.
+    pub fn shared_alone() -> Stack {
+        Self::shared_holding(Hold::alone)
+    }
+
+    fn shared_holding(hold: fn() -> Hold) -> Stack {
         match std::env::var("SSM_RESYNC_TEST_STACK_DIR") {
-            Ok(dir) if !dir.is_empty() => Stack::at(PathBuf::from(dir)),
+            Ok(dir) if !dir.is_empty() => {
+                let hold = hold();
+                let mut stack = Stack::at(PathBuf::from(dir));
+                stack._hold = Some(hold);
+                stack
+            }
+            // A private stack has no other test on it.
             _ => Stack::private(),
         }
     }
@@ -51,6 +78,7 @@ impl Stack {
             env,
             owned: false,
             _tmp: None,
+            _hold: None,
         }
     }
 
@@ -94,6 +122,7 @@ impl Stack {
                     env,
                     owned: true,
                     _tmp: Some(tmp),
+                    _hold: None,
                 };
             }
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -300,4 +329,60 @@ fn read_env(path: &Path) -> HashMap<String, String> {
             )
         })
         .collect()
+}
+
+/// A test's hold on the shared stack: shared by many, or held alone by one.
+///
+/// A share never waits for a test that is waiting to be alone (only for one that is alone),
+/// so a test that makes a second `Stack::shared()` while it holds one cannot deadlock; the
+/// test that waits to be alone gets the stack when the shares run out (between two tests of
+/// the other test thread at the latest). Blocking: it is taken where a test begins, on the
+/// test's own thread, before the test has anything else to run.
+struct Hold {
+    alone: bool,
+}
+
+struct Holders {
+    sharing: usize,
+    alone: bool,
+}
+
+static HOLDERS: Mutex<Holders> = Mutex::new(Holders {
+    sharing: 0,
+    alone: false,
+});
+static CHANGED: Condvar = Condvar::new();
+
+impl Hold {
+    fn share() -> Hold {
+        let mut h = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        while h.alone {
+            h = CHANGED.wait(h).unwrap_or_else(|e| e.into_inner());
+        }
+        h.sharing += 1;
+        Hold { alone: false }
+    }
+
+    fn alone() -> Hold {
+        let mut h = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        while h.alone || h.sharing > 0 {
+            h = CHANGED.wait(h).unwrap_or_else(|e| e.into_inner());
+        }
+        h.alone = true;
+        Hold { alone: true }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // A test that failed while holding the lock poisoned nothing that matters: the
+        // counts are updated here, whatever happened.
+        let mut h = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        if self.alone {
+            h.alone = false;
+        } else {
+            h.sharing -= 1;
+        }
+        CHANGED.notify_all();
+    }
 }

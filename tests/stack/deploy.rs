@@ -90,7 +90,9 @@ async fn reader(stack: &Stack, kube: &kube::Client, prefix: &str) -> (String, St
 
 #[tokio::test]
 async fn rbac_is_enough_and_forbids_secrets() {
-    let stack = Stack::shared();
+    // Alone on the shared stack: the service runs as deployed, with the start-up sweep, which
+    // would force other tests' readers.
+    let stack = Stack::shared_alone();
     let admin = stack.get("KUBECONFIG").to_owned();
     let ssm = stack.get("STACK_KUBECONFIG_SSM_RESYNC").to_owned();
     let kube = stack.kube().await;
@@ -268,7 +270,9 @@ async fn rbac_is_enough_and_forbids_secrets() {
 /// label, another status field) is denied, while an administrator may.
 #[tokio::test]
 async fn admission_policy_lets_the_service_account_change_only_its_triggers() {
-    let stack = Stack::shared();
+    // Alone on the shared stack: the service runs as deployed, with the start-up sweep, which
+    // would force other tests' readers.
+    let stack = Stack::shared_alone();
     stack.assert_eso();
     let admin = stack.get("KUBECONFIG").to_owned();
     let kube = stack.kube().await;
@@ -590,7 +594,9 @@ fn referenced_metrics(path: &Path) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn metrics_used_by_alerts_and_dashboard_exist() {
-    let stack = Stack::shared();
+    // Alone on the shared stack: the service runs as deployed, with the start-up sweep, which
+    // would force other tests' readers.
+    let stack = Stack::shared_alone();
     let kube = stack.kube().await;
     let (ns, parameter) = reader(&stack, &kube, "deploy-metrics").await;
     let topic = stack.topic(&unique("deploy-metrics")).await;

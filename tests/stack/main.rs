@@ -6,8 +6,9 @@
 //! The tests run concurrently (libtest's threads, one per core) and share the stack. Each
 //! service a test starts watches the whole cluster, so tests never share a parameter name
 //! (`param`), a namespace (`namespace`) or a topic, and services run without the catch-up
-//! sweep (`no_sweep_unless_asked`). The tests that judge latency or the service's use of the
-//! machine run alone in tests/serial.
+//! sweep (`no_sweep_unless_asked`). A test whose service runs as deployed, sweep included,
+//! has the shared stack to itself (`Stack::shared_alone`). The tests that judge latency or
+//! the service's use of the machine run alone in tests/serial.
 
 mod adversarial;
 mod deploy;
