@@ -2,8 +2,9 @@
 # ssm-resync container image with a Docker engine: `make docker-image` (docker build -t
 # ssm-resync:dev .). Builder: the toolchain image (Cargo.toml's rust-version must be <= its
 # rustc); runtime: distroless with glibc and CA certificates, no shell, non-root.
-# `make image` (scripts/image.sh) builds the same image without a Docker engine; tests/image.rs
-# keeps the two configs in step (USER, WORKDIR, EXPOSE, ENTRYPOINT, CMD, LABEL).
+# `make image` (scripts/image.sh) builds the same image without a Docker engine;
+# tests/stack/image.rs keeps the two configs in step (USER, WORKDIR, EXPOSE, ENTRYPOINT, CMD,
+# LABEL).
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
