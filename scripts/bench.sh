@@ -53,7 +53,6 @@ needs_stack() {
 # --- build ---------------------------------------------------------------------------
 log "building (release profile: the service under test is target/release/ssm-resync)"
 t=$SECONDS
-# The service alone, exactly as `make build` and the image build it.
 cargo build --locked --release --bin ssm-resync
 # loadgen is a binary of the harness crate (harness/src/bin/loadgen.rs), so Cargo does not
 # name it to the benches: they take target/release/loadgen, next to their own target/release/
