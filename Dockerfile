@@ -2,14 +2,16 @@
 # ssm-resync container image with a Docker engine: `make docker-image` (docker build -t
 # ssm-resync:dev .). Builder: the toolchain image (Cargo.toml's rust-version must be <= its
 # rustc); runtime: distroless with glibc and CA certificates, no shell, non-root.
-# `make image` (scripts/image.sh) builds the same image without a Docker engine; tests/image.rs
-# keeps the two configs in step (USER, WORKDIR, EXPOSE, ENTRYPOINT, CMD, LABEL).
+# `make image` (scripts/image.sh) builds the same image without a Docker engine;
+# tests/stack/image.rs keeps the two configs in step (USER, WORKDIR, EXPOSE, ENTRYPOINT, CMD,
+# LABEL).
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY . .
 # BuildKit cache mounts keep the registry and target/ between builds; the binary is copied
-# out of the cached target/ because cache mounts are not part of the image.
+# out of the cached target/ because cache mounts are not part of the image. Only the product
+# is built: the workspace's harness/ is a dev-dependency (.dockerignore sends its manifest).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin ssm-resync \

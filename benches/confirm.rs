@@ -17,25 +17,23 @@
 //! already runs; the only writes it causes are the rate-limited `NotRefreshed` Events, for
 //! failures and timeouts. Requests per notification with it are figure 3c (`apicost`).
 
-mod common;
-
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::counting::live;
-use common::{Row, median};
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 use ssm_resync::cluster::confirm::{Confirmations, Waiter};
 use ssm_resync::cluster::events::Events;
 use ssm_resync::index::{Index, ReaderKind, ResourceKey, Target, TargetKind};
 use ssm_resync::metrics::Metrics;
+use ssm_resync_harness::bench::counting::{Counting, live};
+use ssm_resync_harness::bench::{Row, median};
 use time::OffsetDateTime;
 
 #[global_allocator]
-static ALLOC: common::counting::Counting = common::counting::Counting;
+static ALLOC: Counting = Counting;
 
 const RUNS: usize = 5;
 
@@ -188,7 +186,7 @@ fn run(n: usize) -> Run {
 }
 
 fn metrics_value(metrics: &Metrics, series: &str) -> f64 {
-    common::metric_value(&metrics.encode(), series)
+    ssm_resync_harness::sample(&metrics.encode(), series)
 }
 
 fn main() {

@@ -19,18 +19,21 @@
 //!   its final values. The floor, on the same resources: new values, then one plain patch
 //!   of each of the 500, until every Secret holds them.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use common::{DevKey, Row, Service, Stack, median, post, quantile};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use serde_json::{Value, json};
+use ssm_resync_harness::bench::{self, DevKey, Row, median, quantile};
+use ssm_resync_harness::{Service, Stack, post};
 use tokio::sync::{mpsc, watch};
+
+/// The service under test, built by Cargo for this bench (the release profile under
+/// `cargo bench`); `BENCH_SERVICE_BIN` replaces it (`Service::bench`).
+const SERVICE_BIN: &str = env!("CARGO_BIN_EXE_ssm-resync");
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -317,12 +320,12 @@ async fn subscribed_service(
         ),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let mut svc = Service::spawn(stack, &DevKey::ensure(), name, &args);
+    let mut svc = Service::bench(SERVICE_BIN, stack, &DevKey::ensure(), name, &args);
     svc.wait_ready(Duration::from_secs(120)).await;
     sns.subscribe()
         .topic_arn(&topic)
         .protocol("http")
-        .endpoint(&svc.url)
+        .endpoint(svc.sns_url())
         .send()
         .await
         .unwrap();
@@ -419,7 +422,7 @@ async fn eso_quiet(stack: &Stack, quiet: Duration, within: Duration) -> BTreeMap
 // Figure 8: change -> Secret
 
 async fn secret() {
-    let stack = Stack::from_env();
+    let stack = Stack::bench();
     assert_eso(&stack);
     let client = stack.kube().await;
     let cfg = aws(&stack).await;
@@ -429,7 +432,7 @@ async fn secret() {
     );
     let n = env_usize(
         "BENCH_SECRET_CHANGES",
-        if common::heavy() { 1000 } else { 200 },
+        if bench::heavy() { 1000 } else { 200 },
     );
     let run = run_id();
     let ns = format!("bench-secret-{run}");
@@ -492,7 +495,7 @@ async fn secret() {
         floor_stages.push(Stages::new(i, t0, t_put, t_sent, at));
     }
     let refreshed = svc
-        .metric("ssm_resync_refresh_total{outcome=\"refreshed\"}")
+        .metric_or_fail("ssm_resync_refresh_total{outcome=\"refreshed\"}")
         .await;
     let q = |v: &[f64], p| quantile(v, p);
     let label = "floor: PutParameter, then a plain annotation patch";
@@ -644,7 +647,7 @@ impl Stages {
 // Figure 9: AWS API calls per day
 
 async fn awscalls() {
-    let stack = Stack::from_env();
+    let stack = Stack::bench();
     assert_eso(&stack);
     let client = stack.kube().await;
     let cfg = aws(&stack).await;
@@ -689,7 +692,7 @@ async fn awscalls() {
     let (svc, topic) = subscribed_service(&stack, &sns, "calls-service", &[]).await;
     let t0 = Instant::now();
     while svc
-        .metric("ssm_resync_sweep_runs_total{result=\"ok\"}")
+        .metric_or_fail("ssm_resync_sweep_runs_total{result=\"ok\"}")
         .await
         < 1.0
     {
@@ -700,15 +703,15 @@ async fn awscalls() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let sweep_calls = svc
-        .metric("ssm_resync_sweep_api_calls_total{result=\"ok\"}")
+        .metric_or_fail("ssm_resync_sweep_api_calls_total{result=\"ok\"}")
         .await
         + svc
-            .metric("ssm_resync_sweep_api_calls_total{result=\"error\"}")
+            .metric_or_fail("ssm_resync_sweep_api_calls_total{result=\"error\"}")
             .await;
     // The sweep covers every reader in the cluster: earlier steps delete theirs, so this is
     // the set-up's own 1,000 (said in the row, so a leftover would show).
     let indexed = svc
-        .metric("ssm_resync_index_objects{kind=\"ExternalSecret\"}")
+        .metric_or_fail("ssm_resync_index_objects{kind=\"ExternalSecret\"}")
         .await;
     let c2 = eso_quiet(&stack, Duration::from_secs(5), Duration::from_secs(300)).await;
     let (mut fresh, mut stages) = (Vec::new(), Vec::new());
@@ -814,7 +817,7 @@ async fn eso_metric(stack: &Stack, family: &str, ns: &str) -> f64 {
 }
 
 async fn secretburst() {
-    let stack = Stack::from_env();
+    let stack = Stack::bench();
     assert_eso(&stack);
     let client = stack.kube().await;
     let cfg = aws(&stack).await;
@@ -864,7 +867,8 @@ async fn secretburst() {
         .await;
     eso_quiet(&stack, Duration::from_secs(5), Duration::from_secs(300)).await;
 
-    let mut svc = Service::spawn(
+    let mut svc = Service::bench(
+        SERVICE_BIN,
         &stack,
         &dev,
         "sburst-service",
@@ -894,7 +898,7 @@ async fn secretburst() {
     let syncs0 = eso_metric(&stack, "externalsecret_sync_calls_total", &ns).await;
     let calls0 = eso_calls(&stack).await;
     let patches0 = svc
-        .metric("ssm_resync_patches_total{result=\"applied\"}")
+        .metric_or_fail("ssm_resync_patches_total{result=\"applied\"}")
         .await;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -905,7 +909,7 @@ async fn secretburst() {
     tokio::time::sleep_until(start.into()).await;
     for (i, body) in bodies.into_iter().enumerate() {
         tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 * step)).into()).await;
-        let (http, url, tx) = (http.clone(), svc.url.clone(), tx.clone());
+        let (http, url, tx) = (http.clone(), svc.sns_url(), tx.clone());
         tokio::spawn(async move {
             // As SNS retries an HTTP delivery that was not answered 2xx (its default policy:
             // three immediate retries, then two a second apart, then backing off from 20 s).
@@ -947,7 +951,7 @@ async fn secretburst() {
     let calls1 = eso_quiet(&stack, Duration::from_secs(5), Duration::from_secs(300)).await;
     let syncs1 = eso_metric(&stack, "externalsecret_sync_calls_total", &ns).await;
     let patches = svc
-        .metric("ssm_resync_patches_total{result=\"applied\"}")
+        .metric_or_fail("ssm_resync_patches_total{result=\"applied\"}")
         .await
         - patches0;
     drop(svc);

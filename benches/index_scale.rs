@@ -14,23 +14,21 @@
 //! The baseline is the least a reverse index can be: a `HashMap<String, Vec<(ns, name)>>`
 //! from effective name to resource, built, measured and probed the same way.
 
-mod common;
-
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use common::{Row, median};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use ssm_resync::event::{Change, Operation, Service};
 use ssm_resync::index::{Index, Reader, Store};
+use ssm_resync_harness::bench::{Row, median};
 
 #[global_allocator]
-static ALLOC: common::counting::Counting = common::counting::Counting;
+static ALLOC: Counting = Counting;
 
-use common::counting::{PEAK, live};
+use ssm_resync_harness::bench::counting::{Counting, PEAK, live};
 
 const NAMESPACES: usize = 100;
 

@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench service -- SUBCOMMAND`:
 //!
-//! - `webhook`: `loadgen` (src/bin/loadgen.rs) against the service, against
+//! - `webhook`: `loadgen` (harness/src/bin/loadgen.rs) against the service, against
 //!   `loadgen --serve-trivial` (the HTTP floor) and, closed loop only, against
 //!   `loadgen --serve-verify` (the HTTP floor plus the signature check no endpoint may skip);
 //!   closed loop at the maximum rate and open loop at 5,000/s; no ExternalSecret matches, so
@@ -17,22 +17,24 @@
 //!   to /readyz 200 and RSS, with each `--initial-list` (list, watch-list); next to a plain
 //!   paged LIST of the same objects and the RSS of the trivial axum server.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{
-    DevKey, LOADGEN_BIN, Row, Service, Stack, free_port, median, out_dir, post, quantile,
-    status_kib,
-};
 use futures::StreamExt as _;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use serde_json::{Value, json};
+use ssm_resync_harness::bench::{
+    self, DevKey, Row, loadgen_bin, median, out_dir, quantile, status_kib,
+};
+use ssm_resync_harness::{Service, Stack, free_port, post, sample};
 use tokio::sync::mpsc;
+
+/// The service under test, built by Cargo for this bench (the release profile under
+/// `cargo bench`); `BENCH_SERVICE_BIN` replaces it (`Service::bench`).
+const SERVICE_BIN: &str = env!("CARGO_BIN_EXE_ssm-resync");
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -344,8 +346,11 @@ impl Drop for Child_ {
     }
 }
 
+/// Runs `loadgen` (a binary of the harness crate, so Cargo does not name it to this bench:
+/// `loadgen_bin()` takes it from this bench's own target directory, where scripts/bench.sh
+/// builds it first with `cargo build --release -p ssm-resync-harness --bin loadgen`).
 fn loadgen(args: &[String]) -> Value {
-    let out = Command::new(LOADGEN_BIN)
+    let out = Command::new(loadgen_bin())
         .args(args)
         .arg("--json")
         .stdin(Stdio::null())
@@ -368,11 +373,11 @@ async fn wait_listening(addr: &str) {
 }
 
 async fn webhook() {
-    let stack = Stack::from_env();
+    let stack = Stack::bench();
     let dev = DevKey::ensure();
     let topic = stack.get("SSM_RESYNC_TOPIC_ARN").to_owned();
     let connections = env_usize("BENCH_CONNECTIONS", 32);
-    let heavy = common::heavy();
+    let heavy = bench::heavy();
     let closed_n = env_usize(
         "BENCH_WEBHOOK_REQUESTS",
         if heavy { 150_000 } else { 60_000 },
@@ -395,7 +400,7 @@ async fn webhook() {
 
     let trivial_addr = format!("127.0.0.1:{}", free_port());
     let trivial = Child_(
-        Command::new(LOADGEN_BIN)
+        Command::new(loadgen_bin())
             .args(["--serve-trivial", &trivial_addr])
             .stdin(Stdio::null())
             .stderr(Stdio::null())
@@ -404,11 +409,11 @@ async fn webhook() {
     );
     let verify_addr = format!("127.0.0.1:{}", free_port());
     let verify = Child_(
-        Command::new(LOADGEN_BIN)
+        Command::new(loadgen_bin())
             .arg(format!("--serve-verify={verify_addr}"))
             .arg(format!(
                 "--verify-pin={}={}",
-                common::CERT_URL,
+                bench::CERT_URL,
                 dev.cert_path.display()
             ))
             .arg(format!("--topic-arn={topic}"))
@@ -421,7 +426,7 @@ async fn webhook() {
     wait_listening(&verify_addr).await;
     let trivial_url = format!("http://{trivial_addr}/sns");
     let verify_url = format!("http://{verify_addr}/sns");
-    let mut svc = Service::spawn(&stack, &dev, "webhook-service", &[]);
+    let mut svc = Service::bench(SERVICE_BIN, &stack, &dev, "webhook-service", &[]);
     svc.wait_ready(Duration::from_secs(120)).await;
 
     let file = bodies.display().to_string();
@@ -458,7 +463,7 @@ async fn webhook() {
         ]
     };
     let pid_t = trivial.0.id();
-    let cpu = |pid| common::process_cpu_seconds(pid);
+    let cpu = |pid| bench::process_cpu_seconds(pid);
 
     let pid_v = verify.0.id();
     // Closed loop: floor, verification floor, service, verification floor, floor again (the
@@ -472,9 +477,9 @@ async fn webhook() {
     let verify_cpu_per = (cpu(pid_v) - v0) / (verify1["ok"].as_f64().unwrap() + warm_c as f64);
     let m0 = svc.metrics().await;
     let s0 = svc.cpu_seconds();
-    let overflows = common::listen_overflows;
+    let overflows = bench::listen_overflows;
     let o0 = overflows();
-    let svc_closed = loadgen(&closed(&svc.url));
+    let svc_closed = loadgen(&closed(&svc.sns_url()));
     let overflow_closed = overflows() - o0;
     let svc_cpu = svc.cpu_seconds() - s0;
     let m1 = svc.metrics().await;
@@ -490,13 +495,13 @@ async fn webhook() {
     // Open loop at the fixed rate.
     let floor_open = loadgen(&open(&trivial_url));
     let o0 = overflows();
-    let svc_open = loadgen(&open(&svc.url));
+    let svc_open = loadgen(&open(&svc.sns_url()));
     let overflow_open = overflows() - o0;
     let m2 = svc.metrics().await;
     let fast_runs = (fast_n > 0).then(|| {
         let floor = loadgen(&fast(&trivial_url));
         let o0 = overflows();
-        let svc = loadgen(&fast(&svc.url));
+        let svc = loadgen(&fast(&svc.sns_url()));
         (floor, svc, overflows() - o0)
     });
 
@@ -665,11 +670,11 @@ async fn webhook() {
 }
 
 fn loadgen_generate(dev: &DevKey, topic: &str, count: usize, out: &std::path::Path) {
-    let st = Command::new(LOADGEN_BIN)
+    let st = Command::new(loadgen_bin())
         .arg(format!("--generate={}", out.display()))
         .arg(format!("--count={count}"))
         .arg(format!("--sign-key={}", dev.key_path.display()))
-        .arg(format!("--cert-url={}", common::CERT_URL))
+        .arg(format!("--cert-url={}", bench::CERT_URL))
         .arg(format!("--topic-arn={topic}"))
         .stdin(Stdio::null())
         .status()
@@ -681,13 +686,13 @@ fn loadgen_generate(dev: &DevKey, topic: &str, count: usize, out: &std::path::Pa
 // Figure 3: end to end
 
 async fn e2e() {
-    let stack = Stack::from_env();
+    let stack = Stack::bench();
     let dev = DevKey::ensure();
     let topic = stack.get("SSM_RESYNC_TOPIC_ARN").to_owned();
     let client = stack.kube().await;
     let n = env_usize(
         "BENCH_E2E_ITERATIONS",
-        if common::heavy() { 1000 } else { 200 },
+        if bench::heavy() { 1000 } else { 200 },
     );
     let run = run_id();
     let ns = format!("bench-e2e-{run}");
@@ -704,7 +709,7 @@ async fn e2e() {
         ));
     }
     create_all(&client, objects, 16).await;
-    let mut svc = Service::spawn(&stack, &dev, "e2e-service", &[]);
+    let mut svc = Service::bench(SERVICE_BIN, &stack, &dev, "e2e-service", &[]);
     svc.wait_ready(Duration::from_secs(120)).await;
     let mut watch = Watch::start(&client, &ns, "force-sync").await;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &es_resource());
@@ -721,7 +726,7 @@ async fn e2e() {
         let t0 = Instant::now();
         let (answer, seen) = tokio::join!(
             async {
-                let r = post(&http, &svc.url, body).await;
+                let r = post(&http, &svc.sns_url(), body).await;
                 (r, Instant::now())
             },
             watch.wait_for(&name, |v| v.is_some())
@@ -796,7 +801,7 @@ async fn e2e() {
 // Figure 7: API-server requests per notification
 
 async fn apicost() {
-    let stack = Stack::from_env();
+    let stack = Stack::bench();
     let dev = DevKey::ensure();
     let topic = stack.get("SSM_RESYNC_TOPIC_ARN").to_owned();
     let client = stack.kube().await;
@@ -822,7 +827,7 @@ async fn apicost() {
         }
     }
     create_all(&client, objects, 16).await;
-    let mut svc = Service::spawn(&stack, &dev, "apicost-service", &[]);
+    let mut svc = Service::bench(SERVICE_BIN, &stack, &dev, "apicost-service", &[]);
     svc.wait_ready(Duration::from_secs(120)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -837,7 +842,7 @@ async fn apicost() {
     let mut notifications = 0;
     let mut send = async |p: String| {
         let body = dev.change(&topic, &p, time::OffsetDateTime::now_utc());
-        let (status, json) = post(&http, &svc.url, body).await;
+        let (status, json) = post(&http, &svc.sns_url(), body).await;
         assert_eq!(status, 200, "{json}");
         notifications += 1;
     };
@@ -928,7 +933,7 @@ async fn apicost() {
 // Figure 6: burst
 
 async fn burst() {
-    let stack = Stack::from_env();
+    let stack = Stack::bench();
     let dev = DevKey::ensure();
     let topic = stack.get("SSM_RESYNC_TOPIC_ARN").to_owned();
     let client = stack.kube().await;
@@ -945,7 +950,7 @@ async fn burst() {
         })
         .collect();
     create_all(&client, objects, 16).await;
-    let mut svc = Service::spawn(&stack, &dev, "burst-service", &[]);
+    let mut svc = Service::bench(SERVICE_BIN, &stack, &dev, "burst-service", &[]);
     svc.wait_ready(Duration::from_secs(120)).await;
     let mut watch = Watch::start(&client, &ns, "force-sync").await;
     let window = 0.25;
@@ -994,7 +999,7 @@ async fn burst() {
     for (i, body) in bodies.into_iter().enumerate() {
         let due = start + Duration::from_secs_f64(i as f64 * step);
         tokio::time::sleep_until(due.into()).await;
-        let (http, url, tx) = (http.clone(), svc.url.clone(), tx.clone());
+        let (http, url, tx) = (http.clone(), svc.sns_url(), tx.clone());
         tokio::spawn(async move {
             let (status, json) = post(&http, &url, body).await;
             let _ = tx.send((i, status, json, Instant::now()));
@@ -1052,10 +1057,10 @@ async fn burst() {
         .values()
         .flat_map(|v| v.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()))
         .fold(f64::INFINITY, f64::min);
-    let applied = common::metric_value(&m1, "ssm_resync_patches_total{result=\"applied\"}")
-        - common::metric_value(&m0, "ssm_resync_patches_total{result=\"applied\"}");
-    let coalesced = common::metric_value(&m1, "ssm_resync_patches_total{result=\"coalesced\"}")
-        - common::metric_value(&m0, "ssm_resync_patches_total{result=\"coalesced\"}");
+    let applied = sample(&m1, "ssm_resync_patches_total{result=\"applied\"}")
+        - sample(&m0, "ssm_resync_patches_total{result=\"applied\"}");
+    let coalesced = sample(&m1, "ssm_resync_patches_total{result=\"coalesced\"}")
+        - sample(&m0, "ssm_resync_patches_total{result=\"coalesced\"}");
     let d = delta(&api0, &api1);
     let api_patches = d
         .get(&("PATCH".into(), "externalsecrets".into()))
@@ -1116,7 +1121,7 @@ async fn burst() {
 // Figure 5: start-up
 
 async fn startup(n: usize) {
-    let stack = Stack::from_env();
+    let stack = Stack::bench();
     let dev = DevKey::ensure();
     let client = stack.kube().await;
     let (have, _) = list_all(&client).await;
@@ -1154,7 +1159,8 @@ async fn startup(n: usize) {
         lists.push(list.as_secs_f64());
         cached.push(list_cached(&client).await.as_secs_f64());
         for (strategy, m) in strategies.iter().zip(by.iter_mut()) {
-            let mut svc = Service::spawn(
+            let mut svc = Service::bench(
+                SERVICE_BIN,
                 &stack,
                 &dev,
                 &format!("startup-{count}-{strategy}-{r}"),
@@ -1168,7 +1174,7 @@ async fn startup(n: usize) {
             // previous run was killed holding it, so this can take the Lease's 15 s.
             let swept_once = |text: &str| {
                 ["ok", "error"].iter().any(|r| {
-                    common::metric_value(
+                    sample(
                         text,
                         &format!("ssm_resync_sweep_runs_total{{result=\"{r}\"}}"),
                     ) >= 1.0
@@ -1187,7 +1193,7 @@ async fn startup(n: usize) {
             tokio::time::sleep(Duration::from_secs(5)).await;
             m.idle.push(svc.rss_kib() / 1024.0);
             m.hwm.push(status_kib(svc.pid, "VmHWM") / 1024.0);
-            let objects = common::metric_value(
+            let objects = sample(
                 &svc.metrics().await,
                 "ssm_resync_index_objects{kind=\"ExternalSecret\"}",
             );
@@ -1223,7 +1229,7 @@ async fn startup(n: usize) {
     // The floor for memory: an axum server doing nothing (loadgen --serve-trivial).
     let addr = format!("127.0.0.1:{}", free_port());
     let trivial = Child_(
-        Command::new(LOADGEN_BIN)
+        Command::new(loadgen_bin())
             .args(["--serve-trivial", &addr])
             .stdin(Stdio::null())
             .stderr(Stdio::null())

@@ -12,14 +12,12 @@
 //! public-key operation), so the overhead is the difference. Rates are per CPU-second of the
 //! measuring thread (as openssl reports them), single-threaded: per core.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{Row, median, thread_cpu_seconds};
 use ssm_resync::sns::{CertStore, Envelope, SigningCert, TopicPolicy, Verifier};
+use ssm_resync_harness::bench::{self, Row, median, thread_cpu_seconds};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -85,14 +83,14 @@ fn fixture_cases() -> (Vec<Case>, Verifier) {
 }
 
 fn v2_case() -> (Vec<Case>, Verifier) {
-    let dev = common::DevKey::ensure();
+    let dev = bench::DevKey::ensure();
     let topic = "arn:aws:sns:us-east-1:123456789012:ssm-resync-bench";
     let now = OffsetDateTime::now_utc();
     let body = dev.change(topic, "/bench/sigverify/db/password", now);
     let env = Envelope::parse(body.as_bytes()).unwrap();
     let mut store = CertStore::new(Default::default());
     store
-        .pin_spec(&format!("{}={}", common::CERT_URL, dev.cert_path.display()))
+        .pin_spec(&format!("{}={}", bench::CERT_URL, dev.cert_path.display()))
         .unwrap();
     let cert = Arc::new(SigningCert::from_pem(&std::fs::read(&dev.cert_path).unwrap()).unwrap());
     let case = Case {

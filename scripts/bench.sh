@@ -2,12 +2,13 @@
 # `make bench`: the performance figures of docs/performance.md, each next to a baseline
 # measured in the same run, as a ratio, with its target.
 #
-# Builds the release binaries (ssm-resync, loadgen) and the bench binaries, starts its own
-# local stack (real kube-apiserver + etcd + moto, fresh etcd, under target/bench-stack,
-# ports 26790/19443/17500; ESO left out unless BENCH_ESO=1; the secret, secretburst and awscalls steps get a
-# second fresh stack with ESO), runs each bench, prints the summary table
-# and writes it to target/bench/summary.md (raw rows: target/bench/results.jsonl, service
-# logs: target/bench/*.log). The stack is stopped and purged on exit.
+# Builds the release binaries (ssm-resync; loadgen, the harness crate's) and the bench
+# binaries, starts its own local stack (real kube-apiserver + etcd + moto, fresh etcd, under
+# target/bench-stack, ports 26790/19443/17500; ESO left out unless BENCH_ESO=1; the secret,
+# secretburst and awscalls steps get a second fresh stack with ESO), runs each bench, prints
+# the summary table and writes it to target/bench/summary.md (raw rows:
+# target/bench/results.jsonl, service logs: target/bench/*.log). The stack is stopped and
+# purged on exit.
 #
 #   BENCH_HEAVY=1     heavier runs: 150,000 requests closed loop, 30 s at 5,000/s and 5 s
 #                     at 20,000/s open loop, 1,000 end-to-end iterations, start-up at
@@ -52,7 +53,11 @@ needs_stack() {
 # --- build ---------------------------------------------------------------------------
 log "building (release profile: the service under test is target/release/ssm-resync)"
 t=$SECONDS
-cargo build --locked --release --bin ssm-resync --bin loadgen
+cargo build --locked --release --bin ssm-resync
+# loadgen is a binary of the harness crate (harness/src/bin/loadgen.rs), so Cargo does not
+# name it to the benches: they take target/release/loadgen, next to their own target/release/
+# deps/ (ssm_resync_harness::bench::loadgen_bin).
+cargo build --locked --release -p ssm-resync-harness --bin loadgen
 # The bench executables, run directly so that nothing is rebuilt in the middle of a run.
 declare -A BIN
 while IFS=$'\t' read -r name exe; do
@@ -139,7 +144,7 @@ fi
 TOTAL=$((SECONDS - START))
 took=""
 for k in "${!TOOK[@]}"; do took+="$k ${TOOK[$k]} s, "; done
-BENCH_META="date: $(date -u +%FT%TZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (+ uncommitted changes)'); machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1); heavy: $HEAVY; load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg); build ${BUILD_SECONDS} s; steps: ${took%, }; total ${TOTAL} s"
+BENCH_META="date: $(date -u +%FT%TZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet HEAD -- src harness Cargo.toml 2>/dev/null || echo ' (+ uncommitted changes)'); machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1); heavy: $HEAVY; load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg); build ${BUILD_SECONDS} s; steps: ${took%, }; total ${TOTAL} s"
 export BENCH_META
 python3 - "$BENCH_OUT/results.jsonl" "$BENCH_OUT/summary.md" <<'EOF'
 import json, os, sys

@@ -2,13 +2,11 @@
 //! Secrets: ClusterExternalSecret parents, `find.path` with a Create event, Secrets Manager,
 //! resources that ignore force-sync, Kubernetes Events, `explain`, v1beta1; and
 //! kubernetes-external-secrets, which cannot run here (not on any registry the project can
-//! use), through its status (tests/kes.rs runs a model of its poller).
-
-mod common;
+//! use), through its status (tests/stack/kes.rs runs a model of its poller).
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -91,7 +89,7 @@ async fn a_cluster_external_secret_change_reaches_every_child_secret() {
     for ns in &children {
         wait_secret(&kube, ns, "db", "pw", "v1", Duration::from_secs(30)).await;
     }
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
     assert!(
         svc.logs().contains("ESO before v0.20.0"),
         "ESO v0.16.2's CRD is read as a release before v0.20:\n{}",
@@ -155,7 +153,7 @@ async fn a_find_path_reader_is_synced_by_a_create_event_below_its_path() {
         Duration::from_secs(30),
     )
     .await;
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
     stack.put_parameter(&format!("{tree}/brand-new"), "b").await;
     let (status, body) = svc
         .post(&signed(
@@ -212,7 +210,7 @@ async fn a_secrets_manager_cloudtrail_event_syncs_secrets_manager_readers() {
     // Same name read through Parameter Store: must not be touched by a Secrets Manager change.
     secret_store(&kube, &ns, "ps", "us-east-1").await;
     external_secret(&kube, &ns, "ssm-reader", "ps", &[&secret]).await;
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
     stack.put_secret(&secret, "v2").await;
     let event = json!({"version": "0", "source": "aws.secretsmanager", "detail-type": "AWS API Call via CloudTrail",
         "account": "123456789012", "region": "us-east-1",
@@ -255,7 +253,7 @@ async fn a_kes_external_secret_is_made_to_poll_through_its_status() {
     api.patch_status("legacy", &PatchParams::default(), &Patch::Merge(json!({"status": {"observedGeneration": generation, "lastSync": "2026-01-01T00:00:00Z", "status": "SUCCESS"}})))
         .await
         .unwrap();
-    let svc = Service::start(&stack, &[&topic], &["--kes"]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &["--kes"]).await;
     let (status, body) = svc
         .post(&signed(&stack, &topic, ssm_event(&p, "Update")))
         .await;
@@ -302,7 +300,7 @@ async fn resources_that_ignore_force_sync_get_an_event_not_a_patch() {
         Duration::from_secs(30),
     )
     .await;
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
     stack.put_parameter(&p, "changed").await;
     let msg = signed(&stack, &topic, ssm_event(&p, "Update"));
     let message_id = serde_json::from_str::<Value>(&msg).unwrap()["MessageId"]
@@ -433,7 +431,7 @@ async fn eso_v1beta1_opt_in_watches_and_patches_through_v1beta1() {
         "spec": {"refreshInterval": "1h", "secretStoreRef": {"name": "aws", "kind": "SecretStore"}, "data": [{"secretKey": "k", "remoteRef": {"key": p}}]}
     })).await;
     wait_secret(&kube, &ns, "old", "k", "v1", Duration::from_secs(30)).await;
-    let svc = Service::start(&stack, &[&topic], &["--eso-version=v1beta1"]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &["--eso-version=v1beta1"]).await;
     stack.put_parameter(&p, "v2").await;
     let (status, body) = svc
         .post(&signed(&stack, &topic, ssm_event(&p, "Update")))

@@ -1,6 +1,7 @@
 //! A global allocator that forwards to the system allocator and counts the bytes live and
 //! their peak, for the in-process memory figures (index_scale, confirm). A bench opts in with
-//! `#[global_allocator] static ALLOC: common::counting::Counting = common::counting::Counting;`.
+//! `#[global_allocator] static ALLOC: Counting = Counting;` (with
+//! `use ssm_resync_harness::bench::counting::Counting`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,11 +2,9 @@
 //! Operator, and `ssm-resync serve` as a separate process, all over loopback. Each test ends
 //! at what the user sees: the Secret ESO writes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// The whole path as in production: the parameter changes in SSM, its Parameter Store Change
@@ -25,7 +23,7 @@ async fn publish_to_the_topic_updates_the_secret() {
     let p_db_password = param("/e2e/db/password");
     synced_reader(&stack, &kube, &ns, "db", &[&p_db_password]).await;
     synced_reader(&stack, &kube, &ns, "unrelated", &[&p_other]).await;
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
 
     let sns = stack.sns().await;
     sns.subscribe()
@@ -90,7 +88,7 @@ async fn a_change_nobody_reads_is_200_and_patches_nothing() {
     } = Scenario::new("e2e-nomatch").await;
     let p_db_password = param("/e2e/db/password");
     synced_reader(&stack, &kube, &ns, "db", &[&p_db_password]).await;
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
 
     let (status, body) = svc
         .post(&signed_change(&stack, &topic, "/nobody/reads/this"))
@@ -118,7 +116,7 @@ async fn tampered_or_foreign_messages_are_403_and_patch_nothing() {
     } = Scenario::new("e2e-tamper").await;
     let p_db_password = param("/e2e/db/password");
     synced_reader(&stack, &kube, &ns, "db", &[&p_db_password]).await;
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
     // The value did change: only a verified message may make the Secret follow it.
     stack.put_parameter(&p_db_password, "changed").await;
 
@@ -195,7 +193,7 @@ async fn redelivery_of_an_applied_message_patches_nothing_twice() {
     } = Scenario::new("e2e-dup").await;
     let p_db_password = param("/e2e/db/password");
     synced_reader(&stack, &kube, &ns, "db", &[&p_db_password]).await;
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
 
     stack.put_parameter(&p_db_password, "v2").await;
     let msg = signed_change(&stack, &topic, &p_db_password);
@@ -237,7 +235,7 @@ async fn simultaneous_notifications_share_one_patch() {
     let p_db_user = param("/e2e/db/user");
     let p_db_password = param("/e2e/db/password");
     synced_reader(&stack, &kube, &ns, "db", &[&p_db_password, &p_db_user]).await;
-    let svc = Service::start(&stack, &[&topic], &["--coalesce-window=100ms"]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &["--coalesce-window=100ms"]).await;
 
     stack.put_parameter(&p_db_password, "pw2").await;
     stack.put_parameter(&p_db_user, "user2").await;
@@ -279,7 +277,7 @@ async fn subscription_confirmation_for_an_allowed_topic_is_confirmed() {
     let topic = stack
         .topic(&format!("e2e-{}", uuid::Uuid::new_v4().simple()))
         .await;
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
     let key = stack.signing_key();
     let mut env = ssm_resync::sample::notification(
         "You have chosen to subscribe".into(),
@@ -338,6 +336,7 @@ async fn api_server_outage_answers_503_then_the_redelivery_applies() {
     secret_store(&kube, &ns, "aws", "us-east-1").await;
     synced_reader(&stack, &kube, &ns, "db", &[&p_db_password]).await;
     let svc = Service::start(
+        BIN,
         &stack,
         &[&topic],
         &["--patch-retries=2", "--request-deadline=5s"],
@@ -388,7 +387,7 @@ async fn eso_webhook_down_answers_503_then_the_redelivery_applies() {
     let ns = namespace(&kube, "e2e-webhook").await;
     secret_store(&kube, &ns, "aws", "us-east-1").await;
     synced_reader(&stack, &kube, &ns, "db", &[&p]).await;
-    let svc = Service::start(&stack, &[&topic], &["--patch-retries=2"]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &["--patch-retries=2"]).await;
 
     stack.stop("eso-webhook");
     stack.put_parameter(&p, "while-the-webhook-was-down").await;
@@ -464,7 +463,7 @@ async fn a_server_without_watch_list_is_read_with_a_list() {
 async fn start_by_watch_list(s: &Scenario) -> Service {
     let p = param("/e2e/watchlist/token");
     synced_reader(&s.stack, &s.kube, &s.ns, "app", &[&p]).await;
-    let svc = Service::start(&s.stack, &[&s.topic], &["--initial-list=watch-list"]).await;
+    let svc = Service::start(BIN, &s.stack, &[&s.topic], &["--initial-list=watch-list"]).await;
     assert!(
         svc.metric(r#"ssm_resync_index_objects{kind="ExternalSecret"}"#)
             .await

@@ -13,16 +13,13 @@
 //! the service (how the run against the index before the fidelity fixes was made, with
 //! `ORACLE_SERVICE_ARGS=""`: that build has no `--eso-account`).
 
-#[path = "oracle/cluster.rs"]
 mod cluster;
-mod common;
-#[path = "oracle/world.rs"]
 mod world;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use rand::SeedableRng as _;
 use serde_json::{Value, json};
@@ -186,8 +183,8 @@ async fn run_seed(seed: u64, size: &Size, steps: usize) -> Run {
     let mut args: Vec<&str> = extra.split_whitespace().collect();
     args.push("--sweep-interval=0s");
     let svc = match std::env::var("ORACLE_SERVICE_BIN") {
-        Ok(b) => Service::start_binary(&stack, &b, &[&topic], &args).await,
-        Err(_) => Service::start(&stack, &[&topic], &args).await,
+        Ok(b) => Service::start(&b, &stack, &[&topic], &args).await,
+        Err(_) => Service::start(BIN, &stack, &[&topic], &args).await,
     };
     let sns = stack.sns().await;
     sns.subscribe()
@@ -454,7 +451,7 @@ async fn snapshot(kube: &kube::Client, cluster: &Cluster) -> HashMap<String, See
 
 /// No ExternalSecret or Secret in the run changed for a second.
 async fn wait_quiet(kube: &kube::Client, cluster: &Cluster) {
-    common::wait_quiet(
+    crate::common::wait_quiet(
         kube,
         cluster.namespaces.iter().map(|(ns, _)| ns.as_str()),
         Duration::from_secs(1),

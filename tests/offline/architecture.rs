@@ -3,7 +3,7 @@
 //! outcome), there is no circle, and no arrow goes up. docs/architecture.md draws the same
 //! table. A new module must be placed here on purpose.
 //!
-//! `cargo test --test architecture -- --nocapture` prints the graph.
+//! `cargo test --test offline architecture -- --nocapture` prints the graph.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

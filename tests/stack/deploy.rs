@@ -10,28 +10,24 @@
 //! (scripts/check-deploy.sh installs it). Static checks of the same files are in
 //! tests/deploy/*.py (scripts/check-deploy.sh).
 
-mod common;
-#[path = "common/manifests.rs"]
-mod manifests;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::manifests::*;
+use crate::common::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use manifests::*;
 use serde_json::{Value, json};
 
-// --- rendering (helpers shared with tests/helm.rs: tests/common/manifests.rs) -------------
+// --- rendering (helpers shared with tests/stack/helm.rs: harness/src/manifests.rs) ------
 
 #[test]
 fn manifests_args_pass_check_config() {
-    let flags = serve_env_names();
+    let flags = serve_env_names(BIN);
     for dir in ["overlays/eks", "overlays/local", "base"] {
-        check_config(&format!("k8s/{dir}"), &kustomize(dir), &flags);
+        check_config(BIN, &format!("k8s/{dir}"), &kustomize(dir), &flags);
     }
 }
 
@@ -94,7 +90,9 @@ async fn reader(stack: &Stack, kube: &kube::Client, prefix: &str) -> (String, St
 
 #[tokio::test]
 async fn rbac_is_enough_and_forbids_secrets() {
-    let stack = Stack::shared();
+    // Alone on the shared stack: the service runs as deployed, with the start-up sweep, which
+    // would force other tests' readers.
+    let stack = Stack::shared_alone();
     let admin = stack.get("KUBECONFIG").to_owned();
     let ssm = stack.get("STACK_KUBECONFIG_SSM_RESYNC").to_owned();
     let kube = stack.kube().await;
@@ -191,7 +189,14 @@ async fn rbac_is_enough_and_forbids_secrets() {
     // Ready means every watch listed with these permissions only; then a real change.
     let topic = stack.topic(&unique("deploy-rbac")).await;
     // In the pod, POD_NAMESPACE (downward API) is where the service keeps its Lease.
-    let svc = Launched::start(&stack, &ssm, &[&topic], &[("POD_NAMESPACE", "ssm-resync")]).await;
+    let svc = Launched::start(
+        BIN,
+        &stack,
+        &ssm,
+        &[&topic],
+        &[("POD_NAMESPACE", "ssm-resync")],
+    )
+    .await;
     let (status, body) = svc.post(&signed_change(&stack, &topic, &parameter)).await;
     assert_eq!(
         (status, body["result"].as_str()),
@@ -201,7 +206,7 @@ async fn rbac_is_enough_and_forbids_secrets() {
     wait_annotation_change(&kube, &ns, "db", None, Duration::from_secs(10)).await;
     // Give the asynchronous API users their first try before looking for a 403: the
     // Kubernetes Event of that patch and the sweep's Lease (where this build has them).
-    let flags = serve_env_names();
+    let flags = serve_env_names(BIN);
     if flags.contains("SSM_RESYNC_EVENTS") {
         svc.settle(|m| m.contains("ssm_resync_kube_events_total{"))
             .await;
@@ -265,7 +270,9 @@ async fn rbac_is_enough_and_forbids_secrets() {
 /// label, another status field) is denied, while an administrator may.
 #[tokio::test]
 async fn admission_policy_lets_the_service_account_change_only_its_triggers() {
-    let stack = Stack::shared();
+    // Alone on the shared stack: the service runs as deployed, with the start-up sweep, which
+    // would force other tests' readers.
+    let stack = Stack::shared_alone();
     stack.assert_eso();
     let admin = stack.get("KUBECONFIG").to_owned();
     let kube = stack.kube().await;
@@ -362,6 +369,7 @@ async fn admission_policy_lets_the_service_account_change_only_its_triggers() {
     // The service itself, as the ServiceAccount, under the policy: all three are patched.
     let topic = stack.topic(&unique("deploy-vap")).await;
     let svc = Launched::start(
+        BIN,
         &stack,
         &sa_kubeconfig,
         &[&topic],
@@ -586,7 +594,9 @@ fn referenced_metrics(path: &Path) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn metrics_used_by_alerts_and_dashboard_exist() {
-    let stack = Stack::shared();
+    // Alone on the shared stack: the service runs as deployed, with the start-up sweep, which
+    // would force other tests' readers.
+    let stack = Stack::shared_alone();
     let kube = stack.kube().await;
     let (ns, parameter) = reader(&stack, &kube, "deploy-metrics").await;
     let topic = stack.topic(&unique("deploy-metrics")).await;
@@ -594,6 +604,7 @@ async fn metrics_used_by_alerts_and_dashboard_exist() {
     // cert_fetches{result="error"} series) without any traffic leaving the machine.
     let dead_proxy = format!("http://127.0.0.1:{}", free_port());
     let svc = Launched::start(
+        BIN,
         &stack,
         stack.get("KUBECONFIG"),
         &[&topic],
@@ -798,7 +809,7 @@ fn value(sample: &Value) -> f64 {
 async fn prometheus_scrapes_the_service_and_loads_the_rules() {
     let stack = Stack::shared();
     let topic = stack.topic(&unique("deploy-prom")).await;
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
     let target = svc.admin.trim_start_matches("http://").to_owned();
     let prom = Prometheus::start(&target);
 

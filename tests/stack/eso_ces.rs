@@ -11,11 +11,9 @@
 //!   child's annotations back at once (its `CreateOrUpdate` replaces them), racing ESO's
 //!   ExternalSecret controller; the rate is printed, not asserted (it is a race).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 use ssm_resync::cluster::{EsoVersion, cluster_external_secret_resource};

@@ -1,24 +1,20 @@
 //! Attacks on the public endpoint that aim at the service's resources rather than its trust:
 //! memory (many clients holding large and hostile bodies), certificate-fetch storms, and slow
-//! clients on both ports. Each runs against the real binary over real HTTP on the local stack.
+//! clients on both ports. Each runs against the real binary over real HTTP on the local stack,
+//! alone (`crate::ALONE`): it measures the service under its own attack, not under the CPU
+//! load of another test (2 cores).
 //!
 //! `ATTACK_SERVICE_BIN=/path/to/ssm-resync` runs the memory attack against another build
 //! (flags it does not know are left out), to measure a release before these defences.
-
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-
-/// The attacks run one at a time: each measures the service under its own attack, not under
-/// the CPU load of the others (2 cores).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The memory limit the shipped manifests set (k8s/base/deployment.yaml, the Helm chart).
 const POD_LIMIT: u64 = 128 << 20;
@@ -34,7 +30,7 @@ fn host_port(url: &str) -> String {
 /// remembered; a message signed with a known certificate is unaffected.
 #[tokio::test]
 async fn a_storm_of_fresh_certificate_urls_costs_a_handful_of_fetches() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::ALONE.lock().await;
     let stack = Stack::shared();
     let topic = format!(
         "arn:aws:sns:us-east-1:123456789012:storm-{}",
@@ -42,6 +38,7 @@ async fn a_storm_of_fresh_certificate_urls_costs_a_handful_of_fetches() {
     );
     let (proxy, fetches) = counting_listener();
     let svc = Service::start_with(
+        BIN,
         &stack,
         &[&topic],
         &[],
@@ -209,14 +206,14 @@ async fn until_closed(
 /// a body that stalls gets 408 `body_read_timeout`.
 #[tokio::test]
 async fn slow_clients_are_cut_off_on_both_ports() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::ALONE.lock().await;
     let stack = Stack::shared();
     let topic = format!(
         "arn:aws:sns:us-east-1:123456789012:slow-{}",
         uuid::Uuid::new_v4().simple()
     );
     let timeout = Duration::from_secs(2);
-    let svc = Service::start(&stack, &[&topic], &["--read-timeout=2s"]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &["--read-timeout=2s"]).await;
     // Closed after the timeout, well before anything else would close it.
     let bound = timeout + Duration::from_secs(3);
     for (port, addr, request) in [
@@ -297,12 +294,13 @@ async fn slow_clients_are_cut_off_on_both_ports() {
 /// SNS's retry 20 s later. The Secret ends up holding the new value.
 #[tokio::test]
 async fn a_delivery_past_the_connection_cap_waits_for_a_slot_and_is_applied() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::ALONE.lock().await;
     let s = Scenario::new("atk-cap").await;
     let p = param("/atk/cap");
     synced_reader(&s.stack, &s.kube, &s.ns, "db", &[&p]).await;
     let timeout = Duration::from_secs(3);
     let svc = Service::start(
+        BIN,
         &s.stack,
         &[&s.topic],
         &["--max-connections=4", "--read-timeout=3s"],
@@ -415,7 +413,7 @@ async fn attacker(
 /// needs no slot) and the service's peak RSS stays under the pod's 128 MiB limit.
 #[tokio::test]
 async fn memory_stays_under_the_pod_limit_while_large_and_hostile_bodies_are_held() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::ALONE.lock().await;
     let s = Scenario::new("atk-mem").await;
     let p = param("/atk/mem");
     external_secret(&s.kube, &s.ns, "db", "aws", &[&p]).await;
@@ -423,11 +421,12 @@ async fn memory_stays_under_the_pod_limit_while_large_and_hostile_bodies_are_hel
         .ok()
         .filter(|b| !b.is_empty());
     let svc = match &other {
-        Some(bin) => Service::start_binary(&s.stack, bin, &[&s.topic], &[]).await,
+        Some(bin) => Service::start(bin, &s.stack, &[&s.topic], &[]).await,
         // 26 large slots: what --max-concurrent-requests derives from a 128 MiB limit
         // (config::concurrency_for; this machine's cgroup may set none).
         None => {
             Service::start(
+                BIN,
                 &s.stack,
                 &[&s.topic],
                 &["--read-timeout=5s", "--max-concurrent-requests=26"],
@@ -564,7 +563,7 @@ async fn delete_labelled(kube: &kube::Client) {
 /// none; the broken one nothing; every rejected one is reported (metric, Warning Event).
 #[tokio::test]
 async fn a_tenants_regexps_cannot_stop_lookups() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::ALONE.lock().await;
     let s = Scenario::new("atk-re").await;
     // The metric counts the whole cluster: clear what an earlier run on this stack left.
     delete_labelled(&s.kube).await;
@@ -605,7 +604,7 @@ async fn a_tenants_regexps_cannot_stop_lookups() {
         find_es("broken", r"^/atk/(unclosed$".into()),
     )
     .await;
-    let svc = Service::start(&s.stack, &[&s.topic], &[]).await;
+    let svc = Service::start(BIN, &s.stack, &[&s.topic], &[]).await;
     // After start: through the watch.
     create(
         &s.kube,
@@ -711,13 +710,13 @@ async fn a_tenants_regexps_cannot_stop_lookups() {
 /// logged once, clipped.
 #[tokio::test]
 async fn a_flood_of_rejections_does_not_flood_the_log() {
-    let _serial = SERIAL.lock().await;
+    let _alone = crate::ALONE.lock().await;
     let stack = Stack::shared();
     let topic = format!(
         "arn:aws:sns:us-east-1:123456789012:logs-{}",
         uuid::Uuid::new_v4().simple()
     );
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
     let forged = {
         let mut env = ssm_resync::sample::notification("{}".into(), &topic, stack.cert_url(), None);
         env.signature = "AAAA".into();

@@ -1,10 +1,8 @@
 //! Rendered manifests as JSON, the checks both renders of the deployment must pass (the
-//! kustomize overlays in tests/deploy.rs, the Helm chart in tests/helm.rs), the kubectl
+//! kustomize overlays in the deploy tests, the Helm chart in the helm tests), the kubectl
 //! helpers both use against the local stack's API server, and `ssm-resync serve` run out of
-//! cluster with a rendered ServiceAccount's token ([`Launched`]). Included with
-//! `#[path = "common/manifests.rs"] mod manifests;` by those two test crates only (it needs
-//! kubectl, which the other tests do not).
-#![allow(dead_code)]
+//! cluster with a rendered ServiceAccount's token ([`Launched`]). Needs kubectl
+//! (scripts/install-deps.sh), which the other tests do not.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -14,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{BIN, REPO, Stack, free_port, post_sns};
+use crate::ports::free_port;
+use crate::service::post_sns;
+use crate::{REPO, Stack};
 
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| {
@@ -173,9 +173,9 @@ pub fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
     .into_owned()
 }
 
-/// Every `[env: NAME=` that `serve --help` documents.
-pub fn serve_env_names() -> BTreeSet<String> {
-    let out = run(Command::new(BIN).args(["serve", "--help"]));
+/// Every `[env: NAME=` that `bin serve --help` documents.
+pub fn serve_env_names(bin: &str) -> BTreeSet<String> {
+    let out = run(Command::new(bin).args(["serve", "--help"]));
     assert!(out.status.success());
     let help = text(&out.stdout);
     let names: BTreeSet<String> = regex::Regex::new(r"\[env:\s*([A-Z0-9_]+)=")
@@ -187,9 +187,9 @@ pub fn serve_env_names() -> BTreeSet<String> {
     names
 }
 
-/// The container's args and env of one render pass `ssm-resync serve --check-config`, and
-/// every SSM_RESYNC_* variable it sets is one of `serve`'s (`flags`: [`serve_env_names`]).
-pub fn check_config(what: &str, objects: &[Value], flags: &BTreeSet<String>) {
+/// The container's args and env of one render pass `ssm-resync serve --check-config` (`bin`),
+/// and every SSM_RESYNC_* variable it sets is one of `serve`'s (`flags`: [`serve_env_names`]).
+pub fn check_config(bin: &str, what: &str, objects: &[Value], flags: &BTreeSet<String>) {
     let env = container_env(objects);
     for k in env.keys().filter(|k| k.starts_with("SSM_RESYNC_")) {
         assert!(
@@ -207,7 +207,7 @@ pub fn check_config(what: &str, objects: &[Value], flags: &BTreeSet<String>) {
     for a in &args {
         assert!(!a.contains("$("), "{what}: unresolved reference in {a:?}");
     }
-    let out = run(Command::new(BIN)
+    let out = run(Command::new(bin)
         .args(&args)
         .arg("--check-config")
         .env_clear()
@@ -471,7 +471,7 @@ pub fn unique(prefix: &str) -> String {
 
 // --- the service as a deployment runs it ----------------------------------------------------
 
-/// A running `ssm-resync serve` with the kubeconfig and env given (the common `Service`
+/// A running `ssm-resync serve` with the kubeconfig and env given (the harness's `Service`
 /// always uses the stack's admin kubeconfig and a fixed environment): the identity and
 /// configuration of a rendered deployment, out of cluster.
 pub struct Launched {
@@ -483,8 +483,9 @@ pub struct Launched {
 }
 
 impl Launched {
-    /// `serve --topic-arn=...` for each topic, with `env`.
+    /// `bin serve --topic-arn=...` for each topic, with `env`.
     pub async fn start(
+        bin: &str,
         stack: &Stack,
         kubeconfig: &str,
         topics: &[&str],
@@ -492,7 +493,7 @@ impl Launched {
     ) -> Launched {
         let mut args = vec!["serve".to_owned()];
         args.extend(topics.iter().map(|t| format!("--topic-arn={t}")));
-        Launched::with_args(stack, kubeconfig, &args, env).await
+        Launched::with_args(bin, stack, kubeconfig, &args, env).await
     }
 
     /// `args` (from `serve` on) as given but for the listen addresses: `--listen` and
@@ -501,6 +502,7 @@ impl Launched {
     /// (moto: the sweep's DescribeParameters, ConfirmSubscription; in a pod, IRSA's), then
     /// `env`, which wins.
     pub async fn with_args(
+        bin: &str,
         stack: &Stack,
         kubeconfig: &str,
         args: &[String],
@@ -516,7 +518,7 @@ impl Launched {
         args.push(format!("--admin-listen=127.0.0.1:{admin}"));
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serve.log");
-        let child = Command::new(BIN)
+        let child = Command::new(bin)
             .args(&args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

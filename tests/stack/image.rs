@@ -8,15 +8,13 @@
 //! Needs `make image` first (scripts/test.sh runs it). A missing image, umoci or runtime fails
 //! these tests; they never skip.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const LAYOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/image/oci");

@@ -1,6 +1,7 @@
 //! Writes tests/data/sns/dev-signed: one SNS Notification per AWS partition, shaped as SNS would
 //! send it there (certificate host and signing name per `ssm_resync::sns::partition`), but
-//! signed with a throw-away dev key, NOT by AWS. Run: `cargo run --example dev_fixtures`.
+//! signed with a throw-away dev key, NOT by AWS. Run:
+//! `cargo run -p ssm-resync-harness --example dev_fixtures`.
 
 use ssm_resync::sns::partition;
 use ssm_resync::sns::sign::{SigningKey, cert_named, sns_timestamp};
@@ -28,8 +29,8 @@ const REGIONS: &[(&str, &str)] = &[
 ];
 
 fn main() -> anyhow::Result<()> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sns/dev-signed");
-    std::fs::create_dir_all(dir)?;
+    let dir = format!("{}/tests/data/sns/dev-signed", ssm_resync_harness::REPO);
+    std::fs::create_dir_all(&dir)?;
     let sent = datetime!(2026-12-01 00:00:00 UTC);
     for (i, &(region, name)) in REGIONS.iter().enumerate() {
         let p = partition::of_region(region);

@@ -1,7 +1,7 @@
 //! The Helm chart (charts/ssm-resync) against the kustomize overlay it replaces, the binary
 //! and the real API server:
 //! - `helm lint --strict` with the default values and every ci/*-values.yaml;
-//! - every render passes the checks tests/deploy.rs makes on the kustomize renders
+//! - every render passes the checks tests/stack/deploy.rs makes on the kustomize renders
 //!   (`serve --check-config` of the container's args and env, PDB, ServiceMonitor and
 //!   PrometheusRule wiring), and follows the release's namespace and names;
 //! - values.schema.json refuses a misspelt key, and reaches every flag of `ssm-resync serve`;
@@ -20,17 +20,13 @@
 //! helm is built from the Go module proxy by `scripts/build-go-tool.sh helm` (cached by
 //! version, stack/go/helm); when it cannot be built the tests fail, they never skip.
 
-mod common;
-#[path = "common/manifests.rs"]
-mod manifests;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::*;
-use manifests::*;
+use crate::common::manifests::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ssm-resync");
@@ -140,11 +136,11 @@ fn helm_lint_strict() {
     }
 }
 
-/// The same checks tests/deploy.rs makes on every kustomize render, on the default render and
-/// each example values file, under other release names and namespaces too.
+/// The same checks tests/stack/deploy.rs makes on every kustomize render, on the default render
+/// and each example values file, under other release names and namespaces too.
 #[test]
 fn renders_pass_the_deploy_checks() {
-    let flags = serve_env_names();
+    let flags = serve_env_names(BIN);
     let cases: [(&str, &str, &[&str]); 4] = [
         ("ssm-resync", "ssm-resync", &[]),
         ("platform", "team-x", &[]),
@@ -154,7 +150,7 @@ fn renders_pass_the_deploy_checks() {
     for (release, namespace, files) in cases {
         let what = format!("helm template {release} -n {namespace} {files:?}");
         let objects = chart(release, namespace, files, &[]);
-        check_config(&what, &objects, &flags);
+        check_config(BIN, &what, &objects, &flags);
         if let Some(pdb) = objects.iter().find(|o| o["kind"] == "PodDisruptionBudget") {
             check_pdb(&objects, pdb);
         }
@@ -364,7 +360,7 @@ const TYPED: [(&str, &str); 7] = [
 /// passes `--check-config`.
 #[test]
 fn every_serve_flag_is_reachable_through_values() {
-    let flags = serve_env_names();
+    let flags = serve_env_names(BIN);
     let schema = schema();
     let env_names: BTreeSet<String> =
         schema["properties"]["config"]["properties"]["env"]["properties"]
@@ -426,7 +422,7 @@ fn every_serve_flag_is_reachable_through_values() {
     let unset: Vec<&String> = env_names.iter().filter(|k| !env.contains_key(*k)).collect();
     assert_eq!(unset, ["SSM_RESYNC_SNS_SIGNING_CERT"], "{env:?}");
     assert_eq!(env["SSM_RESYNC_ESO_CONTROLLER_CLASS"], "a,b");
-    check_config("every flag set", &objects, &flags);
+    check_config(BIN, "every flag set", &objects, &flags);
 }
 
 // --- no drift from kustomize -----------------------------------------------------------------
@@ -831,7 +827,7 @@ fn readme_lists_every_value_with_its_default() {
 // --- the API server ---------------------------------------------------------------------
 
 /// The renders are accepted by kube-apiserver (server-side dry run, strict field validation),
-/// the kinds it does not serve checked as tests/deploy.rs does; `helm install --dry-run`
+/// the kinds it does not serve checked as tests/stack/deploy.rs does; `helm install --dry-run`
 /// against it prints the NOTES with the next steps.
 #[test]
 fn renders_are_accepted_by_the_api_server_dry_run() {
@@ -891,7 +887,7 @@ fn renders_are_accepted_by_the_api_server_dry_run() {
 /// namespace and annotation than the overlay's: it binds the release's ServiceAccount (the
 /// username follows `--namespace` and the account's name) and its key follows
 /// `config.annotation`. As that ServiceAccount: the trigger annotation is let through, the
-/// overlay's `force-sync` and a spec change are denied by the policy. tests/deploy.rs checks
+/// overlay's `force-sync` and a spec change are denied by the policy. tests/stack/deploy.rs checks
 /// every rule of the same policy on the kustomize render.
 #[tokio::test]
 async fn admission_policy_follows_the_release() {
@@ -1084,8 +1080,10 @@ fn live(admin: &str, namespace: &str, rendered: &[Value], missing_ok: bool) -> V
 /// `helm uninstall` removes every object of the release and helm's release records.
 #[tokio::test]
 async fn helm_install_then_a_change_reaches_the_secret() {
+    // Alone on the shared stack: the service runs as installed, with the start-up sweep, which
+    // would force other tests' readers, and a foreign sweep would force this one's.
+    let stack = Stack::shared_alone();
     let started = Instant::now();
-    let stack = Stack::shared();
     stack.assert_eso();
     let admin = stack.get("KUBECONFIG");
     let kube = stack.kube().await;
@@ -1243,7 +1241,7 @@ async fn helm_install_then_a_change_reaches_the_secret() {
     let dir = tempfile::tempdir().unwrap();
     let (sa_kubeconfig, token) = service_account_kubeconfig(admin, &namespace, &sa, dir.path());
     let env_pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let svc = Launched::with_args(&stack, &sa_kubeconfig, &args, &env_pairs).await;
+    let svc = Launched::with_args(BIN, &stack, &sa_kubeconfig, &args, &env_pairs).await;
 
     // The start-up sweep (the binary's default, which the chart keeps) ran under the release's
     // Lease, in the release namespace (the chart's Role). It is over before the reader below
@@ -1276,7 +1274,7 @@ async fn helm_install_then_a_change_reaches_the_secret() {
     );
 
     // A reader of a fresh parameter, synced by ESO (the service's watch indexes it).
-    let reader_ns = common::namespace(&kube, "helm-e2e-reader").await;
+    let reader_ns = crate::common::namespace(&kube, "helm-e2e-reader").await;
     secret_store(&kube, &reader_ns, "aws", "us-east-1").await;
     let parameter = param("/helm-e2e/db/password");
     synced_reader(&stack, &kube, &reader_ns, "db", &[&parameter]).await;

@@ -136,7 +136,7 @@ impl FakeSns {
     }
 
     /// A verifier fetching from this server. The fetch rate is not limited here (these tests
-    /// fetch many URLs on purpose; `tests/attacks.rs` tests the limit) and failures are
+    /// fetch many URLs on purpose; `tests/serial/attacks.rs` tests the limit) and failures are
     /// remembered for 300 ms.
     fn verifier(&self, timeout: Duration) -> Verifier {
         let certs = CertStore::new(CertStoreConfig {

@@ -3,11 +3,9 @@
 //! request (its HTTP(S) proxy and its AWS endpoint are counting listeners that must stay
 //! silent: no certificate fetch, no SubscribeURL fetch, no ConfirmSubscription).
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use ssm_resync::sns::sign::{SigningKey, cert_with, sns_timestamp};
 use ssm_resync::sns::{Envelope, Reject};
@@ -107,6 +105,7 @@ async fn every_hostile_input_is_rejected_by_name_and_changes_nothing() {
     // input, and would be counted by the AWS listener below.
     args.push("--sweep-interval=0s");
     let svc = Service::start_with(
+        BIN,
         &stack,
         &[&topic, &topic2],
         &args,
@@ -377,7 +376,7 @@ async fn every_hostile_input_is_rejected_by_name_and_changes_nothing() {
     bad_utf8[at] = 0xff;
     cases.push(raw("non-UTF-8 byte", bad_utf8, 400, "malformed_json"));
     // Deep nesting in the unsigned MessageAttributes is skipped without building a tree (see
-    // tests/attacks.rs for what that saves); the forged Message next to it still fails.
+    // tests/serial/attacks.rs for what that saves); the forged Message next to it still fails.
     let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
     let forged = serde_json::to_string(&edit(&good, &|e| e.message = change("Delete"))).unwrap();
     let mut nested = raw(

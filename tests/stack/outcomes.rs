@@ -3,11 +3,9 @@
 //! ESO's reason, no response), in its log, `ssm_resync_refresh_total{outcome}`,
 //! `ssm_resync_refresh_seconds` and a `NotRefreshed` Warning Event.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::json;
 
@@ -53,7 +51,7 @@ async fn a_change_that_refreshes_is_reported_refreshed() {
     } = Scenario::new("out-ok").await;
     let p = param("/out/ok");
     synced_reader(&stack, &kube, &ns, "db", &[&p]).await;
-    let svc = Service::start(&stack, &[&topic], &[]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
     stack.put_parameter(&p, "v2").await;
     let (status, body) = svc.post(&signed_change(&stack, &topic, &p)).await;
     assert_eq!(
@@ -114,7 +112,7 @@ async fn broken_store_credentials_are_reported_failed_with_esos_reason() {
     // status does not change again and the failure is reported at --confirm-timeout, with the
     // same reason. Both are the designed outcome; the short timeout keeps either within the
     // wait below (with the default 60 s, one make test on 2026-12-05 saw no outcome in 30 s).
-    let svc = Service::start(&stack, &[&topic], &["--confirm-timeout=15s"]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &["--confirm-timeout=15s"]).await;
     stack.put_parameter(&p, "v2").await;
     let (status, body) = svc.post(&signed_change(&stack, &topic, &p)).await;
     assert_eq!(
@@ -164,7 +162,7 @@ async fn eso_down_is_no_response_then_a_late_refresh() {
     } = Scenario::on(Stack::private(), "out-down").await;
     let p = param("/out/down");
     synced_reader(&stack, &kube, &ns, "db", &[&p]).await;
-    let svc = Service::start(&stack, &[&topic], &["--confirm-timeout=3s"]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &["--confirm-timeout=3s"]).await;
     stack.stop("eso");
     stack.put_parameter(&p, "while-eso-was-down").await;
     let (status, body) = svc.post(&signed_change(&stack, &topic, &p)).await;

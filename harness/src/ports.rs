@@ -1,5 +1,4 @@
-//! Free loopback ports for the services and stacks the tests and benches start (the benches
-//! include this file too).
+//! Free loopback ports for the services and stacks the tests and benches start.
 //!
 //! They are chosen below the kernel's ephemeral range. A port read from `bind(127.0.0.1:0)`
 //! is in that range and is released before the child binds it; in between, any outbound
@@ -59,4 +58,40 @@ pub fn free_run(n: u16) -> u16 {
 
 pub fn free_port() -> u16 {
     free_run(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ports the harness gives the services and stacks it starts are below the kernel's
+    /// ephemeral range, so no outbound connection can take one between the check and the
+    /// child's bind; none is handed out twice, and each is free when handed out.
+    #[test]
+    fn harness_ports_cannot_be_taken_by_outbound_connections() {
+        let low = ephemeral_low();
+        assert!(
+            low >= LOW + 1_000,
+            "this machine's ephemeral range starts at {low}: the harness falls back to the kernel's ports"
+        );
+        // Hold some outbound connections open meanwhile, as the stack's clients do.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let outbound: Vec<_> = (0..50)
+            .map(|_| std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap())
+            .collect();
+        for c in &outbound {
+            let source = u32::from(c.local_addr().unwrap().port());
+            assert!(source >= low, "outbound source port {source} below {low}");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let p = free_port();
+            assert!(u32::from(p) < low, "{p} is in the ephemeral range");
+            assert!(seen.insert(p), "{p} handed out twice");
+            assert!(listenable(u32::from(p)), "{p} is taken");
+        }
+        let r = free_run(3);
+        assert!((0..3).all(|i| listenable(u32::from(r) + i)));
+        assert!(u32::from(r) + 2 < low);
+    }
 }

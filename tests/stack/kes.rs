@@ -3,11 +3,9 @@
 //! real API server; ssm-resync's status patch must make it poll within seconds, once, where an
 //! annotation would wait out the whole poll interval.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -114,7 +112,7 @@ async fn kes_polls_within_seconds_of_a_change_and_only_once() {
     .await
     .expect("steady state");
 
-    let svc = Service::start(&stack, &[&topic], &["--kes"]).await;
+    let svc = Service::start(BIN, &stack, &[&topic], &["--kes"]).await;
     let sent = Instant::now();
     let env = ssm_resync::sample::notification(
         ssm_resync::sample::parameter_store_change(&p, "Update", "us-east-1", "123456789012")

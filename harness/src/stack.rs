@@ -1,0 +1,388 @@
+//! The local stack (real kube-apiserver + etcd, moto, the External Secrets Operator's
+//! controller and webhook; `scripts/stack.sh`) as a test or bench finds it.
+//!
+//! `Stack::shared()` uses the stack named by `SSM_RESYNC_TEST_STACK_DIR` (what `make test`
+//! starts once) or else starts a private one; `Stack::private()` always starts its own (for
+//! tests that stop the API server); `Stack::bench()` is the one `scripts/bench.sh` started. A
+//! stack that cannot start fails the test: these tests never skip.
+//!
+//! The tests of one binary run concurrently, and every service a test starts watches the
+//! whole shared cluster. `Stack::shared()` therefore holds a share of the shared stack for as
+//! long as the `Stack` lives, and `Stack::shared_alone()` waits until no other test holds one
+//! and keeps the others out meanwhile: for a test whose service sweeps the whole cluster at
+//! start-up, as shipped (the sweep would force other tests' readers, which assert what did
+//! and did not re-sync).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
+
+use crate::ports::{free_port, free_run};
+use crate::{REPO, cluster};
+
+pub struct Stack {
+    pub dir: PathBuf,
+    pub env: HashMap<String, String>,
+    owned: bool,
+    _tmp: Option<tempfile::TempDir>,
+    _hold: Option<Hold>,
+}
+
+impl Stack {
+    /// The shared stack (`SSM_RESYNC_TEST_STACK_DIR`), shared with the other tests of the
+    /// binary; a private one when none is named.
+    pub fn shared() -> Stack {
+        Self::shared_holding(Hold::share)
+    }
+
+    /// The shared stack with no other test of this binary on it until this `Stack` is
+    /// dropped (waits for the ones on it to finish): for a test whose service sweeps the
+    /// whole cluster at start-up.
+    pub fn shared_alone() -> Stack {
+        Self::shared_holding(Hold::alone)
+    }
+
+    fn shared_holding(hold: fn() -> Hold) -> Stack {
+        match std::env::var("SSM_RESYNC_TEST_STACK_DIR") {
+            Ok(dir) if !dir.is_empty() => {
+                let hold = hold();
+                let mut stack = Stack::at(PathBuf::from(dir));
+                stack._hold = Some(hold);
+                stack
+            }
+            // A private stack has no other test on it.
+            _ => Stack::private(),
+        }
+    }
+
+    /// The stack `scripts/bench.sh` started (`BENCH_STACK_DIR`, default target/bench-stack).
+    pub fn bench() -> Stack {
+        let dir = std::env::var_os("BENCH_STACK_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(REPO).join("target/bench-stack"));
+        if !dir.join("env").exists() {
+            panic!(
+                "reading {}: no such file; start the stack first (scripts/bench.sh does)",
+                dir.join("env").display()
+            );
+        }
+        Stack::at(dir)
+    }
+
+    /// A running stack started by someone else, described by `dir/env`.
+    fn at(dir: PathBuf) -> Stack {
+        let env = read_env(&dir.join("env"));
+        Stack {
+            dir,
+            env,
+            owned: false,
+            _tmp: None,
+            _hold: None,
+        }
+    }
+
+    pub fn private() -> Stack {
+        Self::private_with(&[])
+    }
+
+    /// A private stack with more of `scripts/stack.sh`'s settings, e.g.
+    /// `STACK_API_FEATURE_GATES`.
+    pub fn private_with(settings: &[(&str, &str)]) -> Stack {
+        // Ports are found free, then bound by the stack's processes a moment later; another
+        // test's outgoing connection can take one from the same ephemeral range meanwhile
+        // (CI once lost ESO's health port so). Such a start is retried with new ports; any
+        // other failure is reported at once.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tmp = tempfile::Builder::new()
+                .prefix("ssm-resync-stack-")
+                .tempdir()
+                .unwrap();
+            let dir = tmp.path().to_path_buf();
+            let (etcd, api, moto, eso) = (free_pair_port(), free_port(), free_port(), free_run(3));
+            let out = Command::new("bash")
+                .arg(format!("{REPO}/scripts/stack.sh"))
+                .arg("up")
+                .env("STACK_DIR", &dir)
+                .env("STACK_ETCD_PORT", etcd.to_string())
+                .env("STACK_API_PORT", api.to_string())
+                .env("STACK_MOTO_PORT", moto.to_string())
+                .env("STACK_ESO_PORT", eso.to_string())
+                .env("STACK_ESO", "1")
+                .envs(settings.iter().copied())
+                .stdin(Stdio::null())
+                .output()
+                .expect("running scripts/stack.sh");
+            if out.status.success() {
+                let env = read_env(&dir.join("env"));
+                return Stack {
+                    dir,
+                    env,
+                    owned: true,
+                    _tmp: Some(tmp),
+                    _hold: None,
+                };
+            }
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let _ = Command::new("bash")
+                .arg(format!("{REPO}/scripts/stack.sh"))
+                .args(["down", "--purge"])
+                .env("STACK_DIR", &dir)
+                .stdin(Stdio::null())
+                .output();
+            // A process's own bind error, or stack.sh's check before it starts one.
+            let lost_a_port =
+                stderr.contains("address already in use") || stderr.contains("is in use by");
+            assert!(
+                lost_a_port && attempt < 3,
+                "scripts/stack.sh up failed (the local stack is required, not optional; attempt {attempt}):\n{}\n{stderr}",
+                String::from_utf8_lossy(&out.stdout),
+            );
+            eprintln!("stack: a port was taken before it was bound; starting again on other ports");
+        }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from the stack env"))
+    }
+
+    fn script(&self, args: &[&str]) {
+        let st = Command::new("bash")
+            .arg(format!("{REPO}/scripts/stack.sh"))
+            .args(args)
+            .env("STACK_DIR", &self.dir)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "stack.sh {args:?} failed");
+    }
+
+    pub fn stop_apiserver(&self) {
+        self.stop("kube-apiserver");
+    }
+
+    pub fn start_apiserver(&self) {
+        self.start("kube-apiserver");
+    }
+
+    /// Stops one component of a private stack: `kube-apiserver`, `eso`, `eso-webhook`.
+    pub fn stop(&self, component: &str) {
+        assert!(self.owned, "only a private stack may be stopped");
+        self.script(&["stop", component]);
+    }
+
+    pub fn start(&self, component: &str) {
+        assert!(self.owned, "only a private stack may be started");
+        self.script(&["start", component]);
+    }
+
+    /// moto's SSM, as ESO reads it.
+    pub async fn ssm(&self) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.aws_config().await)
+    }
+
+    pub async fn aws_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.get("AWS_REGION").to_owned()))
+            .endpoint_url(self.get("AWS_ENDPOINT_URL"))
+            .credentials_provider(aws_sdk_sns::config::Credentials::new(
+                self.get("AWS_ACCESS_KEY_ID"),
+                self.get("AWS_SECRET_ACCESS_KEY"),
+                None,
+                None,
+                "test",
+            ))
+            .load()
+            .await
+    }
+
+    /// Creates or overwrites a SecureString parameter in moto; returns its new version.
+    pub async fn put_parameter(&self, name: &str, value: &str) -> i64 {
+        self.ssm()
+            .await
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PutParameter {name}: {}",
+                    aws_sdk_ssm::error::DisplayErrorContext(e)
+                )
+            })
+            .version()
+    }
+
+    /// moto's Secrets Manager, as ESO reads it.
+    pub async fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.aws_config().await)
+    }
+
+    /// Creates a secret, or puts a new current value if it exists.
+    pub async fn put_secret(&self, name: &str, value: &str) {
+        let sm = self.secrets_manager().await;
+        let created = sm
+            .create_secret()
+            .name(name)
+            .secret_string(value)
+            .send()
+            .await;
+        if let Err(e) = created {
+            let exists = e
+                .as_service_error()
+                .is_some_and(|s| s.is_resource_exists_exception());
+            assert!(
+                exists,
+                "CreateSecret {name}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            );
+            sm.put_secret_value()
+                .secret_id(name)
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "PutSecretValue {name}: {}",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                    )
+                });
+        }
+    }
+
+    /// The stack runs ESO (every stack the tests start does; `STACK_ESO=0` is for benches).
+    pub fn assert_eso(&self) {
+        assert_eq!(
+            self.env.get("STACK_ESO").map(String::as_str),
+            Some("1"),
+            "this test needs ESO in the stack (scripts/stack.sh with STACK_ESO=1)"
+        );
+    }
+
+    pub async fn kube(&self) -> kube::Client {
+        cluster::kube_client(self.get("KUBECONFIG")).await
+    }
+
+    pub async fn sns(&self) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::new(&self.aws_config().await)
+    }
+
+    /// A fresh topic for one test (moto fails a Publish if any subscriber is gone, so tests
+    /// never share one).
+    pub async fn topic(&self, name: &str) -> String {
+        let out = self
+            .sns()
+            .await
+            .create_topic()
+            .name(name)
+            .send()
+            .await
+            .unwrap();
+        out.topic_arn().unwrap().to_owned()
+    }
+
+    pub fn signing_key(&self) -> ssm_resync::sns::sign::SigningKey {
+        ssm_resync::sns::sign::SigningKey::from_file(self.get("SSM_RESYNC_SAMPLE_SIGN_KEY"))
+            .unwrap()
+    }
+
+    pub fn cert_url(&self) -> &str {
+        self.get("SSM_RESYNC_SAMPLE_CERT_URL")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = Command::new("bash")
+                .arg(format!("{REPO}/scripts/stack.sh"))
+                .args(["down", "--purge"])
+                .env("STACK_DIR", &self.dir)
+                .stdin(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// etcd needs two consecutive free ports (client, peer).
+fn free_pair_port() -> u16 {
+    free_run(2)
+}
+
+fn read_env(path: &Path) -> HashMap<String, String> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.to_owned(),
+                v.trim_matches(|c| c == '"' || c == '\'').to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A test's hold on the shared stack: shared by many, or held alone by one.
+///
+/// A share never waits for a test that is waiting to be alone (only for one that is alone),
+/// so a test that makes a second `Stack::shared()` while it holds one cannot deadlock; the
+/// test that waits to be alone gets the stack when the shares run out (between two tests of
+/// the other test thread at the latest). Blocking: it is taken where a test begins, on the
+/// test's own thread, before the test has anything else to run.
+struct Hold {
+    alone: bool,
+}
+
+struct Holders {
+    sharing: usize,
+    alone: bool,
+}
+
+static HOLDERS: Mutex<Holders> = Mutex::new(Holders {
+    sharing: 0,
+    alone: false,
+});
+static CHANGED: Condvar = Condvar::new();
+
+impl Hold {
+    fn share() -> Hold {
+        let mut h = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        while h.alone {
+            h = CHANGED.wait(h).unwrap_or_else(|e| e.into_inner());
+        }
+        h.sharing += 1;
+        Hold { alone: false }
+    }
+
+    fn alone() -> Hold {
+        let mut h = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        while h.alone || h.sharing > 0 {
+            h = CHANGED.wait(h).unwrap_or_else(|e| e.into_inner());
+        }
+        h.alone = true;
+        Hold { alone: true }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        // A test that failed while holding the lock poisoned nothing that matters: the
+        // counts are updated here, whatever happened.
+        let mut h = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        if self.alone {
+            h.alone = false;
+        } else {
+            h.sharing -= 1;
+        }
+        CHANGED.notify_all();
+    }
+}
