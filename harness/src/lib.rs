@@ -35,7 +35,7 @@ pub mod service;
 pub mod stack;
 
 pub use cluster::*;
-pub use fixtures::{param, signed_change};
+pub use fixtures::{change_notification, param, signed_change};
 pub use ports::{free_port, free_run};
 pub use replica::Replica;
 pub use service::{

@@ -675,7 +675,8 @@ pub fn check_prometheus_rule(pr: &Value) {
             );
         }
     }
-    assert_eq!(alerts, 9);
+    // Nine of the service, four of the queue path.
+    assert_eq!(alerts, 13);
 }
 
 /// Waits until an admission policy denies `token`'s change of the spec of ExternalSecret

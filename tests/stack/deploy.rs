@@ -603,6 +603,8 @@ async fn metrics_used_by_alerts_and_dashboard_exist() {
     // Certificate fetches go through a proxy that refuses at once: the fetch fails (the
     // cert_fetches{result="error"} series) without any traffic leaving the machine.
     let dead_proxy = format!("http://127.0.0.1:{}", free_port());
+    // Both doors: the queue path's series exist only where a queue is consumed.
+    let queue = stack.queue(&topic, &unique("deploy-metrics")).await;
     let svc = Launched::start(
         BIN,
         &stack,
@@ -613,6 +615,7 @@ async fn metrics_used_by_alerts_and_dashboard_exist() {
             ("https_proxy", &dead_proxy),
             ("NO_PROXY", "127.0.0.1,localhost"),
             ("no_proxy", "127.0.0.1,localhost"),
+            ("SSM_RESYNC_SQS_QUEUE_URL", &queue),
         ],
     )
     .await;
@@ -653,6 +656,35 @@ async fn metrics_used_by_alerts_and_dashboard_exist() {
         "an unfetchable certificate must not be accepted: {status} {body}"
     );
 
+    // And one through the queue.
+    let event = ssm_resync::sample::parameter_store_change(
+        &parameter,
+        "Update",
+        "us-east-1",
+        "123456789012",
+    );
+    stack
+        .sns()
+        .await
+        .publish()
+        .topic_arn(&topic)
+        .message(event.to_string())
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !svc
+        .metrics()
+        .await
+        .contains(r#"ssm_resync_queue_messages_total{result="applied"} 1"#)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queued change was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     let (families, samples) = exposition(&svc.metrics().await);
 
     // Everything docs/runbook.md and the dashboard describe, by family and type.
@@ -673,6 +705,9 @@ async fn metrics_used_by_alerts_and_dashboard_exist() {
         ("ssm_resync_watch_restarts", "counter"),
         ("ssm_resync_watch_last_event_age_seconds", "gauge"),
         ("ssm_resync_watch_synced", "gauge"),
+        ("ssm_resync_queue_messages", "counter"),
+        ("ssm_resync_queue_api_calls", "counter"),
+        ("ssm_resync_queue_lag_seconds", "histogram"),
         ("ssm_resync_build", "info"),
     ] {
         assert_eq!(

@@ -32,7 +32,11 @@ use serde_json::{Value, json};
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/ssm-resync");
 
 /// The example values files of the chart (chart-testing's ci/ convention).
-const CI_VALUES: [&str; 2] = ["ci/eks-values.yaml", "ci/minimal-values.yaml"];
+const CI_VALUES: [&str; 3] = [
+    "ci/eks-values.yaml",
+    "ci/minimal-values.yaml",
+    "ci/queue-values.yaml",
+];
 
 // --- helm ---------------------------------------------------------------------------------
 
@@ -141,11 +145,12 @@ fn helm_lint_strict() {
 #[test]
 fn renders_pass_the_deploy_checks() {
     let flags = serve_env_names(BIN);
-    let cases: [(&str, &str, &[&str]); 4] = [
+    let cases: [(&str, &str, &[&str]); 5] = [
         ("ssm-resync", "ssm-resync", &[]),
         ("platform", "team-x", &[]),
         ("ssm-resync", "platform", &[CI_VALUES[0]]),
         ("r", "team-y", &[CI_VALUES[1]]),
+        ("ssm-resync", "private", &[CI_VALUES[2]]),
     ];
     for (release, namespace, files) in cases {
         let what = format!("helm template {release} -n {namespace} {files:?}");
@@ -202,13 +207,20 @@ fn renders_pass_the_deploy_checks() {
         }
 
         // The Ingress routes to the webhook Service's port; the NetworkPolicies admit the
-        // ports the container listens on.
+        // ports the container listens on. The queue path has no webhook: no Service for it,
+        // no Ingress.
         let deployment = find(&objects, "Deployment", "")["metadata"]["name"].clone();
         let webhook = objects
             .iter()
-            .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == deployment)
-            .expect("the webhook Service, named like the Deployment");
+            .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == deployment);
+        let queue_only = files == [CI_VALUES[2]];
+        assert_eq!(
+            webhook.is_none(),
+            queue_only,
+            "{what}: the webhook Service, named like the Deployment, exactly when the webhook is on"
+        );
         if let Some(ing) = objects.iter().find(|o| o["kind"] == "Ingress") {
+            let webhook = webhook.expect("an Ingress needs the webhook Service");
             let backend = &ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"];
             assert_eq!(backend["name"], webhook["metadata"]["name"], "{what}");
             assert_eq!(backend["port"]["name"], "http-webhook");
@@ -345,8 +357,13 @@ fn schema() -> Value {
 
 /// The ConfigMap variables the chart sets from typed values (so `config.env` must not), and the
 /// flags it passes as args.
-const TYPED: [(&str, &str); 7] = [
+const TYPED: [(&str, &str); 12] = [
     ("SSM_RESYNC_TOPIC_ARN", "config.topicArns"),
+    ("SSM_RESYNC_WEBHOOK", "delivery"),
+    ("SSM_RESYNC_SQS_QUEUE_URL", "sqs.queueUrls"),
+    ("SSM_RESYNC_SQS_ACCEPT_EVENTBRIDGE", "sqs.acceptEventBridge"),
+    ("SSM_RESYNC_SQS_RECEIVERS", "sqs.receivers"),
+    ("SSM_RESYNC_SQS_VISIBILITY_TIMEOUT", "sqs.visibilityTimeout"),
     ("SSM_RESYNC_ANNOTATION", "config.annotation"),
     ("SSM_RESYNC_REQUEST_DEADLINE", "config.requestDeadline"),
     ("SSM_RESYNC_ESO_VERSION", "config.esoVersion"),

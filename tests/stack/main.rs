@@ -19,6 +19,7 @@ mod image;
 mod kes;
 mod oracle;
 mod outcomes;
+mod queue;
 mod references;
 mod reliability;
 
