@@ -23,8 +23,8 @@
 #
 # Not here: that every metric used by the alerts and the dashboard is really exposed by the
 # binary, that the manifests' args pass `serve --check-config`, RBAC against a real API
-# server, and a real Prometheus scraping the binary: those are tests/deploy.rs
-# (`cargo test --test deploy`), which needs the local stack.
+# server, and a real Prometheus scraping the binary: those are tests/stack/deploy.rs
+# (`cargo test --test stack deploy::`), which needs the local stack.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -135,7 +135,7 @@ render() {
 }
 
 # helm lint --strict and helm template of the chart, into the same folder (so checkov scans
-# the Helm renders too). The comparison with the kustomize render is tests/helm.rs.
+# the Helm renders too). The comparison with the kustomize render is tests/stack/helm.rs.
 HELM_BIN=
 render_helm() {
   local helm f name log=$OUT/helm.log n=0 total=0

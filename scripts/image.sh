@@ -19,11 +19,11 @@
 #   /home/nonroot (65532, 0700), /tmp (1777)
 #   /usr/share/doc/<package>/copyright         the licences of the Debian files above
 # No shell, no package manager, nothing else. The config matches the Dockerfile's (a test,
-# tests/image.rs, keeps them in step): USER 65532:65532, ENTRYPOINT ["/ssm-resync"],
+# tests/stack/image.rs, keeps them in step): USER 65532:65532, ENTRYPOINT ["/ssm-resync"],
 # CMD ["serve"], EXPOSE 8080 9090, the same labels.
 #
-# Tools, from Debian: umoci (the OCI layout and image config; tests/image.rs unpacks the image
-# into a runtime bundle with it), skopeo (the archives), runc (tests/image.rs runs the image
+# Tools, from Debian: umoci (the OCI layout and image config; tests/stack/image.rs unpacks the image
+# into a runtime bundle with it), skopeo (the archives), runc (tests/stack/image.rs runs the image
 # under it; Debian's crun 1.8 refuses these machines' hybrid cgroup v1 + v2 hierarchy: "cgroups
 # in hybrid mode not supported, drop all controllers from cgroupv2"), openssl (for
 # update-ca-certificates), ca-certificates (its installed version is the one taken); installed

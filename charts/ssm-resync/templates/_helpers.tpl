@@ -1,6 +1,6 @@
 {{/*
 Names. With the release named like the chart (`helm install ssm-resync ...`) every object has
-the name k8s/overlays/eks gives it; tests/helm.rs compares the two renders.
+the name k8s/overlays/eks gives it; tests/stack/helm.rs compares the two renders.
 */}}
 {{- define "ssm-resync.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
