@@ -168,5 +168,10 @@ fn name_from_arn(event: &Value) -> Result<String, EventError> {
         .ok_or_else(|| EventError("no `detail.name` and no `resources[0]` ARN".into()))?;
     arn.split_once(":parameter/")
         .map(|(_, n)| format!("/{n}"))
-        .ok_or_else(|| EventError(format!("resources[0] is not a parameter ARN: {arn:?}")))
+        .ok_or_else(|| {
+            EventError(format!(
+                "resources[0] is not a parameter ARN: {:?}",
+                clip(arn)
+            ))
+        })
 }

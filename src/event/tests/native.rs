@@ -179,3 +179,16 @@ fn typed_fast_path_agrees_with_the_value_path() {
         cases.len()
     );
 }
+
+/// An error quotes the input it refuses clipped: a `resources[0]` of any length (the event is
+/// verified, but its fields are AWS's or a rule's, not ours) cannot make a log line that long.
+#[test]
+fn a_long_resource_arn_is_clipped_in_the_error() {
+    let huge = "x".repeat(100_000);
+    let event = json!({"source": "aws.ssm", "detail-type": "Parameter Store Policy Action",
+        "region": "us-east-1", "account": "123456789012", "resources": [huge],
+        "detail": {"policy-type": "Expiration"}});
+    let err = decode(&event.to_string()).unwrap_err();
+    assert!(err.0.contains("is not a parameter ARN"), "{}", err.0);
+    assert!(err.0.len() < 200, "{} bytes", err.0.len());
+}
