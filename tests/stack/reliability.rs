@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -647,6 +647,25 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
         )
         .await;
     }
+    // A tenant's store naming a region that is no region: its readers cannot be swept, the
+    // others still are. ESO's validating webhook refuses such a store ("region not found"),
+    // but not every cluster runs it (the chart's webhook.create=false), ClusterSecretStores of
+    // other controllers and KES's spec.region have none, and an existing region that is not
+    // enabled or denied by policy passes it: here the webhook is removed from this private
+    // stack so the store gets in.
+    let vwcs: kube::Api<
+        k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+    > = kube::Api::all(kube.clone());
+    vwcs.delete("secretstore-validate", &Default::default())
+        .await
+        .expect("ESO's SecretStore webhook configuration");
+    let tenant = namespace(&kube, "rel-sweep-tenant").await;
+    create(&kube, &ss_resource(), &tenant, json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "SecretStore",
+        "metadata": {"name": "aws", "namespace": tenant},
+        "spec": {"provider": {"aws": {"service": "ParameterStore", "region": "us-east-1.evil.example.com"}}}
+    })).await;
+    external_secret(&kube, &tenant, "elsewhere", "aws", &[&params[0]]).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // es-0 and es-1 change while nobody listens; es-2 does not.
     for p in &params[..2] {
@@ -697,6 +716,63 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
         2.0,
         "no SNS message was sent"
     );
+    assert_eq!(
+        svc.metric(r#"ssm_resync_sweep_runs_total{result="partial"}"#)
+            .await,
+        1.0,
+        "one region failed, the sweep went on"
+    );
+    assert_eq!(svc.metric("ssm_resync_sweep_failed_regions").await, 1.0);
+    assert!(
+        svc.logs().contains("is not an AWS region name"),
+        "the failing region is named"
+    );
+}
+
+/// An AWS endpoint that accepts connections and never answers: the sweep's calls time out
+/// (connect, read and operation timeouts), the sweep ends and says so, and the service stays
+/// ready. Without the timeouts it would wait for ever, and the sweep with it.
+#[tokio::test]
+async fn a_black_hole_aws_endpoint_fails_the_sweep_instead_of_stalling_it() {
+    let stack = Stack::shared();
+    let topic = stack
+        .topic(&format!("rel-blackhole-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let kube = stack.kube().await;
+    let ns = namespace(&kube, "rel-blackhole").await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    let p = param("/rel/blackhole");
+    external_secret(&kube, &ns, "r", "aws", &[&p]).await;
+    let (hole, connections) = counting_listener();
+    let svc = Service::start_with(
+        BIN,
+        &stack,
+        &[&topic],
+        &["--sweep-interval=1h", "--sweep-lease="],
+        &[("AWS_ENDPOINT_URL", &hole)],
+    )
+    .await;
+    let t0 = std::time::Instant::now();
+    while svc
+        .metric(r#"ssm_resync_sweep_runs_total{result="error"}"#)
+        .await
+        < 1.0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "the sweep did not end: {} connection(s) to the black hole",
+            connections.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "sweep against a black hole ended after {:?}, {} connection(s)",
+        t0.elapsed(),
+        connections.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(connections.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    let ready = reqwest::get(format!("{}/readyz", svc.admin)).await.unwrap();
+    assert_eq!(ready.status(), 200);
 }
 
 #[tokio::test]
