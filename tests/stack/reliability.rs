@@ -729,50 +729,85 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
     );
 }
 
-/// An AWS endpoint that accepts connections and never answers: the sweep's calls time out
-/// (connect, read and operation timeouts), the sweep ends and says so, and the service stays
-/// ready. Without the timeouts it would wait for ever, and the sweep with it.
+/// An AWS endpoint that answers 200 and then trickles its body a byte every half second:
+/// fast enough for the SDK's stalled-stream protection (which ends a silent response after a
+/// few seconds), slow enough never to end. Only an operation timeout ends that call: the sweep
+/// ends and says so, and the service stays ready. Without one the sweep, the safety net of
+/// lost deliveries, would wait for ever.
 #[tokio::test]
-async fn a_black_hole_aws_endpoint_fails_the_sweep_instead_of_stalling_it() {
+async fn a_trickling_aws_endpoint_fails_the_sweep_instead_of_stalling_it() {
     let stack = Stack::shared();
     let topic = stack
-        .topic(&format!("rel-blackhole-{}", uuid::Uuid::new_v4().simple()))
+        .topic(&format!("rel-trickle-{}", uuid::Uuid::new_v4().simple()))
         .await;
     let kube = stack.kube().await;
-    let ns = namespace(&kube, "rel-blackhole").await;
+    let ns = namespace(&kube, "rel-trickle").await;
     secret_store(&kube, &ns, "aws", "us-east-1").await;
-    let p = param("/rel/blackhole");
+    let p = param("/rel/trickle");
     external_secret(&kube, &ns, "r", "aws", &[&p]).await;
-    let (hole, connections) = counting_listener();
+    let (endpoint, connections) = trickling_endpoint().await;
     let svc = Service::start_with(
         BIN,
         &stack,
         &[&topic],
         &["--sweep-interval=1h", "--sweep-lease="],
-        &[("AWS_ENDPOINT_URL", &hole)],
+        &[("AWS_ENDPOINT_URL", &endpoint)],
     )
     .await;
-    let t0 = std::time::Instant::now();
+    let t0 = Instant::now();
     while svc
         .metric(r#"ssm_resync_sweep_runs_total{result="error"}"#)
         .await
         < 1.0
     {
         assert!(
-            t0.elapsed() < Duration::from_secs(90),
-            "the sweep did not end: {} connection(s) to the black hole",
-            connections.load(std::sync::atomic::Ordering::Relaxed)
+            t0.elapsed() < Duration::from_secs(120),
+            "the sweep did not end: {} connection(s) to the trickling endpoint",
+            connections.load(Ordering::Relaxed)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     eprintln!(
-        "sweep against a black hole ended after {:?}, {} connection(s)",
+        "sweep against a trickling endpoint ended after {:?}, {} connection(s)",
         t0.elapsed(),
-        connections.load(std::sync::atomic::Ordering::Relaxed)
+        connections.load(Ordering::Relaxed)
     );
-    assert!(connections.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(connections.load(Ordering::Relaxed) >= 1);
     let ready = reqwest::get(format!("{}/readyz", svc.admin)).await.unwrap();
     assert_eq!(ready.status(), 200);
+}
+
+/// `http://127.0.0.1:<port>`: reads a request, answers `200` with a large Content-Length, then
+/// sends its body a byte every 500 ms; counts connections.
+async fn trickling_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = n.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 16 * 1024];
+                let _ = c.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 1000000\r\n\r\n{";
+                if c.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if c.write_all(b" ").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, n)
 }
 
 #[tokio::test]
