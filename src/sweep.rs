@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ssm::types::ParameterStringFilter;
+use futures::StreamExt as _;
 use parking_lot::RwLock;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -182,6 +183,9 @@ impl Swept {
     }
 }
 
+/// Regions described at once by one sweep.
+const REGIONS_IN_FLIGHT: usize = 4;
+
 /// One sweep. Each region is swept on its own: a store naming a region that does not exist,
 /// is not enabled, or is denied by policy costs only its own readers their catch-up.
 async fn sweep_once(
@@ -208,15 +212,25 @@ async fn sweep_once(
         regions: by_region.len(),
         ..Default::default()
     };
+    // Regions are described side by side: a region that answers slowly (up to the operation
+    // timeout) delays no other region's catch-up.
+    let described: Vec<(String, Vec<SweepItem>, Result<_, String>)> =
+        futures::stream::iter(by_region.into_iter().map(|(region, items)| async move {
+            let names: Vec<String> = items
+                .iter()
+                .map(|i| i.name.clone())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let modified = ssm.last_modified(&region, &names, metrics).await;
+            (region, items, modified)
+        }))
+        .buffer_unordered(REGIONS_IN_FLIGHT)
+        .collect()
+        .await;
     let mut stale: HashMap<Target, Stale> = HashMap::new();
-    for (region, items) in by_region {
-        let names: Vec<String> = items
-            .iter()
-            .map(|i| i.name.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let modified = match ssm.last_modified(&region, &names, metrics).await {
+    for (region, items, modified) in described {
+        let modified = match modified {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(region = %crate::text::truncate(&region, 64), readers = items.len(), error = %e, "catch-up sweep of this region failed; the other regions are swept");
@@ -241,6 +255,7 @@ async fn sweep_once(
             merge_stale(&mut stale, t, s);
         }
     }
+    swept.failed.sort();
     metrics.sweep_failed_regions.set(swept.failed.len() as i64);
     swept.stale = stale.len();
     metrics.sweep_stale.inc_by(swept.stale as u64);
