@@ -67,6 +67,7 @@ pub struct Metrics {
     pub index_objects: Family<Kind, Gauge>,
     pub index_references: Gauge,
     pub index_rejected_references: Gauge,
+    pub index_untrusted_owners: Gauge,
     pub dedupe_ids: Gauge,
     pub watch_events: Family<Kind, Counter>,
     pub watch_restarts: Family<Kind, Counter>,
@@ -128,6 +129,7 @@ impl Metrics {
             index_objects: Family::default(),
             index_references: Gauge::default(),
             index_rejected_references: Gauge::default(),
+            index_untrusted_owners: Gauge::default(),
             dedupe_ids: Gauge::default(),
             watch_events: Family::default(),
             watch_restarts: Family::default(),
@@ -225,6 +227,11 @@ impl Metrics {
             "index_rejected_references",
             "References not evaluated as written (a find.name.regexp that does not compile, or compiles too large: matched as every name); `ssm-resync explain` lists them",
             m.index_rejected_references.clone(),
+        );
+        registry.register(
+            "index_untrusted_owners",
+            "ExternalSecrets naming a ClusterExternalSecret as owner that no watched ClusterExternalSecret confirms (uid, namespace, name): patched themselves, not the parent; `ssm-resync explain` says why",
+            m.index_untrusted_owners.clone(),
         );
         registry.register(
             "watch_events",

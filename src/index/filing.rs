@@ -321,6 +321,7 @@ impl Index {
 
     pub(super) fn remove_reader(&mut self, key: &ResourceKey) {
         self.unfile(key);
+        self.untrusted.remove(key);
         if let Some((key, old)) = self.readers.remove_entry(key) {
             if key.kind == ReaderKind::KesExternalSecret {
                 self.kes_readers -= 1;

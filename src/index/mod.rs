@@ -24,6 +24,7 @@
 mod filing;
 mod lookup;
 pub mod model;
+mod owners;
 mod patterns;
 pub mod windows;
 
@@ -35,8 +36,8 @@ use regex::Regex;
 use crate::event::Effect;
 use filing::{filing_of, resolve_key};
 pub use model::{
-    AwsProvider, AwsService, Binding, Condition, Find, KeyRef, Owner, Reader, ReaderKind, RefPath,
-    Reference, Selector, Store, StoreId, SyncWindows,
+    AwsProvider, AwsService, Binding, ClusterExternalSecret, Condition, Find, KeyRef, Owner,
+    Reader, ReaderKind, RefPath, Reference, Selector, Store, StoreId, SyncWindows,
 };
 use patterns::ScanSet;
 
@@ -259,8 +260,13 @@ pub struct Index {
     /// (at 100,000 readers the slack of a Reader-sized table was ≈ 66 B per reference).
     readers: HashMap<Arc<ResourceKey>, Box<Reader>>,
     by_store: HashMap<StoreId, HashSet<Arc<ResourceKey>>>,
-    /// The ExternalSecrets each ClusterExternalSecret owns, by its name (`children_of`).
+    /// The ExternalSecrets that name each ClusterExternalSecret as owner, by its name.
     by_parent: HashMap<Box<str>, HashSet<Arc<ResourceKey>>>,
+    /// The watched ClusterExternalSecrets, by name (`owners`).
+    clusters: HashMap<Box<str>, ClusterExternalSecret>,
+    /// Readers whose ClusterExternalSecret owner reference is not trusted, and why: they are
+    /// patched themselves, not the parent they claim.
+    untrusted: HashMap<Arc<ResourceKey>, String>,
     by_name: HashMap<Box<str>, Vec<Entry>>,
     by_path: HashMap<Box<str>, Vec<Entry>>,
     scans: Vec<Entry>,
@@ -320,6 +326,8 @@ pub struct Stats {
     pub names: usize,
     /// References not evaluated as written (`rejected()`).
     pub rejected: usize,
+    /// ExternalSecrets whose ClusterExternalSecret owner reference is not trusted.
+    pub untrusted_owners: usize,
 }
 
 /// Compares names with and without their leading `/`.
@@ -347,6 +355,7 @@ impl Index {
             references: self.references,
             names: self.by_name.len(),
             rejected: self.rejected_count,
+            untrusted_owners: self.untrusted.len(),
         }
     }
 
@@ -424,6 +433,7 @@ impl Index {
             }
         }
         self.readers.insert(key.clone(), Box::new(reader));
+        self.judge_parent(&key);
         self.file(&key);
     }
 
@@ -466,17 +476,32 @@ impl Index {
     }
 }
 
+impl Index {
+    /// What a force-sync of this reader patches: its ClusterExternalSecret parent if it is
+    /// trusted (the parent rewrites it), else the reader itself.
+    fn target_of(&self, key: &ResourceKey, reader: &Reader) -> Target {
+        reader.target(self.parent_trusted(key, reader))
+    }
+
+    /// The uid of what a force-sync of the reader patches, when known.
+    fn target_uid(&self, key: &ResourceKey, reader: &Reader) -> Option<String> {
+        match &reader.parent {
+            Some(p) if self.parent_trusted(key, reader) => p.uid,
+            _ => reader.uid,
+        }
+        .map(|u| u.to_string())
+    }
+}
+
 impl Reader {
-    /// What a force-sync of this reader patches: its ClusterExternalSecret parent if it has
-    /// one (the parent rewrites it), else the reader itself.
-    pub fn target(&self) -> Target {
+    fn target(&self, parent_trusted: bool) -> Target {
         match (&self.parent, self.kind) {
-            (Some(parent), _) => Target {
+            (Some(parent), _) if parent_trusted => Target {
                 kind: TargetKind::ClusterExternalSecret,
                 namespace: String::new(),
                 name: parent.name.clone(),
             },
-            (None, kind) => Target {
+            (_, kind) => Target {
                 kind: match kind {
                     ReaderKind::ExternalSecret => TargetKind::ExternalSecret,
                     ReaderKind::KesExternalSecret => TargetKind::KesExternalSecret,
@@ -489,13 +514,15 @@ impl Reader {
 }
 
 impl Index {
-    /// The ExternalSecrets a ClusterExternalSecret owns, with their sync fingerprints.
+    /// The ExternalSecrets a ClusterExternalSecret owns (trusted ones only), with their sync
+    /// fingerprints.
     pub fn children_of(&self, ces: &str) -> Vec<(ResourceKey, u64)> {
         let Some(children) = self.by_parent.get(ces) else {
             return Vec::new();
         };
         children
             .iter()
+            .filter(|k| !self.untrusted.contains_key(*k))
             .filter_map(|k| Some(((**k).clone(), self.readers.get(k)?.synced)))
             .collect()
     }
@@ -519,11 +546,11 @@ impl Index {
     /// a force-sync can refresh. Each CES child yields its parent.
     pub fn sweep_items(&self) -> Vec<SweepItem> {
         let mut out = Vec::new();
-        for reader in self.readers.values() {
+        for (key, reader) in &self.readers {
             if self.unforceable(reader).is_some() || reader.writes_nothing {
                 continue;
             }
-            let target = reader.target();
+            let target = self.target_of(key, reader);
             for r in &reader.references {
                 let Selector::Key(k) = &r.selector else {
                     continue;
