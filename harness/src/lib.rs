@@ -12,6 +12,7 @@
 //! - [`cluster`]: ESO's resources, namespaces, ExternalSecrets, waiting for the Secret ESO
 //!   writes ([`wait_secret`]), and [`Scenario`], how most tests begin.
 //! - [`fixtures`]: signed change notifications, unique parameter names.
+//! - [`fake_sns`]: a loopback HTTPS "SNS" serving signing certificates to a real `serve`.
 //! - [`manifests`]: rendered deployment manifests and their checks (kubectl).
 //! - [`bench`]: the benches' result rows, quantiles, /proc readings, dev signing key and
 //!   counting allocator.
@@ -27,6 +28,7 @@
 
 pub mod bench;
 pub mod cluster;
+pub mod fake_sns;
 pub mod fixtures;
 pub mod manifests;
 pub mod ports;
