@@ -1,6 +1,7 @@
 //! Signing certificates: the URL policy that decides whether a `SigningCertURL` may be
 //! fetched at all, parsing of the PEM body, and the cache (pinned certificates first, then
-//! fetched ones, single-flight, each kept until its own notAfter).
+//! fetched ones, single-flight, each kept until its own notAfter). New URLs are fetched at a
+//! bounded rate; half of it is a reserve for the URL asked for most ([`super::fetch_queue`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -11,6 +12,7 @@ use regex::Regex;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use super::fetch_queue::{FetchQueue, Standing};
 use super::{Reject, partition};
 
 /// The only shape of `SigningCertURL` AWS uses: https, host exactly `sns.<region>.<dnsSuffix>`
@@ -286,10 +288,17 @@ pub struct CertStore {
     /// URLs whose fetch failed, with why, for [`CertStoreConfig::failure_ttl`]: a stream of
     /// messages naming a URL that does not serve a certificate costs one request, not one each.
     failures: moka::sync::Cache<String, Reject>,
-    /// Fetches of URLs not yet cached: a rate (a burst, then a steady trickle)...
+    /// Fetches of URLs not yet cached, first come, first served: a rate (a burst, then a
+    /// steady trickle; half of the configured one)...
     fetch_rate: governor::DefaultDirectRateLimiter,
     /// ...and a bound on distinct URLs being fetched at once.
     fetch_slots: Arc<tokio::sync::Semaphore>,
+    /// The other half: the reserve, only ever spent on the top of `queue` (a URL named more
+    /// than once, by the most distinct deliveries), so that a storm of fresh URLs cannot
+    /// starve the certificate genuine deliveries keep asking for.
+    reserve_rate: governor::DefaultDirectRateLimiter,
+    reserve_slots: Arc<tokio::sync::Semaphore>,
+    queue: parking_lot::Mutex<FetchQueue>,
     http: reqwest::Client,
     /// `sns verify --cert`: the body every fetch returns, instead of a request.
     fixed_body: Option<Vec<u8>>,
@@ -320,11 +329,12 @@ pub struct CertStoreConfig {
     pub failure_ttl: Duration,
     /// Fetches of new URLs allowed at once after a quiet spell...
     pub fetch_burst: u32,
-    /// ...then one per this interval. SNS signs with one certificate per region for months
+    /// ...then one per this interval (in all: half first come, first served, half the
+    /// reserve for the URL asked for most). SNS signs with one certificate per region for months
     /// (they rotate yearly), so genuine traffic fetches a handful of URLs a year; anything
     /// more is someone naming fresh URLs to make this service fetch them.
     pub fetch_interval: Duration,
-    /// Distinct URLs being fetched at once.
+    /// Distinct URLs being fetched at once (in all, split as the rate is).
     pub max_fetches_in_flight: usize,
     /// Tests only: resolve the SNS host to a loopback server and trust its CA instead of the
     /// system roots. The URL policy is unchanged; production never sets this.
@@ -336,6 +346,18 @@ pub struct CertStoreConfig {
 pub struct TestTls {
     pub resolve: Vec<(String, std::net::SocketAddr)>,
     pub root_pem: Vec<u8>,
+}
+
+/// Half of the configured fetch rate: the shared part and the reserve each get one.
+fn half_rate(config: &CertStoreConfig) -> governor::DefaultDirectRateLimiter {
+    let period = config.fetch_interval.max(Duration::from_millis(1)) * 2;
+    governor::RateLimiter::direct(
+        governor::Quota::with_period(period)
+            .expect("non-zero period")
+            .allow_burst(
+                std::num::NonZeroU32::new(config.fetch_burst.div_ceil(2).max(1)).expect("non-zero"),
+            ),
+    )
 }
 
 impl Default for CertStoreConfig {
@@ -377,16 +399,15 @@ impl CertStore {
                 .max_capacity(1024)
                 .time_to_live(config.failure_ttl)
                 .build(),
-            fetch_rate: governor::RateLimiter::direct(
-                governor::Quota::with_period(config.fetch_interval.max(Duration::from_millis(1)))
-                    .expect("non-zero period")
-                    .allow_burst(
-                        std::num::NonZeroU32::new(config.fetch_burst.max(1)).expect("non-zero"),
-                    ),
-            ),
+            fetch_rate: half_rate(&config),
             fetch_slots: Arc::new(tokio::sync::Semaphore::new(
-                config.max_fetches_in_flight.max(1),
+                config.max_fetches_in_flight.div_ceil(2).max(1),
             )),
+            reserve_rate: half_rate(&config),
+            reserve_slots: Arc::new(tokio::sync::Semaphore::new(
+                (config.max_fetches_in_flight / 2).max(1),
+            )),
+            queue: parking_lot::Mutex::new(FetchQueue::new(Instant::now())),
             http,
             fixed_body: None,
             max_bytes: config.max_bytes,
@@ -401,7 +422,8 @@ impl CertStore {
         self
     }
 
-    /// Called with "ok" or "error" for each certificate fetch (for the metric).
+    /// Called with "ok" or "error" for each certificate fetch, "limited" or "outranked" for
+    /// each one refused (for the metric).
     pub fn on_fetch(mut self, f: impl Fn(&'static str) + Send + Sync + 'static) -> Self {
         self.fetches = Arc::new(f);
         self
@@ -441,10 +463,14 @@ impl CertStore {
     /// fetched (both maps are keyed by the exact string), so a hit skips the regex: almost
     /// every message names a URL already seen. A URL whose fetch failed lately answers the
     /// same error without a request; fetches of new URLs are rate-limited and bounded.
+    ///
+    /// `delivery` (the MessageId) says who asks: the reserve goes to the URL most distinct
+    /// deliveries keep naming.
     pub async fn get<'t>(
         &self,
         url: &str,
         topic_arn: &'t str,
+        delivery: &str,
     ) -> Result<(Arc<SigningCert>, &'t str), Reject> {
         let region = check_cert_url_for(url, topic_arn)?;
         let known = match self.pinned.get(url) {
@@ -458,28 +484,93 @@ impl CertStore {
         if let Some(e) = self.failures.get(url) {
             return Err(e);
         }
-        let cert = self
+        let standing = self.queue.lock().name(url, delivery, Instant::now());
+        let result = self
             .cache
-            .try_get_with(url.to_owned(), self.fetch(url))
+            .try_get_with(url.to_owned(), self.fetch(url, standing))
             .await
-            .map_err(|e: Arc<Reject>| (*e).clone())?;
-        Ok((cert, region))
+            .map_err(|e: Arc<Reject>| (*e).clone());
+        if let Err(Reject::CertFetchLimited(_)) = &result {
+            // The reserve is not this URL's: if it is free, spend it on the URL that is
+            // owed it, so a fetch never waits for that URL's next delivery.
+            self.fetch_top_from_reserve(url).await;
+        }
+        Ok((result?, region))
     }
 
-    async fn fetch(&self, url: &str) -> Result<Arc<SigningCert>, Reject> {
-        // Single-flight (the cache runs one of these per URL); across URLs, a bound and a rate.
-        let Ok(_slot) = self.fetch_slots.try_acquire() else {
-            (self.fetches)("limited");
-            return Err(Reject::CertFetchLimited(
-                "other certificate URLs are being fetched; retry".into(),
-            ));
-        };
-        if self.fetch_rate.check().is_err() {
+    /// A fetch slot and a token: from the shared, first-come half, else (only for the
+    /// highest-ranked URL named more than once) from the reserve.
+    fn admit(
+        &self,
+        url: &str,
+        standing: Standing,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Reject> {
+        if let Ok(slot) = self.fetch_slots.clone().try_acquire_owned()
+            && self.fetch_rate.check().is_ok()
+        {
+            return Ok(slot);
+        }
+        if standing == Standing::Fresh {
             (self.fetches)("limited");
             return Err(Reject::CertFetchLimited(
                 "new certificate URLs are fetched at a bounded rate; retry".into(),
             ));
         }
+        if self.queue.lock().top(Instant::now()) != Some(url) {
+            (self.fetches)("outranked");
+            return Err(Reject::CertFetchLimited(
+                "the reserve of certificate fetches goes to a URL more deliveries are waiting for; retry".into(),
+            ));
+        }
+        self.take_reserve().ok_or_else(|| {
+            (self.fetches)("limited");
+            Reject::CertFetchLimited("certificate fetches are at their bounded rate; retry".into())
+        })
+    }
+
+    fn take_reserve(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slot = self.reserve_slots.clone().try_acquire_owned().ok()?;
+        self.reserve_rate.check().ok()?;
+        Some(slot)
+    }
+
+    /// Fetches the top of the queue (not `asking`, which was just refused) with a reserve
+    /// token, if one is free; the outcome is cached or remembered as a failure as usual.
+    async fn fetch_top_from_reserve(&self, asking: &str) {
+        let Some(top) = self
+            .queue
+            .lock()
+            .top(Instant::now())
+            .filter(|t| *t != asking)
+            .map(str::to_owned)
+        else {
+            return;
+        };
+        if self.cache.contains_key(&top) || self.failures.contains_key(&top) {
+            self.queue.lock().remove(&top);
+            return;
+        }
+        let Some(slot) = self.take_reserve() else {
+            return;
+        };
+        let _ = self
+            .cache
+            .try_get_with(top.clone(), async move {
+                let result = self.fetch_admitted(&top).await;
+                drop(slot);
+                result
+            })
+            .await;
+    }
+
+    async fn fetch(&self, url: &str, standing: Standing) -> Result<Arc<SigningCert>, Reject> {
+        // Single-flight (the cache runs one of these per URL); across URLs, a bound and a rate.
+        let _slot = self.admit(url, standing)?;
+        self.fetch_admitted(url).await
+    }
+
+    async fn fetch_admitted(&self, url: &str) -> Result<Arc<SigningCert>, Reject> {
+        self.queue.lock().remove(url);
         let result = self
             .fetch_body(url)
             .await

@@ -4,6 +4,7 @@
 pub mod cert;
 pub mod confirm;
 pub mod envelope;
+pub mod fetch_queue;
 pub mod partition;
 pub mod sign;
 pub mod topic;

@@ -107,7 +107,7 @@ impl Verifier {
         let string_to_sign = env.string_to_sign()?;
         let (cert, region) = self
             .certs
-            .get(&env.signing_cert_url, &env.topic_arn)
+            .get(&env.signing_cert_url, &env.topic_arn, &env.message_id)
             .await?;
         cert.check_subject(region)?;
         cert.check_validity(now)?;
