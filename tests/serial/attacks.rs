@@ -816,3 +816,121 @@ async fn a_stalled_body_is_a_408_under_the_shipped_timeouts() {
     );
     assert!(!svc.logs().contains("answering 503"), "{}", svc.logs());
 }
+
+/// The storm again, now against a delivery whose certificate the service has never seen (a
+/// restart, a rollout or AWS's yearly rotation): an outsider names fresh certificate URLs on
+/// the topic's own SNS host, 10 a second, for the whole test, while the genuine delivery is
+/// re-posted every 5 s as SNS retries it. A loopback HTTPS "SNS" (`FakeSns`, reached as AWS
+/// would be: proxy and trusted CA) serves the genuine certificate and 404s the rest. The
+/// genuine delivery must be applied within 60 s, and the fetches towards "AWS" stay within
+/// today's bound: a burst of 4, then one per 10 s.
+#[tokio::test]
+async fn a_genuine_certificate_gets_through_a_storm_of_fresh_urls() {
+    let _alone = crate::ALONE.lock().await;
+    let stack = Stack::shared();
+    let topic = format!(
+        "arn:aws:sns:us-east-1:123456789012:reserve-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let sns = ssm_resync_harness::fake_sns::FakeSns::start(&["sns.us-east-1.amazonaws.com"]).await;
+    let genuine_cert = ssm_resync::sns::sign::dev_cert(30).unwrap();
+    let genuine_key = ssm_resync::sns::sign::SigningKey::from_pem(&genuine_cert.key_pem).unwrap();
+    let genuine_url = format!(
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{}.pem",
+        uuid::Uuid::new_v4().simple()
+    );
+    sns.serve(&genuine_url, &genuine_cert.cert_pem);
+    let env = sns.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let svc = Service::start_with(BIN, &stack, &[&topic], &[], &env).await;
+    let event = ssm_resync::sample::parameter_store_change(
+        &param("/reserve/x"),
+        "Update",
+        "us-east-1",
+        "123456789012",
+    )
+    .to_string();
+
+    // The outsider: 10 fresh URLs a second, each in its own (forged) delivery.
+    let stop = Arc::new(AtomicBool::new(false));
+    let storm = {
+        let (url, topic, event, stop) =
+            (svc.url.clone(), topic.clone(), event.clone(), stop.clone());
+        let key = stack.signing_key();
+        tokio::spawn(async move {
+            let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                tick.tick().await;
+                i += 1;
+                let cert_url = format!(
+                    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{:032x}.pem",
+                    0x7e5e_0000_0000u64 + i
+                );
+                let mut env =
+                    ssm_resync::sample::notification(event.clone(), &topic, &cert_url, None);
+                key.sign_envelope(&mut env);
+                let (_, body) = post_sns(&url, &serde_json::to_string(&env).unwrap()).await;
+                *reasons
+                    .entry(body["reason"].as_str().unwrap_or("?").to_owned())
+                    .or_default() += 1;
+            }
+            (i, reasons)
+        })
+    };
+    // The storm has taken the burst before the genuine delivery arrives.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let mut genuine = ssm_resync::sample::notification(event.clone(), &topic, &genuine_url, None);
+    genuine_key.sign_envelope(&mut genuine);
+    let genuine = serde_json::to_string(&genuine).unwrap();
+    let started = Instant::now();
+    let mut attempts = Vec::new();
+    let applied = loop {
+        let (status, body) = post_sns(&svc.url, &genuine).await;
+        attempts.push(format!(
+            "{:.1}s {status} {}",
+            started.elapsed().as_secs_f64(),
+            body["reason"].as_str().unwrap_or("")
+        ));
+        if status == 200 {
+            break Some(started.elapsed());
+        }
+        if started.elapsed() >= Duration::from_secs(60) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    };
+    // The storm goes on a little after the genuine delivery got through.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (storm_sent, storm_reasons) = storm.await.unwrap();
+    let storm_lasted = started.elapsed() + Duration::from_secs(3);
+    let (fetches, served) = sns.fetches();
+    let limited = attempts
+        .iter()
+        .filter(|a| a.ends_with("cert_fetch_limited"))
+        .count();
+    eprintln!(
+        "genuine delivery: {} after {} attempts ({limited} × cert_fetch_limited): {attempts:?}; \
+         storm: {storm_sent} fresh URLs in {storm_lasted:.1?}, answers {storm_reasons:?}; \
+         {fetches} certificate fetches ({served} served)",
+        match applied {
+            Some(t) => format!("applied {t:.1?}"),
+            None => "not applied within 60 s".to_owned(),
+        },
+        attempts.len(),
+    );
+    assert!(
+        applied.is_some(),
+        "the genuine delivery was not applied within 60 s: {attempts:?}"
+    );
+    // Towards AWS, the bound of today: a burst of 4, then one per 10 s.
+    let allowed = 4 + storm_lasted.as_secs() as usize / 10 + 1;
+    assert!(
+        fetches <= allowed,
+        "{fetches} certificate fetches in {storm_lasted:.1?} (at most {allowed})"
+    );
+    assert_eq!(served, 1, "the genuine certificate was fetched once");
+}
