@@ -285,9 +285,6 @@ fn attribute_string(v: &x509_parser::der_parser::asn1_rs::Any) -> Option<String>
 pub struct CertStore {
     pinned: HashMap<String, Arc<SigningCert>>,
     cache: moka::future::Cache<String, Arc<SigningCert>>,
-    /// URLs whose fetch failed, with why, for [`CertStoreConfig::failure_ttl`]: a stream of
-    /// messages naming a URL that does not serve a certificate costs one request, not one each.
-    failures: moka::sync::Cache<String, Reject>,
     /// Fetches of URLs not yet cached, first come, first served: a rate (a burst, then a
     /// steady trickle; half of the configured one)...
     fetch_rate: governor::DefaultDirectRateLimiter,
@@ -298,10 +295,20 @@ pub struct CertStore {
     /// starve the certificate genuine deliveries keep asking for.
     reserve_rate: governor::DefaultDirectRateLimiter,
     reserve_slots: Arc<tokio::sync::Semaphore>,
-    queue: parking_lot::Mutex<FetchQueue>,
+    fetcher: Fetcher,
+}
+
+/// What a fetch needs, owned, so that a fetch made for another delivery's URL runs on its
+/// own task: a client that hangs up cannot cancel it and waste the reserve's token.
+#[derive(Clone)]
+struct Fetcher {
+    /// URLs whose fetch failed, with why, for [`CertStoreConfig::failure_ttl`]: a stream of
+    /// messages naming a URL that does not serve a certificate costs one request, not one each.
+    failures: moka::sync::Cache<String, Reject>,
+    queue: Arc<parking_lot::Mutex<FetchQueue>>,
     http: reqwest::Client,
     /// `sns verify --cert`: the body every fetch returns, instead of a request.
-    fixed_body: Option<Vec<u8>>,
+    fixed_body: Option<Arc<Vec<u8>>>,
     max_bytes: usize,
     fetches: Arc<dyn Fn(&'static str) + Send + Sync>,
 }
@@ -395,10 +402,6 @@ impl CertStore {
                 .max_capacity(config.capacity)
                 .expire_after(UntilNotAfter)
                 .build(),
-            failures: moka::sync::Cache::builder()
-                .max_capacity(1024)
-                .time_to_live(config.failure_ttl)
-                .build(),
             fetch_rate: half_rate(&config),
             fetch_slots: Arc::new(tokio::sync::Semaphore::new(
                 config.max_fetches_in_flight.div_ceil(2).max(1),
@@ -407,25 +410,31 @@ impl CertStore {
             reserve_slots: Arc::new(tokio::sync::Semaphore::new(
                 (config.max_fetches_in_flight / 2).max(1),
             )),
-            queue: parking_lot::Mutex::new(FetchQueue::new(Instant::now())),
-            http,
-            fixed_body: None,
-            max_bytes: config.max_bytes,
-            fetches: Arc::new(|_| {}),
+            fetcher: Fetcher {
+                failures: moka::sync::Cache::builder()
+                    .max_capacity(1024)
+                    .time_to_live(config.failure_ttl)
+                    .build(),
+                queue: Arc::new(parking_lot::Mutex::new(FetchQueue::new(Instant::now()))),
+                http,
+                fixed_body: None,
+                max_bytes: config.max_bytes,
+                fetches: Arc::new(|_| {}),
+            },
         }
     }
 
     /// Answers every fetch with `body` instead of a request (offline verification). Only the
     /// fetch is replaced: the URL policy and every certificate check still apply.
     pub fn with_fixed_body(mut self, body: Vec<u8>) -> Self {
-        self.fixed_body = Some(body);
+        self.fetcher.fixed_body = Some(Arc::new(body));
         self
     }
 
     /// Called with "ok" or "error" for each certificate fetch, "limited" or "outranked" for
     /// each one refused (for the metric).
     pub fn on_fetch(mut self, f: impl Fn(&'static str) + Send + Sync + 'static) -> Self {
-        self.fetches = Arc::new(f);
+        self.fetcher.fetches = Arc::new(f);
         self
     }
 
@@ -481,18 +490,22 @@ impl CertStore {
             return Ok((cert, region));
         }
         check_cert_url(url)?;
-        if let Some(e) = self.failures.get(url) {
+        if let Some(e) = self.fetcher.failures.get(url) {
             return Err(e);
         }
-        let standing = self.queue.lock().name(url, delivery, Instant::now());
+        let standing = self
+            .fetcher
+            .queue
+            .lock()
+            .name(url, delivery, Instant::now());
         let result = self
             .cache
             .try_get_with(url.to_owned(), self.fetch(url, standing))
             .await
             .map_err(|e: Arc<Reject>| (*e).clone());
         if let Err(Reject::CertFetchLimited(_)) = &result {
-            // The reserve is not this URL's: if it is free, spend it on the URL that is
-            // owed it, so a fetch never waits for that URL's next delivery.
+            // If the reserve is free and not this URL's, spend it on the URL that is owed
+            // it, so that URL's certificate is cached before its next delivery.
             self.fetch_top_from_reserve(url).await;
         }
         Ok((result?, region))
@@ -511,19 +524,19 @@ impl CertStore {
             return Ok(slot);
         }
         if standing == Standing::Fresh {
-            (self.fetches)("limited");
+            (self.fetcher.fetches)("limited");
             return Err(Reject::CertFetchLimited(
                 "new certificate URLs are fetched at a bounded rate; retry".into(),
             ));
         }
-        if self.queue.lock().top(Instant::now()) != Some(url) {
-            (self.fetches)("outranked");
+        if self.fetcher.queue.lock().top(Instant::now()) != Some(url) {
+            (self.fetcher.fetches)("outranked");
             return Err(Reject::CertFetchLimited(
                 "the reserve of certificate fetches goes to a URL more deliveries are waiting for; retry".into(),
             ));
         }
         self.take_reserve().ok_or_else(|| {
-            (self.fetches)("limited");
+            (self.fetcher.fetches)("limited");
             Reject::CertFetchLimited("certificate fetches are at their bounded rate; retry".into())
         })
     }
@@ -534,10 +547,12 @@ impl CertStore {
         Some(slot)
     }
 
-    /// Fetches the top of the queue (not `asking`, which was just refused) with a reserve
-    /// token, if one is free; the outcome is cached or remembered as a failure as usual.
+    /// Starts a fetch of the top of the queue (not `asking`, which was just refused) with a
+    /// reserve token, if one is free, on a task of its own (the asking client may hang up);
+    /// the outcome is cached or remembered as a failure as usual.
     async fn fetch_top_from_reserve(&self, asking: &str) {
         let Some(top) = self
+            .fetcher
             .queue
             .lock()
             .top(Instant::now())
@@ -546,29 +561,33 @@ impl CertStore {
         else {
             return;
         };
-        if self.cache.contains_key(&top) || self.failures.contains_key(&top) {
-            self.queue.lock().remove(&top);
+        if self.cache.contains_key(&top) || self.fetcher.failures.contains_key(&top) {
+            self.fetcher.queue.lock().remove(&top);
             return;
         }
         let Some(slot) = self.take_reserve() else {
             return;
         };
-        let _ = self
-            .cache
-            .try_get_with(top.clone(), async move {
-                let result = self.fetch_admitted(&top).await;
-                drop(slot);
-                result
-            })
-            .await;
+        let (cache, fetcher) = (self.cache.clone(), self.fetcher.clone());
+        tokio::spawn(async move {
+            let _ = cache
+                .try_get_with(top.clone(), async move {
+                    let result = fetcher.fetch_admitted(&top).await;
+                    drop(slot);
+                    result
+                })
+                .await;
+        });
     }
 
     async fn fetch(&self, url: &str, standing: Standing) -> Result<Arc<SigningCert>, Reject> {
         // Single-flight (the cache runs one of these per URL); across URLs, a bound and a rate.
         let _slot = self.admit(url, standing)?;
-        self.fetch_admitted(url).await
+        self.fetcher.fetch_admitted(url).await
     }
+}
 
+impl Fetcher {
     async fn fetch_admitted(&self, url: &str) -> Result<Arc<SigningCert>, Reject> {
         self.queue.lock().remove(url);
         let result = self
@@ -584,7 +603,7 @@ impl CertStore {
 
     async fn fetch_body(&self, url: &str) -> Result<Vec<u8>, Reject> {
         if let Some(body) = &self.fixed_body {
-            return Ok(body.clone());
+            return Ok(body.to_vec());
         }
         let unavailable = |e: String| Reject::CertUnavailable(format!("GET {url}: {e}"));
         let mut resp = self

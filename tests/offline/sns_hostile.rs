@@ -437,3 +437,82 @@ async fn urls_outside_the_policy_are_never_fetched() {
     }
     assert_eq!(sns.hits(), 0);
 }
+
+/// The reserve of fetches: a URL named once never gets it; the URL named again by the most
+/// distinct deliveries does, and when its own retry is not there to take a freed reserve token,
+/// any refused delivery starts its fetch (so the next retry finds it cached). Half the budget
+/// (here a burst of 1 and one per 2 s) is first come, first served, half the reserve.
+#[tokio::test]
+async fn the_reserve_goes_to_the_url_most_deliveries_ask_for() {
+    let sns = FakeSns::start().await;
+    let genuine = dev_cert(30).unwrap();
+    let url = sns.serve(&hex_name(0x9e), Reply::ok(genuine.cert_pem.clone()));
+    let fresh = |n: u32| {
+        format!(
+            "https://sns.us-east-1.amazonaws.com/{}",
+            hex_name(0xf00 + n)
+        )
+    };
+    let certs = CertStore::new(CertStoreConfig {
+        fetch_burst: 2,
+        fetch_interval: Duration::from_secs(1),
+        max_fetches_in_flight: 2,
+        test_tls: Some(TestTls {
+            resolve: vec![("sns.us-east-1.amazonaws.com".into(), sns.addr)],
+            root_pem: sns.root_pem.clone().into_bytes(),
+        }),
+        ..Default::default()
+    });
+    let verifier = Verifier::new(TopicPolicy::new(&[TOPIC]).unwrap(), Arc::new(certs));
+    let reason = |r: Result<OffsetDateTime, ssm_resync::sns::Reject>| match r {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
+    };
+    // A fresh URL takes the first-come token (404: unavailable); the next fresh one is limited.
+    assert_eq!(
+        reason(verifier.verify(&signed(&genuine, &fresh(1)), now()).await),
+        "cert_unavailable"
+    );
+    assert_eq!(
+        reason(verifier.verify(&signed(&genuine, &fresh(2)), now()).await),
+        "cert_fetch_limited"
+    );
+    // A stuffed URL (two forged deliveries) wins the reserve once, and fails.
+    let stuffed = fresh(3);
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        outcomes.push(reason(
+            verifier.verify(&signed(&genuine, &stuffed), now()).await,
+        ));
+    }
+    assert_eq!(outcomes, ["cert_fetch_limited", "cert_unavailable"]);
+    // The genuine delivery and its retry: the reserve is spent, so it waits at the top.
+    let delivery = signed(&genuine, &url);
+    for _ in 0..2 {
+        assert_eq!(
+            reason(verifier.verify(&delivery, now()).await),
+            "cert_fetch_limited"
+        );
+    }
+    assert_eq!(sns.hits(), 2);
+    // Both halves refill (2 s); a fresh URL takes the first-come token, the next one is
+    // refused and starts the genuine URL's fetch with the reserve's.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        reason(verifier.verify(&signed(&genuine, &fresh(4)), now()).await),
+        "cert_unavailable"
+    );
+    assert_eq!(
+        reason(verifier.verify(&signed(&genuine, &fresh(5)), now()).await),
+        "cert_fetch_limited"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sns.hits(),
+        4,
+        "the genuine URL was fetched on another delivery's behalf"
+    );
+    // SNS's next retry finds it cached.
+    assert_eq!(reason(verifier.verify(&delivery, now()).await), "ok");
+    assert_eq!(sns.hits(), 4);
+}
