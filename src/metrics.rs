@@ -68,6 +68,7 @@ pub struct Metrics {
     pub index_references: Gauge,
     pub index_rejected_references: Gauge,
     pub index_untrusted_owners: Gauge,
+    pub index_left_out_references: Gauge,
     pub dedupe_ids: Gauge,
     pub watch_events: Family<Kind, Counter>,
     pub watch_restarts: Family<Kind, Counter>,
@@ -130,6 +131,7 @@ impl Metrics {
             index_references: Gauge::default(),
             index_rejected_references: Gauge::default(),
             index_untrusted_owners: Gauge::default(),
+            index_left_out_references: Gauge::default(),
             dedupe_ids: Gauge::default(),
             watch_events: Family::default(),
             watch_restarts: Family::default(),
@@ -232,6 +234,11 @@ impl Metrics {
             "index_untrusted_owners",
             "ExternalSecrets naming a ClusterExternalSecret as owner that no watched ClusterExternalSecret confirms (uid, namespace, name): patched themselves, not the parent; `ssm-resync explain` says why",
             m.index_untrusted_owners.clone(),
+        );
+        registry.register(
+            "index_left_out_references",
+            "References not indexed: past --max-references-per-object, or in a resource left out by --max-references-per-namespace (ReferenceRejected Events; `ssm-resync explain`); they reach their Secret at ESO's own refresh",
+            m.index_left_out_references.clone(),
         );
         registry.register(
             "watch_events",

@@ -555,8 +555,8 @@ async fn delete_labelled(kube: &kube::Client) {
     }
 }
 
-/// A tenant's `find.name.regexp` values: 100 that each compile within the per-pattern limit but
-/// not together (the set falls back to one-by-one matching), 64 that compile past the limit
+/// A tenant's `find.name.regexp` values: 100 (over four namespaces) that each compile within
+/// the per-pattern limit but not together (the set falls back to one-by-one matching), 64 that compile past the limit
 /// (together past regex's default 10 MiB: the index used to panic building its RegexSet,
 /// failing every delivery), one that does not compile and one far too large. Lookups keep
 /// working; the 100 match only their own names; those too large match every name rather than
@@ -579,14 +579,18 @@ async fn a_tenants_regexps_cannot_stop_lookups() {
         })
     };
     // One Unicode word class compiles to about 50 KiB (within 64 KiB), five to about 250 KiB.
+    // The 100 that fit are spread over four namespaces, each within its share of the budget.
+    let mut spread = vec![s.ns.clone()];
+    for _ in 0..3 {
+        let ns = namespace(&s.kube, "atk-re").await;
+        secret_store(&s.kube, &ns, "aws", "us-east-1").await;
+        spread.push(ns);
+    }
+    let fit_ns = |i: usize| spread[i % spread.len()].clone();
     for i in 0..100 {
-        create(
-            &s.kube,
-            &es_resource(),
-            &s.ns,
-            find_es(&format!("fit{i}"), format!(r"^/atk-fit/{i}/\w$")),
-        )
-        .await;
+        let mut es = find_es(&format!("fit{i}"), format!(r"^/atk-fit/{i}/\w$"));
+        es["metadata"]["namespace"] = serde_json::json!(fit_ns(i));
+        create(&s.kube, &es_resource(), &fit_ns(i), es).await;
     }
     for i in 0..64 {
         create(
@@ -653,7 +657,7 @@ async fn a_tenants_regexps_cannot_stop_lookups() {
         .filter_map(|v| v.as_str())
         .collect();
     assert!(
-        patched.contains(&format!("ExternalSecret {}/fit7", s.ns).as_str()),
+        patched.contains(&format!("ExternalSecret {}/fit7", fit_ns(7)).as_str()),
         "{body}"
     );
     assert!(

@@ -5,6 +5,7 @@
 
 mod attacks;
 mod soak;
+mod tenants;
 
 /// Held by each test of this binary for its whole run.
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
