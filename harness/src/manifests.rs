@@ -675,8 +675,8 @@ pub fn check_prometheus_rule(pr: &Value) {
             );
         }
     }
-    // Nine of the service, four of the queue path.
-    assert_eq!(alerts, 13);
+    // Eleven of the service, four of the queue path.
+    assert_eq!(alerts, 15);
 }
 
 /// Waits until an admission policy denies `token`'s change of the spec of ExternalSecret

@@ -32,6 +32,8 @@ ALERTS = {
     "SSMResyncWatchStalled",
     "SSMResyncNoNotifications",
     "SSMResyncNotRefreshed",
+    "SSMResyncEventMalformed",
+    "SSMResyncLagHigh",
 }
 # The queue path's alerts, in their own group.
 QUEUE_ALERTS = {
@@ -483,6 +485,32 @@ def test_queue_alerts_read_only_queue_series_and_page_on_deliveries():
     # A queue-only service must not look silent to the 24-hour alert.
     (silent,) = [r for g in rules_groups()["groups"] for r in g["rules"] if r["alert"] == "SSMResyncNoNotifications"]
     assert "ssm_resync_queue_messages_total" in silent["expr"]
+
+
+# Anyone may send the public webhook messages that are refused before (or while) their
+# signature is checked; these series count them (or the certificate fetches they cause).
+OUTSIDER_SERIES = {"ssm_resync_rejections_total", "ssm_resync_cert_fetches_total", "ssm_resync_shed_total",
+                   "ssm_resync_accept_paused_total", "ssm_resync_request_duration_seconds_bucket"}
+
+
+def test_no_alert_an_outsider_can_fire_pages():
+    """A page (warning, critical) reads only what verified messages, the cluster and AWS
+    drive; what anyone can send feeds info alerts only (rules_test.yaml: "an outsider storm
+    pages nobody"). The one exception is event_malformed, a verified message's reason."""
+    for g in rules_groups()["groups"]:
+        for r in g["rules"]:
+            names = set(re.findall(r"\b(ssm_resync_[a-z0-9_]+)", r["expr"]))
+            if r["labels"]["severity"] == "info":
+                continue
+            outsider = names & OUTSIDER_SERIES
+            if outsider == {"ssm_resync_rejections_total"}:
+                assert 'reason="event_malformed"' in r["expr"], r["alert"]
+                continue
+            assert not outsider, (r["alert"], outsider)
+            # Rejected Notifications are counted by the type their (unverified) header names.
+            assert 'result="rejected"' not in r["expr"], r["alert"]
+    severities = {r["alert"]: r["labels"]["severity"] for g in rules_groups()["groups"] for r in g["rules"]}
+    assert severities["SSMResyncRejectionsRising"] == severities["SSMResyncCertFetchFailures"] == "info"
 
 
 def test_chart_rules_are_a_copy_of_k8s_monitoring():

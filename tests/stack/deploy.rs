@@ -897,11 +897,11 @@ async fn prometheus_scrapes_the_service_and_loads_the_rules() {
         })
     };
     prom.until(
-        "all 13 rules (9 of the service, 4 of the queue path) evaluated since `up` and inactive",
+        "all 15 rules (11 of the service, 4 of the queue path) evaluated since `up` and inactive",
         Duration::from_secs(30),
         || async {
             let rules = rules().await;
-            rules.len() == 13
+            rules.len() == 15
                 && rules
                     .iter()
                     .all(|r| evaluated_after(r, up_seen) && r["state"] == "inactive")
