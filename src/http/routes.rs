@@ -2,8 +2,8 @@
 //! read, verified and handed to the use case, whose report becomes the HTTP status SNS's
 //! retry rules need) and the admin port (`/healthz`, `/readyz`, `/metrics`).
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -191,8 +191,8 @@ fn rejected(s: &Webhook, t: &'static str, r: Reject) -> Answer {
 }
 
 fn unavailable(s: &Webhook, t: &'static str, why: &'static str, detail: String) -> Answer {
-    // Within the budget: an outsider can provoke some 503s (a deadline passed while a
-    // certificate was fetched for a message of theirs).
+    // Verified messages only (an unverified one past the deadline is a rejection), but within
+    // the budget all the same: a 503 storm of genuine deliveries must not flood the log.
     if let Some(skipped) = s.reject_log.take() {
         tracing::warn!(reason = why, r#type = t, detail = %detail, skipped, "answering 503 so SNS redelivers");
     }
@@ -217,14 +217,25 @@ async fn sns(State(s): State<Arc<Webhook>>, headers: HeaderMap, body: Body) -> A
         .map_or("unknown", MessageType::as_str);
     // One deadline for the whole delivery (a certificate fetch included), below SNS's 15 s
     // timeout: past it SNS gets a 503 and redelivers; spawned patches keep going.
-    let answer = match tokio::time::timeout(s.deadline, handle(&s, &headers, label, body)).await {
+    let verified = OnceLock::new();
+    let answer = match tokio::time::timeout(
+        s.deadline,
+        handle(&s, &headers, label, body, &verified),
+    )
+    .await
+    {
         Ok(answer) => answer,
-        Err(_) => unavailable(
-            &s,
-            label,
-            "deadline_exceeded",
-            format!("not answered within --request-deadline {:?}", s.deadline),
-        ),
+        Err(_) => {
+            let detail = format!("not answered within --request-deadline {:?}", s.deadline);
+            match verified.get() {
+                // A genuine delivery that failed: what the 503 alert pages on.
+                Some(kind) => unavailable(&s, kind, "deadline_exceeded", detail),
+                // Anyone may send a message that is still unverified at the deadline (a
+                // body sent slowly, then a certificate to fetch): counted as a rejection, so
+                // `notifications_total{result="failed"}` stays a count of verified failures.
+                None => rejected(&s, label, Reject::DeadlineUnverified(detail)),
+            }
+        }
     };
     s.metrics
         .request_duration
@@ -242,7 +253,15 @@ fn body_within(read_timeout: Duration, deadline: Duration) -> Duration {
     read_timeout.min(deadline.saturating_sub(BODY_DEADLINE_MARGIN))
 }
 
-async fn handle(s: &Webhook, headers: &HeaderMap, label: &'static str, body: Body) -> Answer {
+/// `verified` is set to the message's type once its signature is verified: the deadline's
+/// answer tells a genuine delivery that failed from an unverified one.
+async fn handle(
+    s: &Webhook,
+    headers: &HeaderMap,
+    label: &'static str,
+    body: Body,
+    verified: &OnceLock<&'static str>,
+) -> Answer {
     let within = body_within(s.read_timeout, s.deadline);
     let bytes = match read_limited(headers, body, s.max_body_bytes, within).await {
         Ok(b) => b,
@@ -278,6 +297,7 @@ async fn handle(s: &Webhook, headers: &HeaderMap, label: &'static str, body: Bod
         Ok(sent) => sent,
         Err(r) => return rejected(s, label, r),
     };
+    let _ = verified.set(label);
     match kind {
         MessageType::SubscriptionConfirmation => confirm(s, &env).await,
         MessageType::UnsubscribeConfirmation => {

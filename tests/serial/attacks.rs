@@ -820,3 +820,66 @@ async fn a_stalled_body_is_a_408_under_the_shipped_timeouts() {
     );
     assert!(!svc.logs().contains("answering 503"), "{}", svc.logs());
 }
+
+/// An outsider's message that is still unverified when `--request-deadline` passes (its
+/// certificate on a host that never answers: here a proxy that accepts and stays silent) is
+/// answered 503 like a genuine failure, but counted as a rejection (`deadline_exceeded`),
+/// never as a failed Notification: `ssm_resync_notifications_total{result="failed"}` is what
+/// the SSMResync503s alert pages on (k8s/monitoring/rules.yaml), so it must count genuine
+/// deliveries only.
+#[tokio::test]
+async fn an_unverified_message_past_the_deadline_is_not_a_failed_notification() {
+    let _alone = crate::ALONE.lock().await;
+    let stack = Stack::shared();
+    let topic = format!(
+        "arn:aws:sns:us-east-1:123456789012:unverified-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    // Accepts connections and never answers: each certificate fetch waits for its timeout (5 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let svc = Service::start_with(
+        BIN,
+        &stack,
+        &[&topic],
+        &["--request-deadline=2s"],
+        &[
+            ("HTTPS_PROXY", &proxy),
+            ("HTTP_PROXY", &proxy),
+            ("NO_PROXY", "127.0.0.1,localhost"),
+        ],
+    )
+    .await;
+    let event = ssm_resync::sample::parameter_store_change(
+        &param("/unverified/x"),
+        "Update",
+        "us-east-1",
+        "123456789012",
+    )
+    .to_string();
+    let url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-00000000000000000000000000dead01.pem";
+    let mut env = ssm_resync::sample::notification(event, &topic, url, None);
+    stack.signing_key().sign_envelope(&mut env);
+    let started = Instant::now();
+    let (status, body) = post_sns(&svc.url, &serde_json::to_string(&env).unwrap()).await;
+    let took = started.elapsed();
+    eprintln!("answered {status} {body} after {took:.2?}");
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (503, Some("deadline_exceeded")),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    let failed = svc
+        .metric(r#"ssm_resync_notifications_total{type="Notification",result="failed"}"#)
+        .await;
+    let rejected = svc
+        .metric(r#"ssm_resync_rejections_total{reason="deadline_exceeded"}"#)
+        .await;
+    eprintln!("failed notifications {failed}, deadline_exceeded rejections {rejected}");
+    assert_eq!((failed, rejected), (0.0, 1.0));
+}
