@@ -89,6 +89,7 @@ pub struct Metrics {
     pub deferred_pending: Gauge,
     pub shed: Counter,
     pub accept_paused: Counter,
+    pub connections_evicted: Counter,
     pub refresh: Family<Outcome, Counter>,
     pub refresh_seconds: Histogram,
     pub refresh_pending: Gauge,
@@ -152,6 +153,7 @@ impl Metrics {
             deferred_pending: Gauge::default(),
             shed: Counter::default(),
             accept_paused: Counter::default(),
+            connections_evicted: Counter::default(),
             refresh: Family::default(),
             // 50 ms .. ~27 min
             refresh_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
@@ -334,6 +336,11 @@ impl Metrics {
             "accept_paused",
             "Times a port stopped accepting because --max-connections were open; new connections wait in the kernel's accept queue until one closes",
             m.accept_paused.clone(),
+        );
+        registry.register(
+            "connections_evicted",
+            "Connections closed at --max-connections because they had not delivered a request head within a second: their slots went to connections waiting behind them",
+            m.connections_evicted.clone(),
         );
         registry.register(
             "refresh",

@@ -248,6 +248,23 @@ async fn sns(State(s): State<Arc<Webhook>>, headers: HeaderMap, body: Body) -> A
 /// would count as a failed delivery (with the defaults both limits are 10 s).
 pub const BODY_DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
+/// A body must arrive at this rate after [`BODY_START`]: SNS sends a delivery's body with its
+/// head (a few KiB in milliseconds), and a client trickling a small one must not hold its
+/// connection slot for the whole `--read-timeout`.
+pub const MIN_BODY_RATE: u64 = 16 * 1024;
+pub const BODY_START: Duration = Duration::from_secs(2);
+
+/// How long a body of `declared` bytes may take within `within`: [`BODY_START`] plus its
+/// length at [`MIN_BODY_RATE`] (a body of unknown length, all of `within`).
+fn body_allowance(declared: Option<u64>, within: Duration) -> Duration {
+    match declared {
+        Some(len) => {
+            within.min(BODY_START + Duration::from_secs_f64(len as f64 / MIN_BODY_RATE as f64))
+        }
+        None => within,
+    }
+}
+
 /// How long a body may take: `--read-timeout`, but always ending before the deadline.
 fn body_within(read_timeout: Duration, deadline: Duration) -> Duration {
     read_timeout.min(deadline.saturating_sub(BODY_DEADLINE_MARGIN))
@@ -428,10 +445,14 @@ async fn read_limited(
             "Content-Length {len} exceeds {max} bytes"
         )));
     }
+    let declared = header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let within = body_allowance(declared, within);
     let read = http_body_util::Limited::new(body, max).collect();
     match tokio::time::timeout(within, read).await {
         Err(_) => Err(Reject::BodyReadTimeout(format!(
-            "the body did not arrive within --read-timeout {within:?}"
+            "the body did not arrive within {within:?} (--read-timeout, and {} KiB/s after the first {:?})",
+            MIN_BODY_RATE >> 10,
+            BODY_START
         ))),
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e))
@@ -447,6 +468,21 @@ async fn read_limited(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    #[test]
+    fn a_small_body_must_arrive_at_the_minimum_rate() {
+        let s = Duration::from_secs;
+        let within = Duration::from_millis(9500);
+        // A 2 KiB delivery: 2 s and an eighth.
+        assert_eq!(
+            super::body_allowance(Some(2048), within),
+            Duration::from_millis(2125)
+        );
+        // The largest SNS body (256 KiB) gets all of it; an unknown length too.
+        assert_eq!(super::body_allowance(Some(256 * 1024), within), within);
+        assert_eq!(super::body_allowance(None, within), within);
+        assert_eq!(super::body_allowance(Some(0), s(1)), s(1));
+    }
 
     #[test]
     fn a_body_limit_always_ends_before_the_deadline() {

@@ -4,6 +4,7 @@
 //! so none overlaps another test of `make test`. Like tests/stack, they use the shared stack.
 
 mod attacks;
+mod outsider;
 mod soak;
 mod tenants;
 
