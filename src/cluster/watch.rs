@@ -789,7 +789,7 @@ fn report_rejected(kind: WatchKind, obj: &Value, index: &Index, events: &super::
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
         .map(String::from);
-    events.reference_rejected(&key, uid, rejected);
+    events.reference_rejected(&key, uid, &rejected);
 }
 
 fn to_value(obj: DynamicObject) -> Value {
@@ -877,6 +877,9 @@ fn export_index(index: &Index, metrics: &Metrics) {
     metrics
         .index_untrusted_owners
         .set(s.untrusted_owners as i64);
+    metrics
+        .index_left_out_references
+        .set(s.left_out_references as i64);
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! read at lookup time (a store edit applies at once). A store's prefix and service decide the
 //! filing: a change of either re-files exactly the readers of that store.
 
+mod bounds;
 mod filing;
 mod lookup;
 pub mod model;
@@ -141,7 +142,7 @@ pub struct Lookup {
 }
 
 /// What the index needs to know about the cluster's ESO and the user's wishes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexConfig {
     /// The account ESO's own credentials read (stores without `role`). `None`: unknown, any
     /// account matches (a spurious re-sync costs less than a missed one).
@@ -151,6 +152,29 @@ pub struct IndexConfig {
     pub controller_classes: Vec<String>,
     /// Force-sync resources that take values from generators (each sync regenerates them).
     pub force_generators: bool,
+    /// References indexed per resource; those past it are left out and reported.
+    pub max_references_per_object: usize,
+    /// References indexed per namespace; a resource that would pass it is left out whole and
+    /// reported (until its next update finds room).
+    pub max_references_per_namespace: usize,
+}
+
+/// `--max-references-per-object`'s default: far above what a resource reads (ESO's own
+/// examples read a handful), far below what a tenant could write into one object.
+pub const MAX_REFERENCES_PER_OBJECT: usize = 1_000;
+/// `--max-references-per-namespace`'s default: about 20 MiB of index at its worst.
+pub const MAX_REFERENCES_PER_NAMESPACE: usize = 20_000;
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            eso_account: None,
+            controller_classes: Vec::new(),
+            force_generators: false,
+            max_references_per_object: MAX_REFERENCES_PER_OBJECT,
+            max_references_per_namespace: MAX_REFERENCES_PER_NAMESPACE,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -277,6 +301,12 @@ pub struct Index {
     /// References this index could not evaluate as written, per resource (reported as Events,
     /// a metric and by `explain`).
     rejected: HashMap<Arc<ResourceKey>, Vec<RejectedReference>>,
+    /// Resources past a reference bound: what was left out, and how many references.
+    left_out: HashMap<Arc<ResourceKey>, (RejectedReference, usize)>,
+    left_out_references: usize,
+    /// The references the readers of each namespace hold (against
+    /// `max_references_per_namespace`).
+    references_by_namespace: HashMap<Box<str>, usize>,
     /// What each resource's patterns are charged against [`REGEX_BUDGET`], the total, and the
     /// total per namespace (against [`REGEX_NAMESPACE_BUDGET`]).
     pattern_cost: HashMap<Arc<ResourceKey>, usize>,
@@ -311,9 +341,10 @@ pub const REGEX_DFA_LIMIT: usize = 32 * 1024;
 /// caches each): a pattern past it is treated as too large. Bounds the amplification of a
 /// few bytes of pattern into KiBs of automaton, whoever creates how many.
 pub const REGEX_BUDGET: usize = 16 << 20;
-/// What one namespace's patterns may cost of [`REGEX_BUDGET`]: one tenant cannot use up
-/// everyone's budget (past it, only that namespace's further patterns match every name).
-pub const REGEX_NAMESPACE_BUDGET: usize = REGEX_BUDGET / 8;
+/// What one namespace's patterns may cost of [`REGEX_BUDGET`] (4 MiB: 56 patterns of ASCII
+/// classes, 32 of Unicode ones): one tenant cannot use up everyone's budget (past it, only
+/// that namespace's further patterns match every name).
+pub const REGEX_NAMESPACE_BUDGET: usize = REGEX_BUDGET / 4;
 /// The combined `RegexSet` of every scan pattern; past it, patterns are matched one by one.
 pub const REGEX_SET_SIZE_LIMIT: usize = 4 << 20;
 
@@ -328,6 +359,8 @@ pub struct Stats {
     pub rejected: usize,
     /// ExternalSecrets whose ClusterExternalSecret owner reference is not trusted.
     pub untrusted_owners: usize,
+    /// References left out by the per-object and per-namespace bounds.
+    pub left_out_references: usize,
 }
 
 /// Compares names with and without their leading `/`.
@@ -356,6 +389,7 @@ impl Index {
             names: self.by_name.len(),
             rejected: self.rejected_count,
             untrusted_owners: self.untrusted.len(),
+            left_out_references: self.left_out_references,
         }
     }
 
@@ -395,6 +429,11 @@ impl Index {
     pub fn apply_reader(&mut self, mut reader: Reader) {
         // The parser's Vec keeps spare capacity (4 × 168 B for one reference): at 100k
         // resources that was a third of the index's memory (make bench, massif).
+        // Past the per-object bound before anything else: the rest is never held (`bounds`).
+        let written = reader.references.len();
+        reader
+            .references
+            .truncate(self.config.max_references_per_object);
         reader.references.shrink_to_fit();
         let key = Arc::new(ResourceKey {
             kind: reader.kind,
@@ -415,6 +454,7 @@ impl Index {
             return;
         }
         self.remove_reader(&key);
+        self.bound(&key, &mut reader, written);
         if key.kind == ReaderKind::KesExternalSecret {
             self.kes_readers += 1;
         }
@@ -465,14 +505,19 @@ impl Index {
         }
     }
 
-    /// The references of one resource this index could not evaluate as written.
-    pub fn rejected_of(&self, key: &ResourceKey) -> &[RejectedReference] {
-        self.rejected.get(key).map_or(&[], Vec::as_slice)
+    /// The references of one resource this index could not evaluate as written, or left out.
+    pub fn rejected_of(&self, key: &ResourceKey) -> Vec<RejectedReference> {
+        let mut all = self.rejected.get(key).cloned().unwrap_or_default();
+        all.extend(self.left_out.get(key).map(|(r, _)| r.clone()));
+        all
     }
 
-    /// Every reference this index could not evaluate as written.
+    /// Every reference this index could not evaluate as written, or left out.
     pub fn rejected(&self) -> impl Iterator<Item = &RejectedReference> {
-        self.rejected.values().flatten()
+        self.rejected
+            .values()
+            .flatten()
+            .chain(self.left_out.values().map(|(r, _)| r))
     }
 }
 

@@ -22,7 +22,8 @@ fn updates_and_deletes_keep_the_index_exact() {
             references: 0,
             names: 0,
             rejected: 0,
-            untrusted_owners: 0
+            untrusted_owners: 0,
+            left_out_references: 0
         }
     );
 }

@@ -5,6 +5,7 @@ use super::*;
 use crate::event::{Change, Operation, Service};
 use serde_json::{Value, json};
 
+mod bounds;
 mod feeding;
 mod filing;
 mod kes;
