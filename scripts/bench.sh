@@ -5,8 +5,8 @@
 # Builds the release binaries (ssm-resync; loadgen, the harness crate's) and the bench
 # binaries, starts its own local stack (real kube-apiserver + etcd + moto, fresh etcd, under
 # target/bench-stack, ports 26790/19443/17500; ESO left out unless BENCH_ESO=1; the secret,
-# secretburst and awscalls steps get a second fresh stack with ESO), runs each bench, prints
-# the summary table and writes it to target/bench/summary.md (raw rows:
+# secretburst, awscalls and queuesecret steps get a second fresh stack with ESO), runs each
+# bench, prints the summary table and writes it to target/bench/summary.md (raw rows:
 # target/bench/results.jsonl, service logs: target/bench/*.log). The stack is stopped and
 # purged on exit.
 #
