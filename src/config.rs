@@ -83,6 +83,18 @@ pub struct IndexArgs {
     /// NotForceable Event), not patched.
     #[arg(long, env = "SSM_RESYNC_FORCE_GENERATORS")]
     pub force_generators: bool,
+
+    /// References indexed per ExternalSecret: those past it are left out (reported as a
+    /// ReferenceRejected Event, in `explain` and `index_left_out_references`) and reach their
+    /// Secret at ESO's own refresh.
+    #[arg(long, env = "SSM_RESYNC_MAX_REFERENCES_PER_OBJECT", default_value_t = crate::index::MAX_REFERENCES_PER_OBJECT, value_parser = parse_positive)]
+    pub max_references_per_object: usize,
+
+    /// References indexed per namespace: an ExternalSecret that would pass it is left out
+    /// whole (reported as above) until an update of it finds room. Bounds what one tenant
+    /// costs the service's memory (about 1 KiB a reference).
+    #[arg(long, env = "SSM_RESYNC_MAX_REFERENCES_PER_NAMESPACE", default_value_t = crate::index::MAX_REFERENCES_PER_NAMESPACE, value_parser = parse_positive)]
+    pub max_references_per_namespace: usize,
 }
 
 impl IndexArgs {
@@ -91,7 +103,16 @@ impl IndexArgs {
             eso_account: self.eso_account.clone(),
             controller_classes: self.eso_controller_classes.clone(),
             force_generators: self.force_generators,
+            max_references_per_object: self.max_references_per_object,
+            max_references_per_namespace: self.max_references_per_namespace,
         }
+    }
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?}: a whole number of at least 1")),
     }
 }
 

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub index_objects: Family<Kind, Gauge>,
     pub index_references: Gauge,
     pub index_rejected_references: Gauge,
+    pub index_untrusted_owners: Gauge,
+    pub index_left_out_references: Gauge,
     pub dedupe_ids: Gauge,
     pub watch_events: Family<Kind, Counter>,
     pub watch_restarts: Family<Kind, Counter>,
@@ -87,6 +89,7 @@ pub struct Metrics {
     pub deferred_pending: Gauge,
     pub shed: Counter,
     pub accept_paused: Counter,
+    pub connections_evicted: Counter,
     pub refresh: Family<Outcome, Counter>,
     pub refresh_seconds: Histogram,
     pub refresh_pending: Gauge,
@@ -128,6 +131,8 @@ impl Metrics {
             index_objects: Family::default(),
             index_references: Gauge::default(),
             index_rejected_references: Gauge::default(),
+            index_untrusted_owners: Gauge::default(),
+            index_left_out_references: Gauge::default(),
             dedupe_ids: Gauge::default(),
             watch_events: Family::default(),
             watch_restarts: Family::default(),
@@ -148,6 +153,7 @@ impl Metrics {
             deferred_pending: Gauge::default(),
             shed: Counter::default(),
             accept_paused: Counter::default(),
+            connections_evicted: Counter::default(),
             refresh: Family::default(),
             // 50 ms .. ~27 min
             refresh_seconds: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
@@ -225,6 +231,16 @@ impl Metrics {
             "index_rejected_references",
             "References not evaluated as written (a find.name.regexp that does not compile, or compiles too large: matched as every name); `ssm-resync explain` lists them",
             m.index_rejected_references.clone(),
+        );
+        registry.register(
+            "index_untrusted_owners",
+            "ExternalSecrets naming a ClusterExternalSecret as owner that no watched ClusterExternalSecret confirms (uid, namespace, name): patched themselves, not the parent; `ssm-resync explain` says why",
+            m.index_untrusted_owners.clone(),
+        );
+        registry.register(
+            "index_left_out_references",
+            "References not indexed: past --max-references-per-object, or in a resource left out by --max-references-per-namespace (ReferenceRejected Events; `ssm-resync explain`); they reach their Secret at ESO's own refresh",
+            m.index_left_out_references.clone(),
         );
         registry.register(
             "watch_events",
@@ -320,6 +336,11 @@ impl Metrics {
             "accept_paused",
             "Times a port stopped accepting because --max-connections were open; new connections wait in the kernel's accept queue until one closes",
             m.accept_paused.clone(),
+        );
+        registry.register(
+            "connections_evicted",
+            "Connections closed at --max-connections because they had not delivered a request head within a second: their slots went to connections waiting behind them",
+            m.connections_evicted.clone(),
         );
         registry.register(
             "refresh",

@@ -612,11 +612,20 @@ mod tests {
     #[tokio::test]
     async fn a_cluster_external_secret_is_refreshed_when_every_child_is() {
         let (c, m, index) = setup(5_000);
+        let uid = "00000000-0000-4000-8000-000000000001";
+        index.write().apply_cluster_external_secret(
+            crate::index::ClusterExternalSecret::from_object(&json!({
+                "metadata": {"name": "shared", "uid": uid},
+                "spec": {"externalSecretName": "db"},
+                "status": {"provisionedNamespaces": ["n1", "n2"]}
+            }))
+            .unwrap(),
+        );
         for ns in ["n1", "n2"] {
             index.write().apply_reader(
                 Reader::from_external_secret(&json!({
                     "metadata": {"namespace": ns, "name": "db", "ownerReferences": [{"apiVersion": "external-secrets.io/v1",
-                        "kind": "ClusterExternalSecret", "name": "shared", "controller": true}]},
+                        "kind": "ClusterExternalSecret", "name": "shared", "uid": uid, "controller": true}]},
                     "spec": {}, "status": {"syncedResourceVersion": "1-old"}
                 }))
                 .unwrap(),

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{EsoVersion, eso_resource, kes_resource};
-use crate::index::{Index, Reader, ReaderKind, Store};
+use crate::index::{ClusterExternalSecret, Index, Reader, ReaderKind, Store};
 use crate::metrics::{Kind, Metrics};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,15 +22,19 @@ pub enum WatchKind {
     ExternalSecret,
     SecretStore,
     ClusterSecretStore,
+    /// Read to tell a ClusterExternalSecret's children from ExternalSecrets that only claim it
+    /// as owner (`index::owners`).
+    ClusterExternalSecret,
     /// kubernetes-client.io/v1 ExternalSecret (kubernetes-external-secrets), with `--kes`.
     KesExternalSecret,
 }
 
 impl WatchKind {
-    pub const ESO: [WatchKind; 3] = [
+    pub const ESO: [WatchKind; 4] = [
         Self::ExternalSecret,
         Self::SecretStore,
         Self::ClusterSecretStore,
+        Self::ClusterExternalSecret,
     ];
 
     /// The metric label value.
@@ -39,6 +43,7 @@ impl WatchKind {
             Self::ExternalSecret => "ExternalSecret",
             Self::SecretStore => "SecretStore",
             Self::ClusterSecretStore => "ClusterSecretStore",
+            Self::ClusterExternalSecret => "ClusterExternalSecret",
             Self::KesExternalSecret => "KesExternalSecret",
         }
     }
@@ -49,6 +54,9 @@ impl WatchKind {
             Self::SecretStore => eso_resource(version, "SecretStore", "secretstores"),
             Self::ClusterSecretStore => {
                 eso_resource(version, "ClusterSecretStore", "clustersecretstores")
+            }
+            Self::ClusterExternalSecret => {
+                eso_resource(version, "ClusterExternalSecret", "clusterexternalsecrets")
             }
             Self::KesExternalSecret => kes_resource(),
         }
@@ -559,6 +567,7 @@ impl<R: futures::AsyncRead + Unpin> futures::AsyncRead for Silence<R> {
 struct Listed {
     readers: Vec<Reader>,
     stores: Vec<Store>,
+    clusters: Vec<ClusterExternalSecret>,
     /// Items seen, kept or not.
     seen: usize,
 }
@@ -639,6 +648,7 @@ impl Listed {
             WatchKind::SecretStore | WatchKind::ClusterSecretStore => self
                 .stores
                 .extend(parse_store(obj, kind == WatchKind::ClusterSecretStore)),
+            WatchKind::ClusterExternalSecret => self.clusters.extend(parse_cluster(obj)),
         }
     }
 
@@ -666,6 +676,9 @@ impl Listed {
             }
             WatchKind::SecretStore => index.replace_stores(false, self.stores),
             WatchKind::ClusterSecretStore => index.replace_stores(true, self.stores),
+            WatchKind::ClusterExternalSecret => {
+                index.replace_cluster_external_secrets(self.clusters)
+            }
         }
     }
 }
@@ -776,7 +789,7 @@ fn report_rejected(kind: WatchKind, obj: &Value, index: &Index, events: &super::
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
         .map(String::from);
-    events.reference_rejected(&key, uid, rejected);
+    events.reference_rejected(&key, uid, &rejected);
 }
 
 fn to_value(obj: DynamicObject) -> Value {
@@ -795,6 +808,11 @@ fn apply(kind: WatchKind, obj: &Value, index: &mut Index) {
                 index.apply_store(s)
             }
         }
+        WatchKind::ClusterExternalSecret => {
+            if let Some(c) = parse_cluster(obj) {
+                index.apply_cluster_external_secret(c)
+            }
+        }
     }
 }
 
@@ -809,6 +827,7 @@ fn delete(kind: WatchKind, obj: &Value, index: &mut Index) {
         }
         WatchKind::SecretStore => index.delete_store(&crate::index::StoreId::namespaced(ns, &name)),
         WatchKind::ClusterSecretStore => index.delete_store(&crate::index::StoreId::cluster(&name)),
+        WatchKind::ClusterExternalSecret => index.delete_cluster_external_secret(&name),
     }
 }
 
@@ -817,6 +836,12 @@ fn reader_kind(kind: WatchKind) -> ReaderKind {
         WatchKind::KesExternalSecret => ReaderKind::KesExternalSecret,
         _ => ReaderKind::ExternalSecret,
     }
+}
+
+fn parse_cluster(obj: &Value) -> Option<ClusterExternalSecret> {
+    ClusterExternalSecret::from_object(obj)
+        .map_err(|e| tracing::warn!(error = %e, "skipping unreadable ClusterExternalSecret"))
+        .ok()
 }
 
 fn parse_reader(kind: WatchKind, obj: &Value) -> Option<Reader> {
@@ -849,6 +874,12 @@ fn export_index(index: &Index, metrics: &Metrics) {
         .set(s.stores as i64);
     metrics.index_references.set(s.references as i64);
     metrics.index_rejected_references.set(s.rejected as i64);
+    metrics
+        .index_untrusted_owners
+        .set(s.untrusted_owners as i64);
+    metrics
+        .index_left_out_references
+        .set(s.left_out_references as i64);
 }
 
 #[cfg(test)]

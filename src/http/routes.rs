@@ -2,8 +2,8 @@
 //! read, verified and handed to the use case, whose report becomes the HTTP status SNS's
 //! retry rules need) and the admin port (`/healthz`, `/readyz`, `/metrics`).
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -191,8 +191,8 @@ fn rejected(s: &Webhook, t: &'static str, r: Reject) -> Answer {
 }
 
 fn unavailable(s: &Webhook, t: &'static str, why: &'static str, detail: String) -> Answer {
-    // Within the budget: an outsider can provoke some 503s (a deadline passed while a
-    // certificate was fetched for a message of theirs).
+    // Verified messages only (an unverified one past the deadline is a rejection), but within
+    // the budget all the same: a 503 storm of genuine deliveries must not flood the log.
     if let Some(skipped) = s.reject_log.take() {
         tracing::warn!(reason = why, r#type = t, detail = %detail, skipped, "answering 503 so SNS redelivers");
     }
@@ -217,14 +217,25 @@ async fn sns(State(s): State<Arc<Webhook>>, headers: HeaderMap, body: Body) -> A
         .map_or("unknown", MessageType::as_str);
     // One deadline for the whole delivery (a certificate fetch included), below SNS's 15 s
     // timeout: past it SNS gets a 503 and redelivers; spawned patches keep going.
-    let answer = match tokio::time::timeout(s.deadline, handle(&s, &headers, label, body)).await {
+    let verified = OnceLock::new();
+    let answer = match tokio::time::timeout(
+        s.deadline,
+        handle(&s, &headers, label, body, &verified),
+    )
+    .await
+    {
         Ok(answer) => answer,
-        Err(_) => unavailable(
-            &s,
-            label,
-            "deadline_exceeded",
-            format!("not answered within --request-deadline {:?}", s.deadline),
-        ),
+        Err(_) => {
+            let detail = format!("not answered within --request-deadline {:?}", s.deadline);
+            match verified.get() {
+                // A genuine delivery that failed: what the 503 alert pages on.
+                Some(kind) => unavailable(&s, kind, "deadline_exceeded", detail),
+                // Anyone may send a message that is still unverified at the deadline (a
+                // body sent slowly, then a certificate to fetch): counted as a rejection, so
+                // `notifications_total{result="failed"}` stays a count of verified failures.
+                None => rejected(&s, label, Reject::DeadlineUnverified(detail)),
+            }
+        }
     };
     s.metrics
         .request_duration
@@ -237,12 +248,37 @@ async fn sns(State(s): State<Arc<Webhook>>, headers: HeaderMap, body: Body) -> A
 /// would count as a failed delivery (with the defaults both limits are 10 s).
 pub const BODY_DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
+/// A body must arrive at this rate after [`BODY_START`]: SNS sends a delivery's body with its
+/// head (a few KiB in milliseconds), and a client trickling a small one must not hold its
+/// connection slot for the whole `--read-timeout`.
+pub const MIN_BODY_RATE: u64 = 16 * 1024;
+pub const BODY_START: Duration = Duration::from_secs(2);
+
+/// How long a body of `declared` bytes may take within `within`: [`BODY_START`] plus its
+/// length at [`MIN_BODY_RATE`] (a body of unknown length, all of `within`).
+fn body_allowance(declared: Option<u64>, within: Duration) -> Duration {
+    match declared {
+        Some(len) => {
+            within.min(BODY_START + Duration::from_secs_f64(len as f64 / MIN_BODY_RATE as f64))
+        }
+        None => within,
+    }
+}
+
 /// How long a body may take: `--read-timeout`, but always ending before the deadline.
 fn body_within(read_timeout: Duration, deadline: Duration) -> Duration {
     read_timeout.min(deadline.saturating_sub(BODY_DEADLINE_MARGIN))
 }
 
-async fn handle(s: &Webhook, headers: &HeaderMap, label: &'static str, body: Body) -> Answer {
+/// `verified` is set to the message's type once its signature is verified: the deadline's
+/// answer tells a genuine delivery that failed from an unverified one.
+async fn handle(
+    s: &Webhook,
+    headers: &HeaderMap,
+    label: &'static str,
+    body: Body,
+    verified: &OnceLock<&'static str>,
+) -> Answer {
     let within = body_within(s.read_timeout, s.deadline);
     let bytes = match read_limited(headers, body, s.max_body_bytes, within).await {
         Ok(b) => b,
@@ -278,6 +314,7 @@ async fn handle(s: &Webhook, headers: &HeaderMap, label: &'static str, body: Bod
         Ok(sent) => sent,
         Err(r) => return rejected(s, label, r),
     };
+    let _ = verified.set(label);
     match kind {
         MessageType::SubscriptionConfirmation => confirm(s, &env).await,
         MessageType::UnsubscribeConfirmation => {
@@ -408,10 +445,14 @@ async fn read_limited(
             "Content-Length {len} exceeds {max} bytes"
         )));
     }
+    let declared = header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    let within = body_allowance(declared, within);
     let read = http_body_util::Limited::new(body, max).collect();
     match tokio::time::timeout(within, read).await {
         Err(_) => Err(Reject::BodyReadTimeout(format!(
-            "the body did not arrive within --read-timeout {within:?}"
+            "the body did not arrive within {within:?} (--read-timeout, and {} KiB/s after the first {:?})",
+            MIN_BODY_RATE >> 10,
+            BODY_START
         ))),
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e))
@@ -427,6 +468,21 @@ async fn read_limited(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    #[test]
+    fn a_small_body_must_arrive_at_the_minimum_rate() {
+        let s = Duration::from_secs;
+        let within = Duration::from_millis(9500);
+        // A 2 KiB delivery: 2 s and an eighth.
+        assert_eq!(
+            super::body_allowance(Some(2048), within),
+            Duration::from_millis(2125)
+        );
+        // The largest SNS body (256 KiB) gets all of it; an unknown length too.
+        assert_eq!(super::body_allowance(Some(256 * 1024), within), within);
+        assert_eq!(super::body_allowance(None, within), within);
+        assert_eq!(super::body_allowance(Some(0), s(1)), s(1));
+    }
 
     #[test]
     fn a_body_limit_always_ends_before_the_deadline() {

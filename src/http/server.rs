@@ -57,6 +57,14 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// which cannot race.
 pub const IDLE_CLOSE_GRACE: Duration = Duration::from_millis(250);
 
+/// How long a connection may go without delivering a complete request head once the port is
+/// at its cap, before its slot goes to a connection waiting behind it. SNS (and a load
+/// balancer in front) send the head with the connection; a client that has not in this long
+/// is a slow one, and holding its slot for the whole `--read-timeout` is what let about 51
+/// slow connections a second keep 512 slots full while genuine deliveries queued past SNS's
+/// 15 s timeout.
+pub const UNSERVED_GRACE: Duration = Duration::from_secs(1);
+
 /// What the cap needs to know of one connection.
 #[derive(Default)]
 struct ConnState {
@@ -81,6 +89,12 @@ impl ConnState {
     }
 }
 
+/// When the cap may take back the slot of a connection accepted at `accepted` that has not
+/// delivered a request head: [`UNSERVED_GRACE`] after it was accepted.
+fn unserved_close_at(accepted: tokio::time::Instant) -> tokio::time::Instant {
+    (accepted + UNSERVED_GRACE).max(tokio::time::Instant::now())
+}
+
 /// Serves `app` on `listener` until `shutdown`, then lets in-flight requests finish. hyper's
 /// HTTP/1 connection with a timer (the header read timeout) and a cap on open connections:
 /// a slow or silent client can neither hold a connection for ever nor exhaust memory.
@@ -92,8 +106,10 @@ impl ConnState {
 /// [`IDLE_CLOSE_GRACE`]), as nginx reuses idle keep-alive connections when it runs out: idle
 /// connections must not hold the slots while deliveries queue. While the port waits, every
 /// answer carries `Connection: close`.
-/// A connection not yet served keeps its slot until its first request is answered (or the
-/// read timeout), so a delivery accepted just before the cap is never cut.
+/// A connection not yet served keeps its slot while it is new: a delivery accepted just
+/// before the cap sends its head at once and is never cut; one that has not delivered a
+/// complete head [`UNSERVED_GRACE`] after it was accepted gives its slot back while the port
+/// is at the cap (`connections_evicted_total`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
@@ -177,6 +193,8 @@ pub async fn serve(
         };
         let mut asked = drain.subscribe();
         let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let accepted = tokio::time::Instant::now();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             // Set once asked to give the slot back: when to check again.
@@ -191,11 +209,21 @@ pub async fn serve(
                             let _ = conn.as_mut().await;
                             break;
                         }
-                        if state.served.load(Relaxed) && close_at.is_none() {
-                            close_at = Some(state.close_at(epoch));
+                        if close_at.is_none() {
+                            close_at = Some(if state.served.load(Relaxed) {
+                                state.close_at(epoch)
+                            } else {
+                                unserved_close_at(accepted)
+                            });
                         }
                     }
                     () = tokio::time::sleep_until(close_at.unwrap_or_else(tokio::time::Instant::now)), if close_at.is_some() => {
+                        if !state.served.load(Relaxed) {
+                            // No complete head yet, past the grace: nothing to answer, the
+                            // slot goes to a connection waiting behind it.
+                            metrics.connections_evicted.inc();
+                            break;
+                        }
                         // A request may have come in or ended meanwhile: ask again.
                         let at = state.close_at(epoch);
                         if at <= tokio::time::Instant::now() {

@@ -321,10 +321,13 @@ impl Index {
 
     pub(super) fn remove_reader(&mut self, key: &ResourceKey) {
         self.unfile(key);
+        self.untrusted.remove(key);
+        self.unbound(key);
         if let Some((key, old)) = self.readers.remove_entry(key) {
             if key.kind == ReaderKind::KesExternalSecret {
                 self.kes_readers -= 1;
             }
+            self.uncount_references(&key.namespace, old.references.len());
             if let Some(p) = &old.parent
                 && let Some(set) = self.by_parent.get_mut(p.name.as_str())
             {

@@ -220,16 +220,21 @@ impl Evaluation<'_> {
         let reference = &reader.references[entry.reference as usize];
         match self.verdict(entry, reader, reference) {
             Ok(scope) => {
-                let target = reader.target();
+                let target = self.index.target_of(&entry.key, reader);
                 if !self.seen.insert(target.clone()) {
                     return;
                 }
+                let owner_note = self
+                    .index
+                    .untrusted_owner(&entry.key)
+                    .map(|why| format!("; {why}"))
+                    .unwrap_or_default();
                 let m = Match {
-                    uid: target_uid(reader),
+                    uid: self.index.target_uid(&entry.key, reader),
                     target,
                     reader: (*entry.key).clone(),
                     reference: reference.path.to_string(),
-                    reason: format!("{how} via {scope}{}", self.tags_note(entry)),
+                    reason: format!("{how} via {scope}{}{owner_note}", self.tags_note(entry)),
                     sync_windows: reader.sync_windows.as_deref().cloned(),
                 };
                 match self.index.unforceable(reader) {
@@ -292,15 +297,6 @@ impl Evaluation<'_> {
             ""
         }
     }
-}
-
-/// The uid of what a force-sync of the reader patches, when known.
-fn target_uid(reader: &Reader) -> Option<String> {
-    match &reader.parent {
-        Some(p) => p.uid,
-        None => reader.uid,
-    }
-    .map(|u| u.to_string())
 }
 
 /// The match reason's first word for a key reference.

@@ -21,9 +21,11 @@
 //! read at lookup time (a store edit applies at once). A store's prefix and service decide the
 //! filing: a change of either re-files exactly the readers of that store.
 
+mod bounds;
 mod filing;
 mod lookup;
 pub mod model;
+mod owners;
 mod patterns;
 pub mod windows;
 
@@ -35,8 +37,8 @@ use regex::Regex;
 use crate::event::Effect;
 use filing::{filing_of, resolve_key};
 pub use model::{
-    AwsProvider, AwsService, Binding, Condition, Find, KeyRef, Owner, Reader, ReaderKind, RefPath,
-    Reference, Selector, Store, StoreId, SyncWindows,
+    AwsProvider, AwsService, Binding, ClusterExternalSecret, Condition, Find, KeyRef, Owner,
+    Reader, ReaderKind, RefPath, Reference, Selector, Store, StoreId, SyncWindows,
 };
 use patterns::ScanSet;
 
@@ -140,7 +142,7 @@ pub struct Lookup {
 }
 
 /// What the index needs to know about the cluster's ESO and the user's wishes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexConfig {
     /// The account ESO's own credentials read (stores without `role`). `None`: unknown, any
     /// account matches (a spurious re-sync costs less than a missed one).
@@ -150,6 +152,29 @@ pub struct IndexConfig {
     pub controller_classes: Vec<String>,
     /// Force-sync resources that take values from generators (each sync regenerates them).
     pub force_generators: bool,
+    /// References indexed per resource; those past it are left out and reported.
+    pub max_references_per_object: usize,
+    /// References indexed per namespace; a resource that would pass it is left out whole and
+    /// reported (until its next update finds room).
+    pub max_references_per_namespace: usize,
+}
+
+/// `--max-references-per-object`'s default: far above what a resource reads (ESO's own
+/// examples read a handful), far below what a tenant could write into one object.
+pub const MAX_REFERENCES_PER_OBJECT: usize = 1_000;
+/// `--max-references-per-namespace`'s default: about 20 MiB of index at its worst.
+pub const MAX_REFERENCES_PER_NAMESPACE: usize = 20_000;
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            eso_account: None,
+            controller_classes: Vec::new(),
+            force_generators: false,
+            max_references_per_object: MAX_REFERENCES_PER_OBJECT,
+            max_references_per_namespace: MAX_REFERENCES_PER_NAMESPACE,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,8 +284,13 @@ pub struct Index {
     /// (at 100,000 readers the slack of a Reader-sized table was ≈ 66 B per reference).
     readers: HashMap<Arc<ResourceKey>, Box<Reader>>,
     by_store: HashMap<StoreId, HashSet<Arc<ResourceKey>>>,
-    /// The ExternalSecrets each ClusterExternalSecret owns, by its name (`children_of`).
+    /// The ExternalSecrets that name each ClusterExternalSecret as owner, by its name.
     by_parent: HashMap<Box<str>, HashSet<Arc<ResourceKey>>>,
+    /// The watched ClusterExternalSecrets, by name (`owners`).
+    clusters: HashMap<Box<str>, ClusterExternalSecret>,
+    /// Readers whose ClusterExternalSecret owner reference is not trusted, and why: they are
+    /// patched themselves, not the parent they claim.
+    untrusted: HashMap<Arc<ResourceKey>, String>,
     by_name: HashMap<Box<str>, Vec<Entry>>,
     by_path: HashMap<Box<str>, Vec<Entry>>,
     scans: Vec<Entry>,
@@ -271,6 +301,12 @@ pub struct Index {
     /// References this index could not evaluate as written, per resource (reported as Events,
     /// a metric and by `explain`).
     rejected: HashMap<Arc<ResourceKey>, Vec<RejectedReference>>,
+    /// Resources past a reference bound: what was left out, and how many references.
+    left_out: HashMap<Arc<ResourceKey>, (RejectedReference, usize)>,
+    left_out_references: usize,
+    /// The references the readers of each namespace hold (against
+    /// `max_references_per_namespace`).
+    references_by_namespace: HashMap<Box<str>, usize>,
     /// What each resource's patterns are charged against [`REGEX_BUDGET`], the total, and the
     /// total per namespace (against [`REGEX_NAMESPACE_BUDGET`]).
     pattern_cost: HashMap<Arc<ResourceKey>, usize>,
@@ -305,9 +341,10 @@ pub const REGEX_DFA_LIMIT: usize = 32 * 1024;
 /// caches each): a pattern past it is treated as too large. Bounds the amplification of a
 /// few bytes of pattern into KiBs of automaton, whoever creates how many.
 pub const REGEX_BUDGET: usize = 16 << 20;
-/// What one namespace's patterns may cost of [`REGEX_BUDGET`]: one tenant cannot use up
-/// everyone's budget (past it, only that namespace's further patterns match every name).
-pub const REGEX_NAMESPACE_BUDGET: usize = REGEX_BUDGET / 8;
+/// What one namespace's patterns may cost of [`REGEX_BUDGET`] (4 MiB: 56 patterns of ASCII
+/// classes, 32 of Unicode ones): one tenant cannot use up everyone's budget (past it, only
+/// that namespace's further patterns match every name).
+pub const REGEX_NAMESPACE_BUDGET: usize = REGEX_BUDGET / 4;
 /// The combined `RegexSet` of every scan pattern; past it, patterns are matched one by one.
 pub const REGEX_SET_SIZE_LIMIT: usize = 4 << 20;
 
@@ -320,6 +357,10 @@ pub struct Stats {
     pub names: usize,
     /// References not evaluated as written (`rejected()`).
     pub rejected: usize,
+    /// ExternalSecrets whose ClusterExternalSecret owner reference is not trusted.
+    pub untrusted_owners: usize,
+    /// References left out by the per-object and per-namespace bounds.
+    pub left_out_references: usize,
 }
 
 /// Compares names with and without their leading `/`.
@@ -347,6 +388,8 @@ impl Index {
             references: self.references,
             names: self.by_name.len(),
             rejected: self.rejected_count,
+            untrusted_owners: self.untrusted.len(),
+            left_out_references: self.left_out_references,
         }
     }
 
@@ -386,6 +429,11 @@ impl Index {
     pub fn apply_reader(&mut self, mut reader: Reader) {
         // The parser's Vec keeps spare capacity (4 × 168 B for one reference): at 100k
         // resources that was a third of the index's memory (make bench, massif).
+        // Past the per-object bound before anything else: the rest is never held (`bounds`).
+        let written = reader.references.len();
+        reader
+            .references
+            .truncate(self.config.max_references_per_object);
         reader.references.shrink_to_fit();
         let key = Arc::new(ResourceKey {
             kind: reader.kind,
@@ -406,6 +454,7 @@ impl Index {
             return;
         }
         self.remove_reader(&key);
+        self.bound(&key, &mut reader, written);
         if key.kind == ReaderKind::KesExternalSecret {
             self.kes_readers += 1;
         }
@@ -424,6 +473,7 @@ impl Index {
             }
         }
         self.readers.insert(key.clone(), Box::new(reader));
+        self.judge_parent(&key);
         self.file(&key);
     }
 
@@ -455,28 +505,48 @@ impl Index {
         }
     }
 
-    /// The references of one resource this index could not evaluate as written.
-    pub fn rejected_of(&self, key: &ResourceKey) -> &[RejectedReference] {
-        self.rejected.get(key).map_or(&[], Vec::as_slice)
+    /// The references of one resource this index could not evaluate as written, or left out.
+    pub fn rejected_of(&self, key: &ResourceKey) -> Vec<RejectedReference> {
+        let mut all = self.rejected.get(key).cloned().unwrap_or_default();
+        all.extend(self.left_out.get(key).map(|(r, _)| r.clone()));
+        all
     }
 
-    /// Every reference this index could not evaluate as written.
+    /// Every reference this index could not evaluate as written, or left out.
     pub fn rejected(&self) -> impl Iterator<Item = &RejectedReference> {
-        self.rejected.values().flatten()
+        self.rejected
+            .values()
+            .flatten()
+            .chain(self.left_out.values().map(|(r, _)| r))
+    }
+}
+
+impl Index {
+    /// What a force-sync of this reader patches: its ClusterExternalSecret parent if it is
+    /// trusted (the parent rewrites it), else the reader itself.
+    fn target_of(&self, key: &ResourceKey, reader: &Reader) -> Target {
+        reader.target(self.parent_trusted(key, reader))
+    }
+
+    /// The uid of what a force-sync of the reader patches, when known.
+    fn target_uid(&self, key: &ResourceKey, reader: &Reader) -> Option<String> {
+        match &reader.parent {
+            Some(p) if self.parent_trusted(key, reader) => p.uid,
+            _ => reader.uid,
+        }
+        .map(|u| u.to_string())
     }
 }
 
 impl Reader {
-    /// What a force-sync of this reader patches: its ClusterExternalSecret parent if it has
-    /// one (the parent rewrites it), else the reader itself.
-    pub fn target(&self) -> Target {
+    fn target(&self, parent_trusted: bool) -> Target {
         match (&self.parent, self.kind) {
-            (Some(parent), _) => Target {
+            (Some(parent), _) if parent_trusted => Target {
                 kind: TargetKind::ClusterExternalSecret,
                 namespace: String::new(),
                 name: parent.name.clone(),
             },
-            (None, kind) => Target {
+            (_, kind) => Target {
                 kind: match kind {
                     ReaderKind::ExternalSecret => TargetKind::ExternalSecret,
                     ReaderKind::KesExternalSecret => TargetKind::KesExternalSecret,
@@ -489,13 +559,15 @@ impl Reader {
 }
 
 impl Index {
-    /// The ExternalSecrets a ClusterExternalSecret owns, with their sync fingerprints.
+    /// The ExternalSecrets a ClusterExternalSecret owns (trusted ones only), with their sync
+    /// fingerprints.
     pub fn children_of(&self, ces: &str) -> Vec<(ResourceKey, u64)> {
         let Some(children) = self.by_parent.get(ces) else {
             return Vec::new();
         };
         children
             .iter()
+            .filter(|k| !self.untrusted.contains_key(*k))
             .filter_map(|k| Some(((**k).clone(), self.readers.get(k)?.synced)))
             .collect()
     }
@@ -519,11 +591,11 @@ impl Index {
     /// a force-sync can refresh. Each CES child yields its parent.
     pub fn sweep_items(&self) -> Vec<SweepItem> {
         let mut out = Vec::new();
-        for reader in self.readers.values() {
+        for (key, reader) in &self.readers {
             if self.unforceable(reader).is_some() || reader.writes_nothing {
                 continue;
             }
-            let target = reader.target();
+            let target = self.target_of(key, reader);
             for r in &reader.references {
                 let Selector::Key(k) = &r.selector else {
                     continue;

@@ -2,6 +2,8 @@
 //! `serde_json::Value` keeps the index free of any Kubernetes client type, so it is tested
 //! with literal objects.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 /// A store, identified the way ESO resolves it: a SecretStore by namespace and name, a
@@ -258,11 +260,79 @@ pub enum ReaderKind {
     KesExternalSecret,
 }
 
-/// An owning object, from `metadata.ownerReferences`.
+/// An owning object, from `metadata.ownerReferences`. Written by whoever wrote the
+/// ExternalSecret: trusted only as far as the index's ClusterExternalSecrets confirm it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     pub name: String,
     pub uid: Option<uuid::Uuid>,
+    /// `controller: true`, as ESO sets on the children it creates.
+    pub controller: bool,
+}
+
+/// What the index keeps of a ClusterExternalSecret: enough to tell its children from an
+/// ExternalSecret that only claims it as owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterExternalSecret {
+    pub name: String,
+    pub uid: Option<uuid::Uuid>,
+    /// The name of every child (`spec.externalSecretName`, else its own name).
+    pub child_name: String,
+    /// Where ESO says it made its children (`status.provisionedNamespaces`, written by ESO's
+    /// controller through the status subresource).
+    pub namespaces: HashSet<String>,
+}
+
+impl ClusterExternalSecret {
+    pub fn from_object(obj: &Value) -> Result<Self, String> {
+        let (_, name) = meta(obj)?;
+        let child_name = obj
+            .pointer("/spec/externalSecretName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&name)
+            .to_owned();
+        let namespaces = obj
+            .pointer("/status/provisionedNamespaces")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            uid: uid(obj.pointer("/metadata/uid")),
+            name,
+            child_name,
+            namespaces,
+        })
+    }
+
+    /// Whether `reader`, claiming `owner`, is one of this ClusterExternalSecret's children;
+    /// `Err` says why not.
+    pub fn owns(&self, reader: &Reader, owner: &Owner) -> Result<(), String> {
+        if !owner.controller {
+            return Err("the owner reference is not the controller reference".into());
+        }
+        match (owner.uid, self.uid) {
+            (Some(a), Some(b)) if a == b => {}
+            _ => {
+                return Err("the owner reference's uid is not this ClusterExternalSecret's".into());
+            }
+        }
+        if !self.namespaces.contains(&reader.namespace) {
+            return Err("the ClusterExternalSecret has no child in this namespace".into());
+        }
+        if reader.name != self.child_name {
+            return Err(format!(
+                "the ClusterExternalSecret's children are named {}",
+                crate::text::truncate(&self.child_name, 253)
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A resource that reads AWS keys.
@@ -396,20 +466,24 @@ impl Reader {
             }
         }
         let status = obj.get("status").unwrap_or(&null);
+        // The ClusterExternalSecret owner reference, the controller one first (ESO's).
         let parent = array(obj.get("metadata").unwrap_or(&null), "ownerReferences")
             .iter()
-            .find(|o| {
+            .filter(|o| {
                 o.get("kind").and_then(Value::as_str) == Some("ClusterExternalSecret")
                     && o.get("apiVersion")
                         .and_then(Value::as_str)
                         .is_some_and(|v| v.starts_with("external-secrets.io/"))
             })
-            .and_then(|o| {
-                Some(Box::new(Owner {
+            .filter_map(|o| {
+                Some(Owner {
                     name: o.get("name")?.as_str()?.to_owned(),
                     uid: uid(o.get("uid")),
-                }))
-            });
+                    controller: o.get("controller").and_then(Value::as_bool) == Some(true),
+                })
+            })
+            .min_by_key(|o| !o.controller)
+            .map(Box::new);
         Ok(Self {
             kind: ReaderKind::ExternalSecret,
             namespace,

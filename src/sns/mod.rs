@@ -59,6 +59,11 @@ pub enum Reject {
     TimestampInvalid(String),
     #[error("not an SNS envelope: {0}")]
     Unsigned(String),
+    /// `--request-deadline` passed before the message was verified (its body, or its
+    /// certificate, took too long): a failure on the word of an unauthenticated sender, so a
+    /// rejection, not a failed notification.
+    #[error("deadline passed before the message was verified: {0}")]
+    DeadlineUnverified(String),
 }
 
 impl Reject {
@@ -83,6 +88,7 @@ impl Reject {
         "message_too_old",
         "timestamp_invalid",
         "unsigned_message",
+        "deadline_exceeded",
     ];
 
     /// The stable label value.
@@ -107,13 +113,17 @@ impl Reject {
             Self::MessageTooOld(_) => "message_too_old",
             Self::TimestampInvalid(_) => "timestamp_invalid",
             Self::Unsigned(_) => "unsigned_message",
+            Self::DeadlineUnverified(_) => "deadline_exceeded",
         }
     }
 
     /// Whether the same message may pass later: only when the failure is on our side (the
     /// certificate could not be fetched, or not yet). Everything else is final.
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::CertUnavailable(_) | Self::CertFetchLimited(_))
+        matches!(
+            self,
+            Self::CertUnavailable(_) | Self::CertFetchLimited(_) | Self::DeadlineUnverified(_)
+        )
     }
 
     /// The HTTP status SNS sees. 4xx means "delivered, do not retry"; only a failure on our
@@ -127,7 +137,9 @@ impl Reject {
             | Self::UnknownType(_)
             | Self::HeaderMismatch(_)
             | Self::EventMalformed(_) => StatusCode::BAD_REQUEST,
-            Self::CertUnavailable(_) | Self::CertFetchLimited(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CertUnavailable(_) | Self::CertFetchLimited(_) | Self::DeadlineUnverified(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::RawDelivery(_)
             | Self::UnsupportedSignatureVersion(_)
             | Self::SignatureEncoding(_)

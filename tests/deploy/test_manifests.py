@@ -2,8 +2,10 @@
 properties docs/deploy.md promises, on what `kubectl apply -k` would really send."""
 
 import json
+import os
 import pathlib
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -32,6 +34,8 @@ ALERTS = {
     "SSMResyncWatchStalled",
     "SSMResyncNoNotifications",
     "SSMResyncNotRefreshed",
+    "SSMResyncEventMalformed",
+    "SSMResyncLagHigh",
 }
 # The queue path's alerts, in their own group.
 QUEUE_ALERTS = {
@@ -238,19 +242,107 @@ def test_plain_test_format_is_off(overlay):
     assert config(overlay).get("SSM_RESYNC_ACCEPT_PLAIN_FORMAT", "false") == "false"
 
 
-def test_admission_policy_binds_the_service_account():
-    (vap,) = objects("overlays/eks", "ValidatingAdmissionPolicy")
-    (binding,) = objects("overlays/eks", "ValidatingAdmissionPolicyBinding")
-    assert binding["spec"]["policyName"] == vap["metadata"]["name"]
-    assert binding["spec"]["validationActions"] == ["Deny"]
-    assert vap["spec"]["failurePolicy"] == "Fail"
-    sa = one("overlays/eks", "ServiceAccount", "ssm-resync")
+def vap_username_pattern(objs) -> re.Pattern:
+    """The regular expression the policy's one matchCondition holds the username to (a CEL
+    `matches`, RE2: the same as Python's re for this pattern)."""
+    (vap,) = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicy"]
     (cond,) = vap["spec"]["matchConditions"]
-    assert cond["expression"] == (
-        f"request.userInfo.username == 'system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}'"
-    )
+    m = re.fullmatch(r"request\.userInfo\.username\.matches\('([^']+)'\)", cond["expression"])
+    assert m, cond["expression"]
+    return re.compile(m.group(1))
+
+
+def check_admission_policy_follows_the_service_account(objs, what: str, subjects_too: bool = True):
+    (vap,) = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicy"]
+    (binding,) = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert binding["spec"]["policyName"] == vap["metadata"]["name"], what
+    assert binding["spec"]["validationActions"] == ["Deny"], what
+    assert vap["spec"]["failurePolicy"] == "Fail", what
+    (sa,) = [o for o in objs if o["kind"] == "ServiceAccount"]
+    ns, name = sa["metadata"]["namespace"], sa["metadata"]["name"]
+    (dep,) = [o for o in objs if o["kind"] == "Deployment"]
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == name, what
+    assert dep["metadata"]["namespace"] == ns, what
+    pattern = vap_username_pattern(objs)
+    assert pattern.search(f"system:serviceaccount:{ns}:{name}"), (what, pattern.pattern, ns)
+    for other in (f"system:serviceaccount:{ns}:{name}-other", f"system:serviceaccount:{ns}:x{name}",
+                  f"system:serviceaccount:{ns}:default", "system:admin", f"{name}",
+                  f"system:serviceaccount:{ns}:{name}:x"):
+        assert not pattern.search(other), (what, other)
+    if subjects_too:
+        for o in objs:
+            if o["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+                assert o["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": ns}], (what, o)
+
+
+def test_admission_policy_binds_the_service_account():
+    for overlay in OVERLAYS:
+        check_admission_policy_follows_the_service_account(render(overlay), overlay)
+    (vap,) = objects("overlays/eks", "ValidatingAdmissionPolicy")
     key = [v for v in vap["spec"]["variables"] if v["name"] == "key"][0]["expression"]
     assert key == "'" + config("overlays/eks")["SSM_RESYNC_ANNOTATION"] + "'"
+
+
+# docs/deploy.md, "Another namespace": a kustomization of your own around an overlay.
+AROUND = """apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: {ns}
+resources:
+  - {overlay}
+"""
+# ...with the RoleBinding subjects moved too (kustomize's `namespace:` moves only subjects in
+# no namespace or in `default`, and the overlay already set them).
+SUBJECTS = """transformers:
+  - |-
+    apiVersion: builtin
+    kind: NamespaceTransformer
+    metadata:
+      name: namespace
+      namespace: {ns}
+    setRoleBindingSubjects: allServiceAccounts
+    unsetOnly: false
+"""
+
+
+def render_around(tmp_path, overlay: str, ns: str, subjects: bool) -> tuple:
+    d = tmp_path / f"around-{overlay.replace('/', '-')}-{subjects}"
+    d.mkdir()
+    text = AROUND.format(ns=ns, overlay=os.path.relpath(K8S / overlay, d))
+    if subjects:
+        text += SUBJECTS.format(ns=ns)
+    (d / "kustomization.yaml").write_text(text)
+    out = subprocess.run(["kubectl", "kustomize", str(d)], check=True, capture_output=True, text=True).stdout
+    return tuple(o for o in yaml.safe_load_all(out) if o)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_admission_policy_follows_the_service_account_into_another_namespace(tmp_path, overlay):
+    """Until 2026-12, the policy named system:serviceaccount:ssm-resync:ssm-resync: deployed in
+    another namespace, it matched nobody and silently stopped applying."""
+    ns = "team-secrets"
+    # The plain override: the policy follows (the bindings' subjects do not: see SUBJECTS).
+    objs = render_around(tmp_path, overlay, ns, subjects=False)
+    (sa,) = [o for o in objs if o["kind"] == "ServiceAccount"]
+    assert sa["metadata"]["namespace"] == ns
+    check_admission_policy_follows_the_service_account(objs, f"{overlay} in {ns}", subjects_too=False)
+    # The documented recipe: everything follows.
+    objs = render_around(tmp_path, overlay, ns, subjects=True)
+    check_admission_policy_follows_the_service_account(objs, f"{overlay} in {ns}, subjects moved")
+    for o in objs:
+        if o["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding",
+                             "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+            assert o["metadata"]["namespace"] == ns, (overlay, o["kind"], o["metadata"]["name"])
+    assert [o["metadata"]["name"] for o in objs if o["kind"] == "Namespace"] == [ns]
+
+
+def test_chart_admission_policy_names_the_release_service_account():
+    for namespace, sets in (("ssm-resync", ()), ("ssm-resync", ("serviceAccount.name=resyncer",))):
+        objs = helm_render("", *sets)
+        (vap,) = [o for o in objs if o["kind"] == "ValidatingAdmissionPolicy"]
+        (sa,) = [o for o in objs if o["kind"] == "ServiceAccount"]
+        assert vap["spec"]["matchConditions"][0]["expression"] == (
+            f"request.userInfo.username == 'system:serviceaccount:{namespace}:{sa['metadata']['name']}'"
+        )
 
 
 def test_alb_closes_idle_connections_before_the_service_does():
@@ -483,6 +575,32 @@ def test_queue_alerts_read_only_queue_series_and_page_on_deliveries():
     # A queue-only service must not look silent to the 24-hour alert.
     (silent,) = [r for g in rules_groups()["groups"] for r in g["rules"] if r["alert"] == "SSMResyncNoNotifications"]
     assert "ssm_resync_queue_messages_total" in silent["expr"]
+
+
+# Anyone may send the public webhook messages that are refused before (or while) their
+# signature is checked; these series count them (or the certificate fetches they cause).
+OUTSIDER_SERIES = {"ssm_resync_rejections_total", "ssm_resync_cert_fetches_total", "ssm_resync_shed_total",
+                   "ssm_resync_accept_paused_total", "ssm_resync_request_duration_seconds_bucket"}
+
+
+def test_no_alert_an_outsider_can_fire_pages():
+    """A page (warning, critical) reads only what verified messages, the cluster and AWS
+    drive; what anyone can send feeds info alerts only (rules_test.yaml: "an outsider storm
+    pages nobody"). The one exception is event_malformed, a verified message's reason."""
+    for g in rules_groups()["groups"]:
+        for r in g["rules"]:
+            names = set(re.findall(r"\b(ssm_resync_[a-z0-9_]+)", r["expr"]))
+            if r["labels"]["severity"] == "info":
+                continue
+            outsider = names & OUTSIDER_SERIES
+            if outsider == {"ssm_resync_rejections_total"}:
+                assert 'reason="event_malformed"' in r["expr"], r["alert"]
+                continue
+            assert not outsider, (r["alert"], outsider)
+            # Rejected Notifications are counted by the type their (unverified) header names.
+            assert 'result="rejected"' not in r["expr"], r["alert"]
+    severities = {r["alert"]: r["labels"]["severity"] for g in rules_groups()["groups"] for r in g["rules"]}
+    assert severities["SSMResyncRejectionsRising"] == severities["SSMResyncCertFetchFailures"] == "info"
 
 
 def test_chart_rules_are_a_copy_of_k8s_monitoring():

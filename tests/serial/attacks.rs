@@ -289,9 +289,10 @@ async fn slow_clients_are_cut_off_on_both_ports() {
 }
 
 /// Every `--max-connections` slot held by a silent client: a genuine delivery arriving then
-/// waits in the accept queue and is applied once a slot frees (the silent ones are cut off
-/// at the read timeout), instead of finding its connection closed on accept and waiting for
-/// SNS's retry 20 s later. The Secret ends up holding the new value.
+/// waits in the accept queue and is applied once a slot frees (the silent ones give theirs
+/// back a second after they were accepted without a request head), instead of finding its
+/// connection closed on accept and waiting for SNS's retry 20 s later. The Secret ends up
+/// holding the new value.
 #[tokio::test]
 async fn a_delivery_past_the_connection_cap_waits_for_a_slot_and_is_applied() {
     let _alone = crate::ALONE.lock().await;
@@ -322,12 +323,14 @@ async fn a_delivery_past_the_connection_cap_waits_for_a_slot_and_is_applied() {
         (200, Some("applied")),
         "{answer}"
     );
-    // It was served only after the silent connections were closed at the read timeout.
+    // It was served once the silent connections, a second after they were accepted without a
+    // request head, gave their slots back: before the read timeout would have cut them.
     assert!(
-        waited >= timeout - Duration::from_millis(500),
+        waited >= Duration::from_millis(400),
         "answered after {waited:?}: the cap of 4 did not hold"
     );
-    assert!(waited < timeout * 3, "answered only after {waited:?}");
+    assert!(waited < timeout, "answered only after {waited:?}");
+    assert!(svc.metric("ssm_resync_connections_evicted_total").await >= 1.0);
     assert!(
         svc.metric("ssm_resync_accept_paused_total").await >= 1.0,
         "the port never stopped accepting"
@@ -555,8 +558,8 @@ async fn delete_labelled(kube: &kube::Client) {
     }
 }
 
-/// A tenant's `find.name.regexp` values: 100 that each compile within the per-pattern limit but
-/// not together (the set falls back to one-by-one matching), 64 that compile past the limit
+/// A tenant's `find.name.regexp` values: 100 (over four namespaces) that each compile within
+/// the per-pattern limit but not together (the set falls back to one-by-one matching), 64 that compile past the limit
 /// (together past regex's default 10 MiB: the index used to panic building its RegexSet,
 /// failing every delivery), one that does not compile and one far too large. Lookups keep
 /// working; the 100 match only their own names; those too large match every name rather than
@@ -579,14 +582,18 @@ async fn a_tenants_regexps_cannot_stop_lookups() {
         })
     };
     // One Unicode word class compiles to about 50 KiB (within 64 KiB), five to about 250 KiB.
+    // The 100 that fit are spread over four namespaces, each within its share of the budget.
+    let mut spread = vec![s.ns.clone()];
+    for _ in 0..3 {
+        let ns = namespace(&s.kube, "atk-re").await;
+        secret_store(&s.kube, &ns, "aws", "us-east-1").await;
+        spread.push(ns);
+    }
+    let fit_ns = |i: usize| spread[i % spread.len()].clone();
     for i in 0..100 {
-        create(
-            &s.kube,
-            &es_resource(),
-            &s.ns,
-            find_es(&format!("fit{i}"), format!(r"^/atk-fit/{i}/\w$")),
-        )
-        .await;
+        let mut es = find_es(&format!("fit{i}"), format!(r"^/atk-fit/{i}/\w$"));
+        es["metadata"]["namespace"] = serde_json::json!(fit_ns(i));
+        create(&s.kube, &es_resource(), &fit_ns(i), es).await;
     }
     for i in 0..64 {
         create(
@@ -653,7 +660,7 @@ async fn a_tenants_regexps_cannot_stop_lookups() {
         .filter_map(|v| v.as_str())
         .collect();
     assert!(
-        patched.contains(&format!("ExternalSecret {}/fit7", s.ns).as_str()),
+        patched.contains(&format!("ExternalSecret {}/fit7", fit_ns(7)).as_str()),
         "{body}"
     );
     assert!(
@@ -815,4 +822,67 @@ async fn a_stalled_body_is_a_408_under_the_shipped_timeouts() {
         0.0
     );
     assert!(!svc.logs().contains("answering 503"), "{}", svc.logs());
+}
+
+/// An outsider's message that is still unverified when `--request-deadline` passes (its
+/// certificate on a host that never answers: here a proxy that accepts and stays silent) is
+/// answered 503 like a genuine failure, but counted as a rejection (`deadline_exceeded`),
+/// never as a failed Notification: `ssm_resync_notifications_total{result="failed"}` is what
+/// the SSMResync503s alert pages on (k8s/monitoring/rules.yaml), so it must count genuine
+/// deliveries only.
+#[tokio::test]
+async fn an_unverified_message_past_the_deadline_is_not_a_failed_notification() {
+    let _alone = crate::ALONE.lock().await;
+    let stack = Stack::shared();
+    let topic = format!(
+        "arn:aws:sns:us-east-1:123456789012:unverified-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    // Accepts connections and never answers: each certificate fetch waits for its timeout (5 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", silent.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let svc = Service::start_with(
+        BIN,
+        &stack,
+        &[&topic],
+        &["--request-deadline=2s"],
+        &[
+            ("HTTPS_PROXY", &proxy),
+            ("HTTP_PROXY", &proxy),
+            ("NO_PROXY", "127.0.0.1,localhost"),
+        ],
+    )
+    .await;
+    let event = ssm_resync::sample::parameter_store_change(
+        &param("/unverified/x"),
+        "Update",
+        "us-east-1",
+        "123456789012",
+    )
+    .to_string();
+    let url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-00000000000000000000000000dead01.pem";
+    let mut env = ssm_resync::sample::notification(event, &topic, url, None);
+    stack.signing_key().sign_envelope(&mut env);
+    let started = Instant::now();
+    let (status, body) = post_sns(&svc.url, &serde_json::to_string(&env).unwrap()).await;
+    let took = started.elapsed();
+    eprintln!("answered {status} {body} after {took:.2?}");
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (503, Some("deadline_exceeded")),
+        "{body}"
+    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    let failed = svc
+        .metric(r#"ssm_resync_notifications_total{type="Notification",result="failed"}"#)
+        .await;
+    let rejected = svc
+        .metric(r#"ssm_resync_rejections_total{reason="deadline_exceeded"}"#)
+        .await;
+    eprintln!("failed notifications {failed}, deadline_exceeded rejections {rejected}");
+    assert_eq!((failed, rejected), (0.0, 1.0));
 }

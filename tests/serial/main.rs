@@ -4,7 +4,9 @@
 //! so none overlaps another test of `make test`. Like tests/stack, they use the shared stack.
 
 mod attacks;
+mod outsider;
 mod soak;
+mod tenants;
 
 /// Held by each test of this binary for its whole run.
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

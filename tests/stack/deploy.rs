@@ -350,6 +350,8 @@ async fn admission_policy_lets_the_service_account_change_only_its_triggers() {
         })).unwrap())
         .await
         .unwrap();
+    // The ClusterExternalSecret is found through its child: ESO must have created it.
+    wait_for_child(&kube, &ns, "from-ces", Duration::from_secs(60)).await;
     let es = format!("/apis/external-secrets.io/v1/namespaces/{ns}/externalsecrets/db");
     let ces_path = format!("/apis/external-secrets.io/v1/clusterexternalsecrets/{ces}");
     let kes =
@@ -540,6 +542,313 @@ async fn admission_policy_lets_the_service_account_change_only_its_triggers() {
         "an administrator was denied: {}",
         text(&out.stderr)
     );
+}
+
+/// Waits until ESO has created ExternalSecret `name` in `ns` (a ClusterExternalSecret's child).
+async fn wait_for_child(kube: &kube::Client, ns: &str, name: &str, within: Duration) {
+    let api = Api::<kube::api::DynamicObject>::namespaced_with(
+        kube.clone(),
+        ns,
+        &ssm_resync::cluster::external_secret_resource(ssm_resync::cluster::EsoVersion::V1),
+    );
+    let deadline = Instant::now() + within;
+    while api.get_opt(name).await.unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "ESO did not create {ns}/{name} within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Adds a string property to the ClusterExternalSecret CRD's served schema at `spec` and at
+/// `spec.externalSecretMetadata` (as a later ESO may add fields) and removes them when dropped.
+struct FutureCesFields {
+    admin: String,
+    version: usize,
+}
+
+const FUTURE_FIELD: &str = "ssmResyncTestFuture";
+const CES_CRD: &str = "crd/clusterexternalsecrets.external-secrets.io";
+
+impl FutureCesFields {
+    fn add(admin: &str) -> Self {
+        let out = run(kubectl(admin).args(["get", CES_CRD, "-o", "json"]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let crd: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let version = crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|v| v["name"] == "v1")
+            .expect("a v1 version");
+        let at =
+            format!("/spec/versions/{version}/schema/openAPIV3Schema/properties/spec/properties");
+        let patch = json!([
+            {"op": "add", "path": format!("{at}/{FUTURE_FIELD}"), "value": {"type": "string"}},
+            {"op": "add", "path": format!("{at}/externalSecretMetadata/properties/{FUTURE_FIELD}"), "value": {"type": "string"}},
+        ]);
+        let out =
+            run(kubectl(admin).args(["patch", CES_CRD, "--type=json", "-p", &patch.to_string()]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        Self {
+            admin: admin.to_owned(),
+            version,
+        }
+    }
+}
+
+impl Drop for FutureCesFields {
+    fn drop(&mut self) {
+        let at = format!(
+            "/spec/versions/{}/schema/openAPIV3Schema/properties/spec/properties",
+            self.version
+        );
+        let patch = json!([
+            {"op": "remove", "path": format!("{at}/{FUTURE_FIELD}")},
+            {"op": "remove", "path": format!("{at}/externalSecretMetadata/properties/{FUTURE_FIELD}")},
+        ]);
+        let _ = run(kubectl(&self.admin).args([
+            "patch",
+            CES_CRD,
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+        ]));
+    }
+}
+
+/// The shipped policy deployed in a namespace other than `ssm-resync` (rendered as
+/// docs/deploy.md, "Another namespace", says), on the real API server: the ServiceAccount's
+/// triggers pass and a spec change by it is denied (the policy named the shipped namespace
+/// until 2026-12 and matched nobody elsewhere). And the ClusterExternalSecret rule covers spec
+/// fields it does not name: two fields added to the CRD, as a later ESO may add them, cannot
+/// be changed by the service account (the rule listed the fields of ESO v0.16 to v2.9 until
+/// 2026-12, and let these through).
+#[tokio::test]
+async fn admission_policy_applies_in_another_namespace_and_to_fields_eso_adds() {
+    // Alone: the CRD's schema changes while the test runs.
+    let stack = Stack::shared_alone();
+    stack.assert_eso();
+    let admin = stack.get("KUBECONFIG").to_owned();
+    let kube = stack.kube().await;
+    let other = unique("vap-ns");
+    let rendered = kustomize_in_namespace("overlays/local", &other);
+    ensure_namespace(&admin, &rendered);
+    let strip_ns = |o: &Value| {
+        let mut o = o.clone();
+        o["metadata"].as_object_mut().unwrap().remove("namespace");
+        o
+    };
+    let sa = find(&rendered, "ServiceAccount", "ssm-resync").clone();
+    assert_eq!(sa["metadata"]["namespace"], json!(other));
+    let policy = strip_ns(find(&rendered, "ValidatingAdmissionPolicy", "ssm-resync"));
+    let policy_binding = strip_ns(find(
+        &rendered,
+        "ValidatingAdmissionPolicyBinding",
+        "ssm-resync",
+    ));
+    let name = unique("ssm-resync-vap-ns-test");
+    let mut cluster_role = find(&rendered, "ClusterRole", "ssm-resync").clone();
+    cluster_role["metadata"] = json!({"name": name});
+    let mut cluster_binding = find(&rendered, "ClusterRoleBinding", "ssm-resync").clone();
+    assert_eq!(
+        cluster_binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "ssm-resync", "namespace": other}])
+    );
+    cluster_binding["metadata"] = json!({"name": name});
+    cluster_binding["roleRef"]["name"] = json!(name);
+    let policy_name = policy["metadata"]["name"].as_str().unwrap().to_owned();
+    let _cleanup = Cleanup {
+        admin: admin.clone(),
+        objects: vec![
+            ("clusterrolebinding".into(), name.clone()),
+            ("clusterrole".into(), name.clone()),
+            (
+                "validatingadmissionpolicybinding".into(),
+                policy_name.clone(),
+            ),
+            ("validatingadmissionpolicy".into(), policy_name.clone()),
+        ],
+    };
+    let out = run_stdin(
+        kubectl(&admin).args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=ssm-resync-deploy-test",
+            "-f",
+            "-",
+        ]),
+        &as_list(&[sa, cluster_role, cluster_binding, policy, policy_binding]),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (_, token) = service_account_kubeconfig(
+        &admin,
+        &other,
+        "ssm-resync",
+        tempfile::tempdir().unwrap().path(),
+    );
+    let server = api_server(&admin);
+    let _future = FutureCesFields::add(&admin);
+
+    let (ns, parameter) = reader(&stack, &kube, "deploy-vap-ns").await;
+    let ces = unique("vap-ns");
+    let ces_api = Api::<kube::api::DynamicObject>::all_with(
+        kube.clone(),
+        &ssm_resync::cluster::cluster_external_secret_resource(ssm_resync::cluster::EsoVersion::V1),
+    );
+    ces_api
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret",
+            "metadata": {"name": ces},
+            "spec": {"externalSecretName": "from-ces-ns", "namespaces": [ns],
+                "externalSecretMetadata": {"annotations": {"team": "a"}},
+                "externalSecretSpec": {"refreshInterval": "1h", "secretStoreRef": {"name": "aws", "kind": "SecretStore"},
+                    "target": {"name": "from-ces-ns"}, "data": [{"secretKey": "v", "remoteRef": {"key": parameter}}]}}
+        })).unwrap())
+        .await
+        .unwrap();
+    let es = format!("/apis/external-secrets.io/v1/namespaces/{ns}/externalsecrets/db");
+    let ces_path = format!("/apis/external-secrets.io/v1/clusterexternalsecrets/{ces}");
+
+    // The new fields are served (an administrator may set them, and they are kept): a change
+    // to them is a change, not a field the API server prunes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run(kubectl(&admin).args([
+            "patch",
+            "clusterexternalsecrets.external-secrets.io",
+            &ces,
+            "--type=merge",
+            "-p",
+            &json!({"spec": {FUTURE_FIELD: "v1", "externalSecretMetadata": {FUTURE_FIELD: "v1"}}})
+                .to_string(),
+            "-o",
+            "json",
+        ]));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if got["spec"][FUTURE_FIELD] == "v1"
+            && got["spec"]["externalSecretMetadata"][FUTURE_FIELD] == "v1"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the CRD's new fields were never served: {}",
+            got["spec"]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The policy applies to the ServiceAccount of this namespace: its first denial.
+    wait_for_spec_denial(
+        &admin,
+        &token,
+        &ns,
+        "db",
+        "ValidatingAdmissionPolicy",
+        &format!("the ServiceAccount in {other}"),
+    )
+    .await;
+    let who = format!("system:serviceaccount:{other}:ssm-resync");
+    let table: Vec<(&str, &String, Value, u16)> = vec![
+        (
+            "ES force-sync annotation",
+            &es,
+            json!({"metadata": {"annotations": {"force-sync": "t1"}}}),
+            200,
+        ),
+        (
+            "ES spec.refreshInterval",
+            &es,
+            json!({"spec": {"refreshInterval": "2h"}}),
+            403,
+        ),
+        (
+            "CES external-secrets.io/force-sync annotation",
+            &ces_path,
+            json!({"metadata": {"annotations": {"external-secrets.io/force-sync": "t1"}}}),
+            200,
+        ),
+        (
+            "CES spec.externalSecretMetadata.annotations[force-sync]",
+            &ces_path,
+            json!({"spec": {"externalSecretMetadata": {"annotations": {"force-sync": "t1"}}}}),
+            200,
+        ),
+        (
+            "CES spec.externalSecretMetadata.annotations[team]",
+            &ces_path,
+            json!({"spec": {"externalSecretMetadata": {"annotations": {"team": "b"}}}}),
+            403,
+        ),
+        (
+            "CES spec.refreshTime",
+            &ces_path,
+            json!({"spec": {"refreshTime": "2026-01-01T00:00:00Z"}}),
+            403,
+        ),
+        (
+            "CES a spec field ESO adds later",
+            &ces_path,
+            json!({"spec": {FUTURE_FIELD: "changed"}}),
+            403,
+        ),
+        (
+            "CES a spec field ESO adds later, removed",
+            &ces_path,
+            json!({"spec": {FUTURE_FIELD: null}}),
+            403,
+        ),
+        (
+            "CES an externalSecretMetadata field ESO adds later",
+            &ces_path,
+            json!({"spec": {"externalSecretMetadata": {FUTURE_FIELD: "changed"}}}),
+            403,
+        ),
+    ];
+    let mut report = format!("| change by {who} | answer |\n|---|---|\n");
+    let mut wrong = vec![];
+    for (what, path, body, want) in &table {
+        let (code, msg) = patch_as(&server, &token, path, body.clone()).await;
+        report.push_str(&format!(
+            "| {what} | {} |\n",
+            if code == 200 {
+                "allowed".into()
+            } else {
+                format!("denied ({code})")
+            }
+        ));
+        if code != *want || (*want == 403 && !msg.contains("ssm-resync may")) {
+            wrong.push(format!("{what}: {code} {msg}"));
+        }
+    }
+    eprintln!("{report}");
+    let _ = ces_api.delete(&ces, &Default::default()).await;
+    // The CRD as it was; a schema change restarts ESO's watch of ClusterExternalSecrets, so
+    // wait until it creates a child again before the next test needs it to.
+    drop(_future);
+    let probe = unique("vap-ns-probe");
+    ces_api
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret",
+            "metadata": {"name": probe},
+            "spec": {"externalSecretName": "probe", "namespaces": [ns],
+                "externalSecretSpec": {"refreshInterval": "1h", "secretStoreRef": {"name": "aws", "kind": "SecretStore"},
+                    "target": {"name": "probe"}, "data": [{"secretKey": "v", "remoteRef": {"key": parameter}}]}}
+        })).unwrap())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    wait_for_child(&kube, &ns, "probe", Duration::from_secs(120)).await;
+    eprintln!(
+        "ESO created a ClusterExternalSecret's child again {:.1?} after the CRD was restored",
+        started.elapsed()
+    );
+    let _ = ces_api.delete(&probe, &Default::default()).await;
+    assert!(wrong.is_empty(), "{wrong:#?}");
 }
 
 // --- metrics -----------------------------------------------------------------------------
@@ -897,11 +1206,11 @@ async fn prometheus_scrapes_the_service_and_loads_the_rules() {
         })
     };
     prom.until(
-        "all 13 rules (9 of the service, 4 of the queue path) evaluated since `up` and inactive",
+        "all 15 rules (11 of the service, 4 of the queue path) evaluated since `up` and inactive",
         Duration::from_secs(30),
         || async {
             let rules = rules().await;
-            rules.len() == 13
+            rules.len() == 15
                 && rules
                     .iter()
                     .all(|r| evaluated_after(r, up_seen) && r["state"] == "inactive")

@@ -410,6 +410,8 @@ fn every_serve_flag_is_reachable_through_values() {
         "SSM_RESYNC_COALESCE_WINDOW=500ms",
         "SSM_RESYNC_MAX_MESSAGE_AGE=1h",
         "SSM_RESYNC_MIN_SIGNATURE_VERSION=2",
+        "SSM_RESYNC_MAX_REFERENCES_PER_OBJECT=500",
+        "SSM_RESYNC_MAX_REFERENCES_PER_NAMESPACE=5000",
         "SSM_RESYNC_CERT_FETCH_TIMEOUT=3s",
         "SSM_RESYNC_KES=true",
         "SSM_RESYNC_CES_TRIGGER=spec",
@@ -474,7 +476,14 @@ const HELM_SELECTOR_LABELS: [&str; 1] = ["app.kubernetes.io/instance"];
 /// `ssm-resync-config`, app.kubernetes.io/managed-by is kustomize's or Helm's, the labels
 /// above, the Namespace (below), and the whitespace of the admission policy's CEL
 /// expressions (see [`normalise`]).
-const ON_PURPOSE: [(&str, &str, &str); 4] = [
+const ON_PURPOSE: [(&str, &str, &str); 5] = [
+    (
+        "ValidatingAdmissionPolicy",
+        "/spec/matchConditions",
+        "Helm knows the release namespace when it renders and names the exact ServiceAccount; \
+         kustomize's base cannot (an outer `namespace:` cannot rewrite a CEL string), so it \
+         matches the ServiceAccount's name in any namespace (k8s/base/admissionpolicy.yaml)",
+    ),
     (
         "Deployment",
         "/spec/template/metadata/annotations/checksum~1config",

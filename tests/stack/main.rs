@@ -22,6 +22,7 @@ mod outcomes;
 mod queue;
 mod references;
 mod reliability;
+mod tenants;
 
 /// What the tests share: the harness (harness/, `ssm-resync-harness`) and the service's
 /// executable, which Cargo names only to this package's own tests.

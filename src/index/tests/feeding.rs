@@ -21,7 +21,9 @@ fn updates_and_deletes_keep_the_index_exact() {
             stores: 1,
             references: 0,
             names: 0,
-            rejected: 0
+            rejected: 0,
+            untrusted_owners: 0,
+            left_out_references: 0
         }
     );
 }
@@ -192,6 +194,13 @@ fn a_status_write_keeps_the_filing_and_takes_the_status() {
 fn children_of_follows_ownership() {
     let mut idx = Index::new();
     idx.apply_store(css("global", "ParameterStore", "us-east-1"));
+    let uid = |o: &str| match o {
+        "db-everywhere" => "00000000-0000-4000-8000-000000000001",
+        _ => "00000000-0000-4000-8000-000000000002",
+    };
+    for o in ["db-everywhere", "db-elsewhere"] {
+        idx.apply_cluster_external_secret(ces(o, uid(o), "db", &["a", "b", "c"]));
+    }
     let child = |ns: &str, owner: Option<&str>, synced: Option<&str>| {
         let mut obj = json!({
             "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
@@ -200,7 +209,7 @@ fn children_of_follows_ownership() {
         });
         if let Some(o) = owner {
             obj["metadata"]["ownerReferences"] = json!([{"apiVersion": "external-secrets.io/v1",
-                "kind": "ClusterExternalSecret", "name": o, "controller": true}]);
+                "kind": "ClusterExternalSecret", "name": o, "uid": uid(o), "controller": true}]);
         }
         if let Some(v) = synced {
             obj["status"] = json!({"syncedResourceVersion": v});

@@ -21,6 +21,12 @@ fn one_target_per_resource_even_with_several_references() {
 fn cluster_external_secret_children_patch_the_parent_once() {
     let mut idx = Index::new();
     idx.apply_store(css("global", "ParameterStore", "us-east-1"));
+    idx.apply_cluster_external_secret(ces(
+        "db-everywhere",
+        "0b7e3c2e-6c1a-4a57-9d43-6a0c7f3e2b11",
+        "db",
+        &["a", "b", "c"],
+    ));
     for ns in ["a", "b", "c"] {
         let mut obj = json!({
             "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",

@@ -5,14 +5,28 @@ use super::*;
 use crate::event::{Change, Operation, Service};
 use serde_json::{Value, json};
 
+mod bounds;
 mod feeding;
 mod filing;
 mod kes;
 mod lookup;
+mod owners;
 mod patterns;
 mod scale;
 mod secrets_manager;
 mod stores;
+
+/// A ClusterExternalSecret as ESO leaves it: children named `child` provisioned in
+/// `namespaces`.
+fn ces(name: &str, uid: &str, child: &str, namespaces: &[&str]) -> ClusterExternalSecret {
+    ClusterExternalSecret::from_object(&json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "ClusterExternalSecret",
+        "metadata": {"name": name, "uid": uid},
+        "spec": {"externalSecretName": child},
+        "status": {"provisionedNamespaces": namespaces}
+    }))
+    .unwrap()
+}
 
 fn change(name: &str, region: &str) -> Change {
     Change {
