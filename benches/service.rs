@@ -1,4 +1,4 @@
-//! Figures 2, 3, 5, 6 and 7: the release `ssm-resync serve` binary against the local stack
+//! Figures 2, 3, 5, 6, 7, 9d-9i and 11: the release `ssm-resync serve` binary against the local stack
 //! (real kube-apiserver + etcd) started by scripts/bench.sh, over loopback.
 //!
 //! `cargo bench --bench service -- SUBCOMMAND`:
@@ -13,6 +13,11 @@
 //! - `apicost`: requests the service sends to the API server per notification, from the API
 //!   server's own `apiserver_request_total`.
 //! - `burst`: 5,000 changes in one second touching 500 ExternalSecrets.
+//! - `queue-drain`: one replica of the queue door (`--webhook off --sqs-queue-url`) drains a
+//!   backlog of 1,000 signed notifications (`BENCH_QUEUE_BACKLOG`; moto cannot drain 10,000 in a run) for 300 ExternalSecrets, next to a bare loop of
+//!   ReceiveMessage + DeleteMessageBatch on a queue filled alike (moto's floor).
+//! - `queue-calls`: the SQS calls a day of the queue door for 1, 2 and 3 replicas, idle and
+//!   at 100 changes an hour, from the service's own `ssm_resync_queue_api_calls_total`.
 //! - `startup [N]`: N ExternalSecrets in the cluster (default 1,000), time from process start
 //!   to /readyz 200 and RSS, with each `--initial-list` (list, watch-list); next to a plain
 //!   paged LIST of the same objects and the RSS of the trivial axum server.
@@ -47,12 +52,16 @@ fn main() {
         Some("e2e") => rt.block_on(e2e()),
         Some("apicost") => rt.block_on(apicost()),
         Some("burst") => rt.block_on(burst()),
+        Some("queue-drain") => rt.block_on(queue_drain()),
+        Some("queue-calls") => rt.block_on(queue_calls()),
         Some("startup") => {
             let n = args.get(1).map_or(1000, |n| n.parse().expect("startup N"));
             rt.block_on(startup(n))
         }
         _ => {
-            eprintln!("usage: service (webhook | e2e | apicost | burst | startup [N])");
+            eprintln!(
+                "usage: service (webhook | e2e | apicost | burst | queue-drain | queue-calls | startup [N])"
+            );
             std::process::exit(2);
         }
     }
@@ -1354,4 +1363,523 @@ struct Runs {
     idle: Vec<f64>,
     hwm: Vec<f64>,
     swept: Vec<f64>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Figure 11: the queue door draining a backlog; figure 9d-9i: its AWS calls a day
+
+/// `ssm_resync_queue_messages_total` by result, from one scrape.
+fn queue_results(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("ssm_resync_queue_messages_total{result=\"") else {
+            continue;
+        };
+        let Some((result, value)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        *out.entry(result.to_owned()).or_default() += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+/// Messages done with (deleted): every result but `retry`.
+fn handled(results: &BTreeMap<String, f64>) -> f64 {
+    results
+        .iter()
+        .filter(|(r, _)| *r != "retry")
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `ssm_resync_queue_api_calls_total` by call (ok and error summed), and the errors.
+fn queue_calls_of(text: &str) -> (BTreeMap<String, f64>, f64) {
+    let (mut calls, mut errors) = (BTreeMap::new(), 0.0);
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("ssm_resync_queue_api_calls_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|l| l.strip_prefix(&format!("{k}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let v = value.trim().parse::<f64>().unwrap_or(0.0);
+        *calls.entry(label("call")).or_default() += v;
+        if label("result") == "error" {
+            errors += v;
+        }
+    }
+    (calls, errors)
+}
+
+fn calls_delta(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    b.iter()
+        .map(|(k, v)| (k.clone(), v - a.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d > 0.0)
+        .collect()
+}
+
+fn calls_text(calls: &BTreeMap<String, f64>) -> String {
+    if calls.is_empty() {
+        return "none".into();
+    }
+    calls
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A queue of its own (not subscribed to anything: the bench fills it).
+async fn plain_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "CreateQueue {name}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })
+        .queue_url()
+        .expect("CreateQueue answers the URL")
+        .to_owned()
+}
+
+/// The floor of draining `n` messages from `queue` on this moto: `loops` bare loops of
+/// ReceiveMessage (10 messages, asked for exactly as the service asks) and DeleteMessageBatch
+/// of what came, nothing in between. The time until the n-th is deleted.
+async fn bare_drain(sqs: &aws_sdk_sqs::Client, queue: &str, n: usize, loops: usize) -> Duration {
+    use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName as A};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let deleted = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..loops {
+        let (sqs, queue, deleted, done) =
+            (sqs.clone(), queue.to_owned(), deleted.clone(), done.clone());
+        tasks.spawn(async move {
+            loop {
+                let got = sqs
+                    .receive_message()
+                    .queue_url(&queue)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(20)
+                    .visibility_timeout(30)
+                    .message_system_attribute_names(A::SentTimestamp)
+                    .message_system_attribute_names(A::ApproximateReceiveCount)
+                    .send()
+                    .await
+                    .expect("ReceiveMessage");
+                let messages = got.messages.unwrap_or_default();
+                if messages.is_empty() {
+                    continue;
+                }
+                let entries = messages
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(m.receipt_handle().unwrap_or_default())
+                            .build()
+                            .unwrap()
+                    })
+                    .collect();
+                let out = sqs
+                    .delete_message_batch()
+                    .queue_url(&queue)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .expect("DeleteMessageBatch");
+                let k = out.successful().len();
+                if deleted.fetch_add(k, Ordering::SeqCst) + k >= n {
+                    done.notify_one();
+                    return;
+                }
+            }
+        });
+    }
+    done.notified().await;
+    let took = t0.elapsed();
+    tasks.abort_all();
+    took
+}
+
+/// Figure 11: one replica drains a backlog of signed notifications (a queue that filled while
+/// the cluster was unreachable), next to the floor a consumer cannot beat on this moto.
+async fn queue_drain() {
+    let stack = Stack::bench();
+    let dev = DevKey::ensure();
+    let topic = stack.get("SSM_RESYNC_TOPIC_ARN").to_owned();
+    let client = stack.kube().await;
+    // moto's ReceiveMessage and DeleteMessage walk the whole queue for each message (and read
+    // the queue's attributes, another walk, for each one returned): draining 1,000 takes
+    // about a minute, 10,000 would take hours. The default is the largest that fits a run.
+    let n = env_usize("BENCH_QUEUE_BACKLOG", 1_000);
+    let resources = env_usize("BENCH_QUEUE_RESOURCES", 300);
+    let floor_loops = 2; // the service's default --sqs-receivers
+    let run = run_id();
+    let ns = format!("bench-qdrain-{run}");
+    namespace(&client, &ns).await;
+    let param = |j: usize| format!("/bench/qdrain/{run}/{j}");
+    let objects = (0..resources)
+        .map(|j| external_secret(&ns, &format!("qdrain-{j}"), &[param(j)]))
+        .collect();
+    create_all(&client, objects, 16).await;
+
+    // The backlog: change i for resource i mod `resources`, every one stamped before the
+    // replica starts (the changes happened during the outage). Signed on both cores.
+    let stamped = time::OffsetDateTime::now_utc();
+    let t_sign = Instant::now();
+    let dev = Arc::new(dev);
+    let bodies: Vec<String> = {
+        let mut handles = Vec::new();
+        for r in [0..n / 2, n / 2..n] {
+            let (dev, topic, run) = (dev.clone(), topic.clone(), run.clone());
+            handles.push(tokio::task::spawn_blocking(move || {
+                r.map(|i| {
+                    let p = format!("/bench/qdrain/{run}/{}", i % resources);
+                    dev.change(&topic, &p, stamped)
+                })
+                .collect::<Vec<_>>()
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.unwrap());
+        }
+        all
+    };
+    let signed_in = t_sign.elapsed().as_secs_f64();
+    let body_bytes = bodies.iter().map(String::len).sum::<usize>() / n.max(1);
+
+    // Three queues, filled alike: the floor drains the first and the third, the service the
+    // second (the floor before and after it, as the machine drifts).
+    let sqs = stack.sqs().await;
+    let mut queues = Vec::new();
+    let mut fills = Vec::new();
+    for k in ["floor-a", "service", "floor-b"] {
+        let q = plain_queue(&sqs, &format!("bench-qdrain-{run}-{k}")).await;
+        fills.push(stack.fill_queue(&q, &bodies, 4).await.as_secs_f64());
+        assert_eq!(
+            stack.queue_depth(&q).await,
+            (n as u64, 0),
+            "{q} does not hold the {n} messages put on it"
+        );
+        queues.push(q);
+    }
+    drop(bodies);
+    let moto = stack
+        .pid("moto")
+        .expect("moto's pid file in the bench stack");
+    let me = std::process::id();
+
+    let mut floor_runs = Vec::new();
+    let floor = |q: String| {
+        let sqs = sqs.clone();
+        async move {
+            let (moto0, me0) = (
+                bench::process_cpu_seconds(moto),
+                bench::process_cpu_seconds(me),
+            );
+            let took = bare_drain(&sqs, &q, n, floor_loops).await.as_secs_f64();
+            let (moto1, me1) = (
+                bench::process_cpu_seconds(moto),
+                bench::process_cpu_seconds(me),
+            );
+            (took, moto1 - moto0, me1 - me0)
+        }
+    };
+    floor_runs.push(floor(queues[0].clone()).await);
+
+    let mut svc = Service::bench(
+        SERVICE_BIN,
+        &stack,
+        &dev,
+        "qdrain-service",
+        &[
+            "--webhook=off".into(),
+            format!("--sqs-queue-url={}", queues[1]),
+            "--sweep-interval=0s".into(),
+        ],
+    );
+    let moto0 = bench::process_cpu_seconds(moto);
+    let ready_after = svc.wait_ready(Duration::from_secs(120)).await.as_secs_f64();
+    let t0 = Instant::now();
+    let cpu0 = svc.cpu_seconds();
+    let (done_at, m1) = loop {
+        let m = svc.metrics().await;
+        let in_flight = sample(&m, "ssm_resync_queue_in_flight");
+        if handled(&queue_results(&m)) >= n as f64 && in_flight == 0.0 {
+            break (t0.elapsed().as_secs_f64(), m);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(900),
+            "the service handled {} of {n} queued messages in 900 s",
+            handled(&queue_results(&m))
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let cpu = svc.cpu_seconds() - cpu0;
+    let moto_service = bench::process_cpu_seconds(moto) - moto0;
+    let depth = stack.queue_depth(&queues[1]).await;
+    drop(svc);
+    floor_runs.push(floor(queues[2].clone()).await);
+
+    let results = queue_results(&m1);
+    let (calls, errors) = queue_calls_of(&m1);
+    // A fresh service with no sweep: every patch it counts is the backlog's, including any
+    // sent between ready and the first scrape.
+    let patches = sample(&m1, "ssm_resync_patches_total{result=\"applied\"}");
+    let coalesced = sample(&m1, "ssm_resync_patches_total{result=\"coalesced\"}");
+    let floor_s: Vec<f64> = floor_runs.iter().map(|r| r.0).collect();
+    let floor_mean = floor_s.iter().sum::<f64>() / floor_s.len() as f64;
+    let rate = n as f64 / done_at;
+    let floor_rate = n as f64 / floor_mean;
+    let per_k = |cpu: f64| cpu / n as f64 * 1000.0;
+    let floor_moto: Vec<String> = floor_runs
+        .iter()
+        .map(|r| format!("{:.2}", per_k(r.1)))
+        .collect();
+    let floor_me: Vec<f64> = floor_runs.iter().map(|r| per_k(r.2)).collect();
+    let receives = calls.get("ReceiveMessage").copied().unwrap_or(0.0);
+    Row::new(
+        "11a",
+        &format!(
+            "Queue backlog: messages applied per second, one replica, {n} queued on {resources} ExternalSecrets"
+        ),
+        rate,
+        "messages/s",
+    )
+    .baseline(
+        floor_rate,
+        "floor: a bare loop of ReceiveMessage(10) + DeleteMessageBatch, 2 loops, nothing in between",
+    )
+    .note(format!(
+        "from ready ({ready_after:.2} s after spawn) until all {n} counted and none in flight: {done_at:.1} s; floor runs {} s (before and after); queue empty after: {} (visible, in flight {depth:?}); results {results:?}; {patches:.0} patches applied, {coalesced:.0} covered by one; SQS calls {} ({errors:.0} errors), {:.2} messages per ReceiveMessage; moto's CPU per 1,000 messages: service {:.2} s, floor {} s (moto answers on one core: Python); fill {} s per queue (SendMessageBatch of 10, 4 in flight); {body_bytes} B a message, signed in {signed_in:.1} s",
+        floor_s
+            .iter()
+            .map(|s| format!("{s:.1}"))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        depth == (0, 0),
+        calls_text(&calls),
+        handled(&results) / receives.max(1.0),
+        per_k(moto_service),
+        floor_moto.join(" / "),
+        fills
+            .iter()
+            .map(|s| format!("{s:.1}"))
+            .collect::<Vec<_>>()
+            .join(" / "),
+    ))
+    .emit();
+    Row::new(
+        "11b",
+        "Queue backlog: service CPU per 1,000 messages",
+        per_k(cpu),
+        "s",
+    )
+    .baseline(
+        floor_me.iter().sum::<f64>() / floor_me.len() as f64,
+        "the bare loop's own CPU (SDK receive + delete, no verify, no patch)",
+    )
+    .note(format!(
+        "user + system CPU of the service from ready until drained: {cpu:.2} s for {n} messages; bare loop {} s per 1,000",
+        floor_me
+            .iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    ))
+    .emit();
+    assert_eq!(depth, (0, 0), "the service left messages on the queue");
+}
+
+/// Calls of a set of replicas (summed), by call.
+async fn replicas_calls(replicas: &[Service]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for r in replicas {
+        for (k, v) in queue_calls_of(&r.metrics().await).0 {
+            *out.entry(k).or_default() += v;
+        }
+    }
+    out
+}
+
+/// Messages applied by a set of replicas (summed).
+async fn replicas_applied(replicas: &[Service]) -> f64 {
+    let mut sum = 0.0;
+    for r in replicas {
+        sum += r
+            .metric_or_fail("ssm_resync_queue_messages_total{result=\"applied\"}")
+            .await;
+    }
+    sum
+}
+
+/// Figure 9d-9i: the SQS calls the queue door makes a day, for 1, 2 and 3 replicas, idle and
+/// at 100 changes an hour; three deployments on three queues subscribed to one topic, measured
+/// in the same windows.
+async fn queue_calls() {
+    let stack = Stack::bench();
+    let dev = DevKey::ensure();
+    let client = stack.kube().await;
+    let window = env_usize("BENCH_QUEUE_WINDOW", 120) as f64;
+    let changes = env_usize("BENCH_QUEUE_CHANGES", 20);
+    let receivers = 2.0; // --sqs-receivers' default
+    let run = run_id();
+    let ns = format!("bench-qcalls-{run}");
+    namespace(&client, &ns).await;
+    let param = |i: usize| format!("/bench/qcalls/{run}/{i}");
+    let objects = (0..changes)
+        .map(|i| external_secret(&ns, &format!("qcalls-{i}"), &[param(i)]))
+        .collect();
+    create_all(&client, objects, 16).await;
+    let topic = stack.topic(&format!("bench-qcalls-{run}")).await;
+    let cert = stack.get("SSM_RESYNC_SNS_SIGNING_CERT").to_owned();
+    let mut deployments: Vec<Vec<Service>> = Vec::new();
+    for k in 1..=3usize {
+        let queue = stack
+            .queue(&topic, &format!("bench-qcalls-{run}-{k}"))
+            .await;
+        let mut replicas = Vec::new();
+        for r in 0..k {
+            replicas.push(Service::bench(
+                SERVICE_BIN,
+                &stack,
+                &dev,
+                &format!("qcalls-{k}x-{r}"),
+                &[
+                    format!("--topic-arn={topic}"),
+                    format!("--sns-signing-cert={cert}"),
+                    "--webhook=off".into(),
+                    format!("--sqs-queue-url={queue}"),
+                    "--sweep-interval=0s".into(),
+                ],
+            ));
+        }
+        deployments.push(replicas);
+    }
+    for r in deployments.iter_mut().flatten() {
+        r.wait_ready(Duration::from_secs(120)).await;
+    }
+    let mut started = Vec::new();
+    for d in &deployments {
+        started.push(replicas_calls(d).await);
+    }
+
+    // Idle: nothing arrives.
+    let mut c0 = Vec::new();
+    for d in &deployments {
+        c0.push(replicas_calls(d).await);
+    }
+    tokio::time::sleep(Duration::from_secs_f64(window)).await;
+    let mut c1 = Vec::new();
+    for d in &deployments {
+        c1.push(replicas_calls(d).await);
+    }
+    // Busy: `changes` changes spread evenly over a window as long, each published once to the
+    // topic (moto delivers it into all three queues); each deployment applies each once.
+    let mut a0 = Vec::new();
+    for d in &deployments {
+        a0.push(replicas_applied(d).await);
+    }
+    let sns = stack.sns().await;
+    let t2 = Instant::now();
+    let mut c2 = Vec::new();
+    for d in &deployments {
+        c2.push(replicas_calls(d).await);
+    }
+    for i in 0..changes {
+        let due = t2 + Duration::from_secs_f64((i as f64 + 0.5) * window / changes as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let event = ssm_resync::sample::parameter_store_change(
+            &param(i),
+            "Update",
+            "us-east-1",
+            "123456789012",
+        );
+        sns.publish()
+            .topic_arn(&topic)
+            .message(event.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("Publish: {}", aws_sdk_sns::error::DisplayErrorContext(e)));
+    }
+    tokio::time::sleep_until((t2 + Duration::from_secs_f64(window)).into()).await;
+    let mut c3 = Vec::new();
+    for d in &deployments {
+        c3.push(replicas_calls(d).await);
+    }
+    let mut a1 = Vec::new();
+    for d in &deployments {
+        a1.push(replicas_applied(d).await);
+    }
+    let day = 86_400.0;
+    let per_hour = 100.0;
+    for (k, d) in deployments.iter().enumerate() {
+        let replicas = d.len() as f64;
+        let idle = calls_delta(&c0[k], &c1[k]);
+        let busy = calls_delta(&c2[k], &c3[k]);
+        let idle_n: f64 = idle.values().sum();
+        let busy_n: f64 = busy.values().sum();
+        let idle_day = idle_n / window * day;
+        let per_change = (busy_n - idle_n) / changes as f64;
+        let busy_day = idle_day + per_change * per_hour * 24.0;
+        let floor_idle = replicas * receivers * day / 20.0;
+        let floor_busy = floor_idle + 2.0 * per_hour * 24.0;
+        let took = a1[k] - a0[k];
+        let plural = if k == 0 { "" } else { "s" };
+        Row::new(
+            &format!("9{}", ['d', 'e', 'f'][k]),
+            &format!(
+                "AWS calls/day, queue path (SQS), {} replica{plural} ({receivers} receivers each), idle",
+                d.len()
+            ),
+            idle_day,
+            "calls",
+        )
+        .baseline(floor_idle, "one 20 s long poll per receiver, back to back")
+        .note(format!(
+            "scaled from a {window:.0} s window: {}; at start-up {} (one GetQueueAttributes per replica start, not in the window)",
+            calls_text(&idle),
+            calls_text(&started[k])
+        ))
+        .emit();
+        Row::new(
+            &format!("9{}", ['g', 'h', 'i'][k]),
+            &format!(
+                "AWS calls/day, queue path (SQS), {} replica{plural}, 100 changes/h",
+                d.len()
+            ),
+            busy_day,
+            "calls",
+        )
+        .baseline(
+            floor_busy,
+            "the idle floor + one ReceiveMessage and one DeleteMessageBatch per change",
+        )
+        .note(format!(
+            "modelled: idle scaled from {window:.0} s + 2,400 changes x {per_change:.2} calls per change, measured over {changes} changes in {window:.0} s ({}; {took:.0} of {changes} applied); ESO's and the sweep's calls come on top, the same for either door (9c)",
+            calls_text(&busy)
+        ))
+        .emit();
+        assert_eq!(
+            took,
+            changes as f64,
+            "deployment of {} replica(s) applied {took} of {changes} changes",
+            d.len()
+        );
+    }
 }

@@ -5,8 +5,8 @@
 # Builds the release binaries (ssm-resync; loadgen, the harness crate's) and the bench
 # binaries, starts its own local stack (real kube-apiserver + etcd + moto, fresh etcd, under
 # target/bench-stack, ports 26790/19443/17500; ESO left out unless BENCH_ESO=1; the secret,
-# secretburst and awscalls steps get a second fresh stack with ESO), runs each bench, prints
-# the summary table and writes it to target/bench/summary.md (raw rows:
+# secretburst, awscalls and queuesecret steps get a second fresh stack with ESO), runs each
+# bench, prints the summary table and writes it to target/bench/summary.md (raw rows:
 # target/bench/results.jsonl, service logs: target/bench/*.log). The stack is stopped and
 # purged on exit.
 #
@@ -14,13 +14,15 @@
 #                     at 20,000/s open loop, 1,000 end-to-end iterations, start-up at
 #                     100,000 ExternalSecrets too
 #   BENCH_ONLY="a b"  run only these steps: sigverify index confirm startup webhook e2e apicost burst
-#                     secret secretburst awscalls (the last three with ESO, on a second stack
-#                     of their own)
+#                     queuedrain queuecalls secret secretburst awscalls queuesecret (the last
+#                     four with ESO, on a second stack of their own)
 #   BENCH_ETCD_PORT, BENCH_API_PORT, BENCH_MOTO_PORT   stack ports (etcd uses port + 1 too)
 #   BENCH_CONNECTIONS (32), BENCH_WEBHOOK_REQUESTS (60000), BENCH_OPEN_RATE (5000),
 #   BENCH_OPEN_SECONDS (10), BENCH_E2E_ITERATIONS (200), BENCH_RUST_LOG (service RUST_LOG),
 #   BENCH_SECRET_CHANGES (200), BENCH_AWSCALLS_ES (1000), BENCH_AWSCALLS_WINDOW (120 s),
-#   BENCH_CONFIRM_TARGETS (10000),
+#   BENCH_CONFIRM_TARGETS (10000), BENCH_QUEUE_BACKLOG (1000: moto's receive and delete walk the
+#   whole queue per message), BENCH_QUEUE_RESOURCES (300), BENCH_QUEUE_WINDOW (120 s),
+#   BENCH_QUEUE_CHANGES (20),
 #   BENCH_SERVICE_ARGS (extra `ssm-resync serve` flags, for experiments: e.g. --events=false)
 #   BENCH_SERVICE_BIN  (another ssm-resync executable to measure instead of target/release's,
 #                      for experiments: e.g. a build with other profile settings)
@@ -38,7 +40,7 @@ START=$SECONDS
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 HEAVY=${BENCH_HEAVY:-0}
 export BENCH_HEAVY=$HEAVY
-STEPS=${BENCH_ONLY:-sigverify index confirm startup webhook e2e apicost burst secret secretburst awscalls}
+STEPS=${BENCH_ONLY:-sigverify index confirm startup webhook e2e apicost burst queuedrain queuecalls secret secretburst awscalls queuesecret}
 export BENCH_OUT=$REPO/target/bench
 mkdir -p "$BENCH_OUT"
 rm -f "$BENCH_OUT/results.jsonl" "$BENCH_OUT"/*.log "$BENCH_OUT/webhook-bodies.jsonl"
@@ -46,7 +48,7 @@ rm -f "$BENCH_OUT/results.jsonl" "$BENCH_OUT"/*.log "$BENCH_OUT/webhook-bodies.j
 wants() { [[ " $STEPS " == *" $1 "* ]]; }
 needs_stack() {
   local s
-  for s in startup webhook e2e apicost burst; do wants "$s" && return 0; done
+  for s in startup webhook e2e apicost burst queuedrain queuecalls; do wants "$s" && return 0; done
   return 1
 }
 
@@ -92,7 +94,7 @@ stack_up() {
   scripts/stack.sh down --purge >/dev/null 2>&1 || true
   STACK_ESO=$1 scripts/stack.sh up
 }
-if needs_stack || wants secret || wants secretburst || wants awscalls; then
+if needs_stack || wants secret || wants secretburst || wants awscalls || wants queuesecret; then
   scripts/install-deps.sh
   scripts/build-go-tool.sh --all
   # The stack's own logs (ESO's reconciles, moto's requests) are kept next to the service's,
@@ -127,17 +129,22 @@ wants webhook && step webhook "${BIN[service]}" webhook
 wants e2e && step e2e "${BIN[service]}" e2e
 wants apicost && step apicost "${BIN[service]}" apicost
 wants burst && step burst "${BIN[service]}" burst
+# The queue door (figures 11 and 9d-9i): a backlog drained next to moto's bare floor; the SQS
+# calls of 1, 2 and 3 replicas over two measured windows.
+wants queuedrain && step queuedrain "${BIN[service]}" queue-drain
+wants queuecalls && step queuecalls "${BIN[service]}" queue-calls
 # Last: the 20,000 ExternalSecrets it creates (~35 s) stay in the cluster.
 wants startup && step startup-20k "${BIN[service]}" startup 20000
 # Heavy runs only: 80,000 more (about 3 minutes to create), start-up at 100,000.
 [[ $HEAVY == 1 ]] && wants startup && step startup-100k "${BIN[service]}" startup 100000
 # With ESO, on a stack of their own: change -> Secret, and the AWS calls a set-up makes.
-if wants secret || wants secretburst || wants awscalls; then
+if wants secret || wants secretburst || wants awscalls || wants queuesecret; then
   log "stack with ESO for the benches that end at the Secret"
   stack_up 1
   wants secret && step secret "${BIN[eso]}" secret
   wants secretburst && step secretburst "${BIN[eso]}" secretburst
   wants awscalls && step awscalls "${BIN[eso]}" awscalls
+  wants queuesecret && step queuesecret "${BIN[eso]}" queue-secret
 fi
 
 # --- summary ---------------------------------------------------------------------------

@@ -359,6 +359,76 @@ impl Stack {
         )
     }
 
+    /// Puts `bodies` on `queue` as a backlog would have arrived: SendMessageBatch, ten
+    /// messages a call, `concurrency` calls in flight. Returns how long it took.
+    pub async fn fill_queue(
+        &self,
+        queue: &str,
+        bodies: &[String],
+        concurrency: usize,
+    ) -> std::time::Duration {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let t0 = std::time::Instant::now();
+        let sqs = self.sqs().await;
+        let chunks: Arc<Vec<Vec<String>>> =
+            Arc::new(bodies.chunks(10).map(<[String]>::to_vec).collect());
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..concurrency.max(1) {
+            let (sqs, chunks, next, queue) =
+                (sqs.clone(), chunks.clone(), next.clone(), queue.to_owned());
+            tasks.spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(chunk) = chunks.get(i) else { return };
+                    let entries = chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(j, b)| {
+                            aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                                .id(j.to_string())
+                                .message_body(b)
+                                .build()
+                                .expect("id and body set")
+                        })
+                        .collect();
+                    let sent = sqs
+                        .send_message_batch()
+                        .queue_url(&queue)
+                        .set_entries(Some(entries))
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!(
+                                "SendMessageBatch to {queue}: {}",
+                                aws_sdk_sqs::error::DisplayErrorContext(e)
+                            )
+                        });
+                    assert!(
+                        sent.failed().is_empty(),
+                        "SendMessageBatch to {queue}: {:?}",
+                        sent.failed()
+                    );
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("a SendMessageBatch task panicked");
+        }
+        t0.elapsed()
+    }
+
+    /// The process id of one of the stack's components (`moto`, `kube-apiserver`, `etcd`,
+    /// `eso`), from its pid file; for its CPU time during a bench.
+    pub fn pid(&self, component: &str) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join(format!("{component}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub fn signing_key(&self) -> ssm_resync::sns::sign::SigningKey {
         ssm_resync::sns::sign::SigningKey::from_file(self.get("SSM_RESYNC_SAMPLE_SIGN_KEY"))
             .unwrap()
