@@ -48,7 +48,7 @@ EXPECTED_RULES = {
     ("external-secrets.io", "externalsecrets"): {"list", "watch", "patch"},
     ("external-secrets.io", "secretstores"): {"list", "watch"},
     ("external-secrets.io", "clustersecretstores"): {"list", "watch"},
-    ("external-secrets.io", "clusterexternalsecrets"): {"patch"},
+    ("external-secrets.io", "clusterexternalsecrets"): {"list", "watch", "patch"},
     ("kubernetes-client.io", "externalsecrets"): {"list", "watch"},
     ("kubernetes-client.io", "externalsecrets/status"): {"patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
