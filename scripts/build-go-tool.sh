@@ -35,7 +35,7 @@ spec() {
     kube-apiserver) echo "kubernetes k8s.io/kubernetes k8s.io/kubernetes/cmd/kube-apiserver" ;;
     etcd) echo "etcd go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3" ;;
     external-secrets) echo "external-secrets github.com/external-secrets/external-secrets github.com/external-secrets/external-secrets" ;;
-    helm) echo "helm helm.sh/helm/v3 helm.sh/helm/v3/cmd/helm" ;;
+    helm) echo "helm helm.sh/helm/v4 helm.sh/helm/v4/cmd/helm" ;;
     *) return 1 ;;
   esac
 }
@@ -58,7 +58,8 @@ ldflags_of() {
       minor=${minor%%.*}
       printf -- '-s -w -X k8s.io/component-base/version.gitVersion=%s -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=%s -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z' "$v" "$minor"
       ;;
-    helm) printf -- '-s -w -X helm.sh/helm/v3/internal/version.version=%s' "$v" ;;
+    # Helm 4 keeps it where Helm 3 did, under its own module path (its Makefile's LDFLAGS).
+    helm) printf -- '-s -w -X helm.sh/helm/v4/internal/version.version=%s -X helm.sh/helm/v4/internal/version.gitTreeState=clean' "$v" ;;
     *) printf -- '-s -w' ;;
   esac
 }
@@ -75,6 +76,7 @@ binary_ok() {
     kube-apiserver) out=$("$bin" --version 2>/dev/null) && grep -qx "Kubernetes $v" <<<"$out" ;;
     etcd) out=$("$bin" --version 2>/dev/null) && grep -q "etcd Version: ${v#v}" <<<"$out" ;;
     external-secrets) [[ -s $(dirname "$bin")/bundle.yaml ]] ;;
+    helm) out=$("$bin" version --template '{{.Version}}' 2>/dev/null) && [[ $out == "$v" ]] ;;
     *) return 0 ;;
   esac
 }
