@@ -398,6 +398,10 @@ start_apiserver() {
   if [[ -f $CERT_DIR/apiserver.crt ]] && ! openssl x509 -checkend 86400 -noout -in "$CERT_DIR/apiserver.crt" >/dev/null 2>&1; then
     rm -f "$CERT_DIR/apiserver.crt" "$CERT_DIR/apiserver.key"
   fi
+  # --endpoint-reconciler-type=none: no kube-apiserver writes the `kubernetes` Service's
+  # endpoints here (nothing in the stack reads them), and from 1.37 the default (lease)
+  # reconciler refuses a loopback --advertise-address ("cannot use public IP 127.0.0.1 with
+  # endpoint reconciler"), where 1.35 took it.
   start_bg kube-apiserver "$bin" \
     --etcd-servers="$ETCD_URL" \
     --bind-address=127.0.0.1 \
@@ -410,6 +414,7 @@ start_apiserver() {
     --service-account-key-file="$SA_KEY" \
     --service-account-signing-key-file="$SA_KEY" \
     --service-cluster-ip-range=10.0.0.0/24 \
+    --endpoint-reconciler-type=none \
     --enable-priority-and-fairness=false \
     --profiling=false \
     ${API_GATES:+--feature-gates="$API_GATES"}
