@@ -308,11 +308,15 @@ eso_webhook_healthy() {
   curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$ESO_WEBHOOK_HEALTH_PORT/readyz" 2>/dev/null
 }
 
-# The controller has no probe port of its own: its metrics listener opens once the manager
-# runs, and it lists a controller's workqueue once that controller has started.
+# The controller's metrics listener opens once the manager runs, and it lists a
+# controller's workqueue once that controller has started (a stronger sign than the liveness
+# probe of v0.20, a plain ping). The page is read whole before matching: with
+# `curl | grep -q` under pipefail, grep exiting at the first match makes curl fail on its next
+# write (SIGPIPE) once the page outgrows the pipe's buffer, as v0.20's ~100 KiB does.
 eso_healthy() {
-  curl -fsS --max-time 2 "http://127.0.0.1:$ESO_METRICS_PORT/metrics" 2>/dev/null \
-    | grep -q 'controller="externalsecret"'
+  local page
+  page=$(curl -fsS --max-time 2 "http://127.0.0.1:$ESO_METRICS_PORT/metrics" 2>/dev/null) || return 1
+  grep -q 'controller="externalsecret"' <<<"$page"
 }
 
 # --- one-time material --------------------------------------------------------
