@@ -41,7 +41,9 @@ fn verifier(args: &ServeArgs, metrics: &Arc<Metrics>) -> anyhow::Result<Verifier
             .pin_spec(spec)
             .with_context(|| format!("--sns-signing-cert {spec}"))?;
     }
-    Ok(Verifier::new(topics, Arc::new(certs)).with_max_age(args.max_message_age))
+    Ok(Verifier::new(topics, Arc::new(certs))
+        .with_max_age(args.max_message_age)
+        .with_min_signature_version(args.min_signature_version))
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -135,7 +137,8 @@ async fn queues(
                 format!("--sqs-queue-url {url}: no region in the URL and no AWS_REGION")
             })?;
         let queue_verifier = Verifier::new(verifier.topics.clone(), verifier.certs.clone())
-            .with_max_age(Duration::MAX);
+            .with_max_age(Duration::MAX)
+            .with_min_signature_version(verifier.min_signature_version);
         queues.push(Arc::new(Queue::new(
             QueueConfig {
                 url: url.clone(),

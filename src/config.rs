@@ -262,6 +262,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SSM_RESYNC_MAX_MESSAGE_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
     pub max_message_age: Duration,
 
+    /// The lowest SignatureVersion accepted: 1 accepts SHA-1 and SHA-256 signatures (SNS's
+    /// default for a topic is 1), 2 refuses SHA-1 (the topic's SignatureVersion attribute must
+    /// be 2, as infra/ sets it).
+    #[arg(long, env = "SSM_RESYNC_MIN_SIGNATURE_VERSION", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub min_signature_version: u8,
+
     /// Timeout of one signing-certificate fetch.
     #[arg(long, env = "SSM_RESYNC_CERT_FETCH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub cert_fetch_timeout: Duration,

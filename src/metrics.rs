@@ -81,6 +81,7 @@ pub struct Metrics {
     pub sweep_stale: Counter,
     pub sweep_stale_after_refresh: Counter,
     pub sweep_leader: Gauge,
+    pub sweep_failed_regions: Gauge,
     pub unforceable: Counter,
     pub deferred: Counter,
     pub deferred_pending: Gauge,
@@ -141,6 +142,7 @@ impl Metrics {
             sweep_stale: Counter::default(),
             sweep_stale_after_refresh: Counter::default(),
             sweep_leader: Gauge::default(),
+            sweep_failed_regions: Gauge::default(),
             unforceable: Counter::default(),
             deferred: Counter::default(),
             deferred_pending: Gauge::default(),
@@ -288,6 +290,11 @@ impl Metrics {
             "sweep_leader",
             "1 while this replica holds the sweep Lease (or sweeps without one)",
             m.sweep_leader.clone(),
+        );
+        registry.register(
+            "sweep_failed_regions",
+            "Regions whose parameters the last catch-up sweep could not describe (the other regions were swept)",
+            m.sweep_failed_regions.clone(),
         );
         registry.register(
             "unforceable",

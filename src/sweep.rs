@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ssm::types::ParameterStringFilter;
+use futures::StreamExt as _;
 use parking_lot::RwLock;
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -56,7 +57,7 @@ impl Ssm {
         names: &[String],
         metrics: &Metrics,
     ) -> Result<HashMap<String, OffsetDateTime>, String> {
-        let client = self.clients.get(region).await;
+        let client = self.clients.get(region).await.map_err(|e| e.to_string())?;
         let mut out = HashMap::new();
         for batch in names.chunks(BATCH) {
             let filter = ParameterStringFilter::builder()
@@ -133,19 +134,15 @@ pub async fn run(
     loop {
         if leader.as_mut().is_none_or(|l| *l.borrow_and_update()) {
             metrics.sweep_leader.set(1);
-            let result = sweep_once(&config, &index, &resync, &ssm, &metrics, &mut forced).await;
+            let swept = sweep_once(&config, &index, &resync, &ssm, &metrics, &mut forced).await;
             crate::alloc::release_free_memory();
-            let label = if result.is_ok() { "ok" } else { "error" };
             metrics
                 .sweep_runs
-                .get_or_create(&Result_ { result: label })
+                .get_or_create(&Result_ {
+                    result: swept.result(),
+                })
                 .inc();
-            match result {
-                Ok(n) => tracing::info!(stale = n, "catch-up sweep done"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "catch-up sweep failed; next at the next interval")
-                }
-            }
+            tracing::info!(stale = swept.stale, regions = swept.regions, failed_regions = ?swept.failed.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(), "catch-up sweep done");
         } else {
             metrics.sweep_leader.set(0);
         }
@@ -167,7 +164,30 @@ pub async fn run(
     }
 }
 
-/// One sweep; returns how many readers were stale.
+/// What one sweep did.
+#[derive(Debug, Default)]
+struct Swept {
+    stale: usize,
+    regions: usize,
+    /// Regions whose parameters could not be described, and why: the others were swept.
+    failed: Vec<(String, String)>,
+}
+
+impl Swept {
+    fn result(&self) -> &'static str {
+        match self.failed.len() {
+            0 => "ok",
+            n if n == self.regions => "error",
+            _ => "partial",
+        }
+    }
+}
+
+/// Regions described at once by one sweep.
+const REGIONS_IN_FLIGHT: usize = 4;
+
+/// One sweep. Each region is swept on its own: a store naming a region that does not exist,
+/// is not enabled, or is denied by policy costs only its own readers their catch-up.
 async fn sweep_once(
     config: &SweepConfig,
     index: &RwLock<Index>,
@@ -175,7 +195,7 @@ async fn sweep_once(
     ssm: &Ssm,
     metrics: &Metrics,
     forced: &mut HashMap<Target, OffsetDateTime>,
-) -> Result<usize, String> {
+) -> Swept {
     let items = index.read().sweep_items();
     let mut by_region: BTreeMap<String, Vec<SweepItem>> = BTreeMap::new();
     for item in items {
@@ -188,53 +208,57 @@ async fn sweep_once(
         };
         by_region.entry(region).or_default().push(item);
     }
-    // Each stale target once, behind the newest change among the parameters it reads.
+    let mut swept = Swept {
+        regions: by_region.len(),
+        ..Default::default()
+    };
+    // Regions are described side by side: a region that answers slowly (up to the operation
+    // timeout) delays no other region's catch-up.
+    let described: Vec<(String, Vec<SweepItem>, Result<_, String>)> =
+        futures::stream::iter(by_region.into_iter().map(|(region, items)| async move {
+            let names: Vec<String> = items
+                .iter()
+                .map(|i| i.name.clone())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let modified = ssm.last_modified(&region, &names, metrics).await;
+            (region, items, modified)
+        }))
+        .buffer_unordered(REGIONS_IN_FLIGHT)
+        .collect()
+        .await;
     let mut stale: HashMap<Target, Stale> = HashMap::new();
-    for (region, items) in by_region {
-        let names: Vec<String> = items
-            .iter()
-            .map(|i| i.name.clone())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let modified = ssm.last_modified(&region, &names, metrics).await?;
-        for item in items {
-            let Some(m) = modified.get(&item.name) else {
+    for (region, items, modified) in described {
+        let modified = match modified {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(region = %crate::text::truncate(&region, 64), readers = items.len(), error = %e, "catch-up sweep of this region failed; the other regions are swept");
+                swept
+                    .failed
+                    .push((crate::text::truncate(&region, 64).into(), e));
                 continue;
-            };
-            let behind = item.synced_at.is_none_or(|s| s < *m);
-            let already = forced.get(&item.target).is_some_and(|f| f >= m);
-            // ESO's refreshTime has whole seconds: a refresh the watch saw more than a second
-            // after the change cannot leave the reader behind it.
-            if behind
-                && let Some(seen) = config
-                    .confirmations
-                    .as_ref()
-                    .and_then(|c| c.last_refreshed(&item.target))
-                && seen > *m + time::Duration::SECOND
-            {
-                tracing::error!(target = %item.target, parameter = %item.name, last_modified = %m, refreshed = %seen, refresh_time = ?item.synced_at, "reader behind its parameter although a refresh after the change was confirmed: ESO's status and the confirmation disagree");
-                metrics.sweep_stale_after_refresh.inc();
             }
-            if behind && !already {
-                let s = stale.entry(item.target.clone()).or_insert_with(|| Stale {
-                    target: item.target,
-                    parameter: item.name.as_str().into(),
-                    modified: *m,
-                    sync_windows: None,
-                });
-                if *m > s.modified {
-                    s.modified = *m;
-                    s.parameter = item.name.as_str().into();
-                }
-                if item.sync_windows.is_some() {
-                    s.sync_windows = item.sync_windows;
-                }
-            }
+        };
+        let last_refreshed = |t: &Target| {
+            config
+                .confirmations
+                .as_ref()
+                .and_then(|c| c.last_refreshed(t))
+        };
+        let found = stale_readers(items, &modified, forced, last_refreshed);
+        for (item, m, seen) in &found.disagreeing {
+            tracing::error!(target = %item.target, parameter = %item.name, last_modified = %m, refreshed = %seen, refresh_time = ?item.synced_at, "reader behind its parameter although a refresh after the change was confirmed: ESO's status and the confirmation disagree");
+            metrics.sweep_stale_after_refresh.inc();
+        }
+        for (t, s) in found.stale {
+            merge_stale(&mut stale, t, s);
         }
     }
-    let n = stale.len();
-    metrics.sweep_stale.inc_by(n as u64);
+    swept.failed.sort();
+    metrics.sweep_failed_regions.set(swept.failed.len() as i64);
+    swept.stale = stale.len();
+    metrics.sweep_stale.inc_by(swept.stale as u64);
     // Inside a closed sync window a reader is patched at its opening; the next sweep finds it
     // again if this process is gone by then, so a restart loses nothing.
     let modified: HashMap<Target, OffsetDateTime> =
@@ -247,5 +271,167 @@ async fn sweep_once(
             forced.insert(t.clone(), modified[t]);
         }
     }
-    Ok(n)
+    swept
+}
+
+/// The readers of one region behind their parameters.
+#[derive(Debug, Default)]
+struct Found {
+    /// Each stale target once, behind the newest change among the parameters it reads.
+    stale: HashMap<Target, Stale>,
+    /// Behind although the watch saw a refresh after the change (item, modified, refreshed):
+    /// ESO's status and the confirmation disagree, a bug to say loudly.
+    disagreeing: Vec<(SweepItem, OffsetDateTime, OffsetDateTime)>,
+}
+
+/// Which readers are behind the parameters' `modified` dates and not yet forced for them.
+fn stale_readers(
+    items: Vec<SweepItem>,
+    modified: &HashMap<String, OffsetDateTime>,
+    forced: &HashMap<Target, OffsetDateTime>,
+    last_refreshed: impl Fn(&Target) -> Option<OffsetDateTime>,
+) -> Found {
+    let mut found = Found::default();
+    for item in items {
+        let Some(m) = modified.get(&item.name) else {
+            continue;
+        };
+        let behind = item.synced_at.is_none_or(|s| s < *m);
+        let already = forced.get(&item.target).is_some_and(|f| f >= m);
+        // ESO's refreshTime has whole seconds: a refresh the watch saw more than a second
+        // after the change cannot leave the reader behind it.
+        if behind
+            && let Some(seen) = last_refreshed(&item.target)
+            && seen > *m + time::Duration::SECOND
+        {
+            found.disagreeing.push((item.clone(), *m, seen));
+        }
+        if behind && !already {
+            let s = Stale {
+                target: item.target.clone(),
+                parameter: item.name.as_str().into(),
+                modified: *m,
+                sync_windows: item.sync_windows,
+            };
+            merge_stale(&mut found.stale, item.target, s);
+        }
+    }
+    found
+}
+
+/// One entry a target: the newest change wins, and windows once known stay.
+fn merge_stale(stale: &mut HashMap<Target, Stale>, target: Target, s: Stale) {
+    match stale.entry(target) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(s);
+        }
+        std::collections::hash_map::Entry::Occupied(mut o) => {
+            let e = o.get_mut();
+            if s.modified > e.modified {
+                e.modified = s.modified;
+                e.parameter = s.parameter;
+            }
+            if s.sync_windows.is_some() {
+                e.sync_windows = s.sync_windows;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::index::TargetKind;
+
+    fn target(name: &str) -> Target {
+        Target {
+            kind: TargetKind::ExternalSecret,
+            namespace: "app".into(),
+            name: name.into(),
+        }
+    }
+
+    fn item(reader: &str, name: &str, synced_at: Option<OffsetDateTime>) -> SweepItem {
+        SweepItem {
+            region: Some("us-east-1".into()),
+            name: name.into(),
+            target: target(reader),
+            synced_at,
+            sync_windows: None,
+        }
+    }
+
+    const T: OffsetDateTime = datetime!(2026-12-06 12:00 UTC);
+
+    #[test]
+    fn a_reader_behind_its_newest_parameter_is_stale_once() {
+        let modified = HashMap::from([
+            ("/a".to_owned(), T),
+            ("/b".to_owned(), T + time::Duration::MINUTE),
+            ("/c".to_owned(), T),
+        ]);
+        let items = vec![
+            item("two", "/a", Some(T - time::Duration::HOUR)),
+            item("two", "/b", Some(T - time::Duration::HOUR)),
+            item("fresh", "/c", Some(T + time::Duration::SECOND)),
+            item("never-synced", "/c", None),
+            item("gone", "/deleted", None),
+        ];
+        let found = stale_readers(items, &modified, &HashMap::new(), |_| None);
+        let mut names: Vec<&str> = found.stale.keys().map(|t| t.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["never-synced", "two"]);
+        let two = &found.stale[&target("two")];
+        assert_eq!(
+            (&*two.parameter, two.modified),
+            ("/b", T + time::Duration::MINUTE)
+        );
+        assert!(found.disagreeing.is_empty());
+    }
+
+    #[test]
+    fn a_reader_already_forced_for_the_change_is_not_forced_again() {
+        let modified = HashMap::from([("/a".to_owned(), T)]);
+        let items = vec![item("r", "/a", Some(T - time::Duration::HOUR))];
+        let forced = HashMap::from([(target("r"), T)]);
+        assert!(
+            stale_readers(items.clone(), &modified, &forced, |_| None)
+                .stale
+                .is_empty()
+        );
+        let older = HashMap::from([(target("r"), T - time::Duration::MINUTE)]);
+        assert_eq!(
+            stale_readers(items, &modified, &older, |_| None)
+                .stale
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_confirmed_refresh_after_the_change_that_left_the_reader_behind_is_reported() {
+        let modified = HashMap::from([("/a".to_owned(), T)]);
+        let items = vec![item("r", "/a", Some(T - time::Duration::HOUR))];
+        let seen = T + time::Duration::seconds(5);
+        let found = stale_readers(items, &modified, &HashMap::new(), |_| Some(seen));
+        assert_eq!(found.disagreeing.len(), 1);
+        assert_eq!(found.stale.len(), 1, "still forced");
+    }
+
+    #[test]
+    fn a_sweep_with_some_regions_failed_is_partial() {
+        let swept = |regions, failed: usize| Swept {
+            stale: 0,
+            regions,
+            failed: (0..failed)
+                .map(|i| (i.to_string(), "boom".into()))
+                .collect(),
+        };
+        assert_eq!(swept(3, 0).result(), "ok");
+        assert_eq!(swept(3, 1).result(), "partial");
+        assert_eq!(swept(3, 3).result(), "error");
+        assert_eq!(swept(0, 0).result(), "ok");
+    }
 }

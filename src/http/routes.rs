@@ -191,7 +191,11 @@ fn rejected(s: &Webhook, t: &'static str, r: Reject) -> Answer {
 }
 
 fn unavailable(s: &Webhook, t: &'static str, why: &'static str, detail: String) -> Answer {
-    tracing::warn!(reason = why, r#type = t, detail = %detail, "answering 503 so SNS redelivers");
+    // Within the budget: an outsider can provoke some 503s (a deadline passed while a
+    // certificate was fetched for a message of theirs).
+    if let Some(skipped) = s.reject_log.take() {
+        tracing::warn!(reason = why, r#type = t, detail = %detail, skipped, "answering 503 so SNS redelivers");
+    }
     s.metrics.notification(t, "failed");
     Answer {
         status: StatusCode::SERVICE_UNAVAILABLE,
@@ -228,8 +232,19 @@ async fn sns(State(s): State<Arc<Webhook>>, headers: HeaderMap, body: Body) -> A
     answer
 }
 
+/// How much of the deadline a body may use at most: the body's own limit must end first, so a
+/// body that stalls is always the client's 408, never a 503 that SNS would retry and that
+/// would count as a failed delivery (with the defaults both limits are 10 s).
+pub const BODY_DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+/// How long a body may take: `--read-timeout`, but always ending before the deadline.
+fn body_within(read_timeout: Duration, deadline: Duration) -> Duration {
+    read_timeout.min(deadline.saturating_sub(BODY_DEADLINE_MARGIN))
+}
+
 async fn handle(s: &Webhook, headers: &HeaderMap, label: &'static str, body: Body) -> Answer {
-    let bytes = match read_limited(headers, body, s.max_body_bytes, s.read_timeout).await {
+    let within = body_within(s.read_timeout, s.deadline);
+    let bytes = match read_limited(headers, body, s.max_body_bytes, within).await {
         Ok(b) => b,
         Err(r) => return rejected(s, label, r),
     };
@@ -406,5 +421,26 @@ async fn read_limited(
             Err(Reject::BodyTooLarge(format!("body exceeds {max} bytes")))
         }
         Ok(Err(e)) => Err(Reject::MalformedJson(format!("reading body: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn a_body_limit_always_ends_before_the_deadline() {
+        let s = Duration::from_secs;
+        // The shipped defaults: both 10 s.
+        assert_eq!(
+            super::body_within(s(10), s(10)),
+            Duration::from_millis(9500)
+        );
+        assert_eq!(super::body_within(s(2), s(10)), s(2));
+        assert_eq!(
+            super::body_within(s(30), s(10)),
+            Duration::from_millis(9500)
+        );
+        assert_eq!(super::body_within(s(10), Duration::ZERO), Duration::ZERO);
     }
 }

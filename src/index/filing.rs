@@ -208,7 +208,13 @@ impl Index {
                         })
                     };
                     let spent = self.pattern_bytes + filing.charged;
-                    let regex = match name_pattern(f.name_regexp.as_deref(), spent) {
+                    let spent_here = self
+                        .pattern_bytes_by_namespace
+                        .get(key.namespace.as_str())
+                        .copied()
+                        .unwrap_or(0)
+                        + filing.charged;
+                    let regex = match name_pattern(f.name_regexp.as_deref(), spent, spent_here) {
                         NamePattern::Every => None,
                         NamePattern::Compiled(re, cost) => {
                             filing.charged += cost;
@@ -261,6 +267,10 @@ impl Index {
         }
         if filing.charged > 0 {
             self.pattern_bytes += filing.charged;
+            *self
+                .pattern_bytes_by_namespace
+                .entry(key.namespace.as_str().into())
+                .or_default() += filing.charged;
             self.pattern_cost.insert(key.clone(), filing.charged);
         }
     }
@@ -271,6 +281,16 @@ impl Index {
         }
         if let Some(cost) = self.pattern_cost.remove(key) {
             self.pattern_bytes -= cost;
+            if let Some(here) = self
+                .pattern_bytes_by_namespace
+                .get_mut(key.namespace.as_str())
+            {
+                *here -= cost;
+                if *here == 0 {
+                    self.pattern_bytes_by_namespace
+                        .remove(key.namespace.as_str());
+                }
+            }
         }
         let Some(filed) = self.filed.remove(key) else {
             return;

@@ -271,9 +271,11 @@ pub struct Index {
     /// References this index could not evaluate as written, per resource (reported as Events,
     /// a metric and by `explain`).
     rejected: HashMap<Arc<ResourceKey>, Vec<RejectedReference>>,
-    /// What each resource's patterns are charged against [`REGEX_BUDGET`], and the total.
+    /// What each resource's patterns are charged against [`REGEX_BUDGET`], the total, and the
+    /// total per namespace (against [`REGEX_NAMESPACE_BUDGET`]).
     pattern_cost: HashMap<Arc<ResourceKey>, usize>,
     pattern_bytes: usize,
+    pattern_bytes_by_namespace: HashMap<Box<str>, usize>,
     references: usize,
     /// Counted as they come and go, so `stats()` (exported on every watch event) walks nothing.
     kes_readers: usize,
@@ -303,6 +305,9 @@ pub const REGEX_DFA_LIMIT: usize = 32 * 1024;
 /// caches each): a pattern past it is treated as too large. Bounds the amplification of a
 /// few bytes of pattern into KiBs of automaton, whoever creates how many.
 pub const REGEX_BUDGET: usize = 16 << 20;
+/// What one namespace's patterns may cost of [`REGEX_BUDGET`]: one tenant cannot use up
+/// everyone's budget (past it, only that namespace's further patterns match every name).
+pub const REGEX_NAMESPACE_BUDGET: usize = REGEX_BUDGET / 8;
 /// The combined `RegexSet` of every scan pattern; past it, patterns are matched one by one.
 pub const REGEX_SET_SIZE_LIMIT: usize = 4 << 20;
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use regex::Regex;
 
 use super::{
-    Index, REGEX_BUDGET, REGEX_DFA_LIMIT, REGEX_SET_SIZE_LIMIT, REGEX_SIZE_LIMIT, REGEX_SMALL, Test,
+    Index, REGEX_BUDGET, REGEX_DFA_LIMIT, REGEX_NAMESPACE_BUDGET, REGEX_SET_SIZE_LIMIT,
+    REGEX_SIZE_LIMIT, REGEX_SMALL, Test,
 };
 
 /// Why a tenant's pattern is not used as written.
@@ -52,12 +53,19 @@ pub(super) enum NamePattern {
     Invalid(String),
 }
 
-/// What a find's `name.regexp` becomes when `spent` of [`REGEX_BUDGET`] is already charged.
-pub(super) fn name_pattern(re: Option<&str>, spent: usize) -> NamePattern {
+/// What a find's `name.regexp` becomes when `spent` of [`REGEX_BUDGET`] is already charged,
+/// `spent_here` of it by the reader's own namespace.
+pub(super) fn name_pattern(re: Option<&str>, spent: usize, spent_here: usize) -> NamePattern {
     let Some(re) = re.filter(|r| !r.is_empty()) else {
         return NamePattern::Every;
     };
     match compile_pattern(re) {
+        Ok((_, cost)) if spent_here + cost > REGEX_NAMESPACE_BUDGET => {
+            NamePattern::TreatedAsEvery(format!(
+                "find.name.regexp: the patterns of this namespace's ExternalSecrets together passed their {} MiB share of the budget: treated as matching every name",
+                REGEX_NAMESPACE_BUDGET >> 20
+            ))
+        }
         Ok((compiled, cost)) if spent + cost <= REGEX_BUDGET => {
             NamePattern::Compiled(Arc::new(compiled), cost)
         }

@@ -45,6 +45,7 @@ impl Confirmer for SdkConfirmer {
                 .clients
                 .get(region)
                 .await
+                .map_err(|e| e.to_string())?
                 .confirm_subscription()
                 .topic_arn(topic_arn)
                 .token(token)

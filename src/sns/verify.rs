@@ -17,6 +17,8 @@ pub struct Verifier {
     /// Older messages are rejected (`message_too_old`): replay protection. SNS retries for at
     /// most an hour, keeping the original Timestamp.
     pub max_age: Duration,
+    /// `--min-signature-version`: 2 refuses SHA-1 signatures (SignatureVersion 1).
+    pub min_signature_version: u8,
 }
 
 /// How far a Timestamp may lie in the future (clock skew between AWS and this node).
@@ -28,7 +30,13 @@ impl Verifier {
             topics,
             certs,
             max_age: Duration::from_secs(3600),
+            min_signature_version: 1,
         }
+    }
+
+    pub fn with_min_signature_version(mut self, version: u8) -> Self {
+        self.min_signature_version = version;
+        self
     }
 
     pub fn with_max_age(mut self, max_age: Duration) -> Self {
@@ -70,6 +78,11 @@ impl Verifier {
         now: OffsetDateTime,
     ) -> Result<OffsetDateTime, Reject> {
         let sha256 = match env.signature_version.as_str() {
+            "1" if self.min_signature_version > 1 => {
+                return Err(Reject::UnsupportedSignatureVersion(
+                    "SignatureVersion 1 (SHA-1) is refused by --min-signature-version 2: set the topic's SignatureVersion attribute to 2".into(),
+                ));
+            }
             "1" => false,
             "2" => true,
             other => {

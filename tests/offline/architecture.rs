@@ -11,17 +11,10 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A room may use the rooms of the layers below its own, never its own layer's
 /// (the doors do not call each other) nor those above.
 const LAYERS: &[(&str, &[&str])] = &[
+    ("text", &["text"]),
     (
         "leaves",
-        &[
-            "text",
-            "log_budget",
-            "health",
-            "metrics",
-            "alloc",
-            "aws",
-            "dedupe",
-        ],
+        &["log_budget", "health", "metrics", "alloc", "aws", "dedupe"],
     ),
     ("decoding", &["event", "sns"]),
     ("the index", &["index"]),

@@ -224,3 +224,31 @@ async fn each_partition_verifies_with_its_own_signing_name_only() {
         }
     }
 }
+
+/// `--min-signature-version 2` refuses the real SHA-1 messages with their reason and still
+/// verifies the real SHA-256 ones.
+#[tokio::test]
+async fn a_minimum_signature_version_of_2_refuses_the_real_sha1_messages() {
+    let (mut refused, mut verified) = (0, 0);
+    for (body, verifier) in fixtures() {
+        let strict = Verifier::new(verifier.topics.clone(), verifier.certs.clone())
+            .with_min_signature_version(2);
+        let env = Envelope::parse(body.as_bytes()).unwrap();
+        match (
+            env.signature_version.as_str(),
+            strict.verify(&env, at(&env)).await,
+        ) {
+            ("1", Err(r)) => {
+                assert_eq!(r.reason(), "unsupported_signature_version");
+                assert!(r.to_string().contains("--min-signature-version"), "{r}");
+                refused += 1;
+            }
+            ("2", Ok(_)) => verified += 1,
+            (v, other) => panic!("SignatureVersion {v}: {other:?}"),
+        }
+    }
+    assert!(
+        refused > 0 && verified > 0,
+        "{refused} refused, {verified} verified"
+    );
+}

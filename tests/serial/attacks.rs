@@ -771,3 +771,48 @@ async fn a_flood_of_rejections_does_not_flood_the_log() {
         .expect("the ignored type is logged once");
     assert!(line.len() < 1024, "a {} byte log line", line.len());
 }
+
+/// With the shipped defaults `--read-timeout` and `--request-deadline` are both 10 s: a body
+/// that stalls must get the client's 408 every time, not sometimes a 503 (which SNS would
+/// retry, which would log an unbudgeted line, and which would count a failed Notification
+/// on the word of an unauthenticated header).
+#[tokio::test]
+async fn a_stalled_body_is_a_408_under_the_shipped_timeouts() {
+    let _alone = crate::ALONE.lock().await;
+    let stack = Stack::shared();
+    let topic = format!(
+        "arn:aws:sns:us-east-1:123456789012:stall-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
+    let stalls = (0..8).map(|_| {
+        let addr = host_port(&svc.url);
+        tokio::spawn(async move {
+            let (mut r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+            w.write_all(b"POST /sns HTTP/1.1\r\nHost: x\r\nx-amz-sns-message-type: Notification\r\nContent-Length: 1000\r\n\r\n{\"Type\":")
+                .await
+                .unwrap();
+            until_closed(&mut r, Duration::from_secs(15)).await
+        })
+    });
+    for stall in futures::future::join_all(stalls).await {
+        let (closed, got) = stall.unwrap();
+        assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
+        let closed = closed.expect("closed");
+        assert!(
+            closed < Duration::from_secs(10),
+            "answered after the deadline: {closed:?}"
+        );
+    }
+    assert_eq!(
+        svc.metric(r#"ssm_resync_rejections_total{reason="body_read_timeout"}"#)
+            .await,
+        8.0
+    );
+    assert_eq!(
+        svc.metric(r#"ssm_resync_notifications_total{type="Notification",result="failed"}"#)
+            .await,
+        0.0
+    );
+    assert!(!svc.logs().contains("answering 503"), "{}", svc.logs());
+}

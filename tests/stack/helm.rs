@@ -409,6 +409,7 @@ fn every_serve_flag_is_reachable_through_values() {
         "SSM_RESYNC_PATCH_RETRIES=3",
         "SSM_RESYNC_COALESCE_WINDOW=500ms",
         "SSM_RESYNC_MAX_MESSAGE_AGE=1h",
+        "SSM_RESYNC_MIN_SIGNATURE_VERSION=2",
         "SSM_RESYNC_CERT_FETCH_TIMEOUT=3s",
         "SSM_RESYNC_KES=true",
         "SSM_RESYNC_CES_TRIGGER=spec",

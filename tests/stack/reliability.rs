@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -647,6 +647,25 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
         )
         .await;
     }
+    // A tenant's store naming a region that is no region: its readers cannot be swept, the
+    // others still are. ESO's validating webhook refuses such a store ("region not found"),
+    // but not every cluster runs it (the chart's webhook.create=false), ClusterSecretStores of
+    // other controllers and KES's spec.region have none, and an existing region that is not
+    // enabled or denied by policy passes it: here the webhook is removed from this private
+    // stack so the store gets in.
+    let vwcs: kube::Api<
+        k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+    > = kube::Api::all(kube.clone());
+    vwcs.delete("secretstore-validate", &Default::default())
+        .await
+        .expect("ESO's SecretStore webhook configuration");
+    let tenant = namespace(&kube, "rel-sweep-tenant").await;
+    create(&kube, &ss_resource(), &tenant, json!({
+        "apiVersion": "external-secrets.io/v1", "kind": "SecretStore",
+        "metadata": {"name": "aws", "namespace": tenant},
+        "spec": {"provider": {"aws": {"service": "ParameterStore", "region": "us-east-1.evil.example.com"}}}
+    })).await;
+    external_secret(&kube, &tenant, "elsewhere", "aws", &[&params[0]]).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // es-0 and es-1 change while nobody listens; es-2 does not.
     for p in &params[..2] {
@@ -697,6 +716,107 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
         2.0,
         "no SNS message was sent"
     );
+    assert_eq!(
+        svc.metric(r#"ssm_resync_sweep_runs_total{result="partial"}"#)
+            .await,
+        1.0,
+        "one region failed, the sweep went on"
+    );
+    assert_eq!(svc.metric("ssm_resync_sweep_failed_regions").await, 1.0);
+    assert!(
+        svc.logs().contains("is not an AWS region name"),
+        "the failing region is named"
+    );
+}
+
+/// An AWS endpoint that answers 200 and then trickles its body a byte every half second:
+/// fast enough for the SDK's stalled-stream protection (which ends a silent response after a
+/// few seconds), slow enough never to end. Only an operation timeout ends that call: the sweep
+/// ends and says so, and the service stays ready. Without one the sweep, the safety net of
+/// lost deliveries, would wait for ever.
+#[tokio::test]
+async fn a_trickling_aws_endpoint_fails_the_sweep_instead_of_stalling_it() {
+    let stack = Stack::shared();
+    let topic = stack
+        .topic(&format!("rel-trickle-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let kube = stack.kube().await;
+    let ns = namespace(&kube, "rel-trickle").await;
+    secret_store(&kube, &ns, "aws", "us-east-1").await;
+    let p = param("/rel/trickle");
+    external_secret(&kube, &ns, "r", "aws", &[&p]).await;
+    let (endpoint, connections) = trickling_endpoint().await;
+    let svc = Service::start_with(
+        BIN,
+        &stack,
+        &[&topic],
+        &["--sweep-interval=1h", "--sweep-lease="],
+        &[("AWS_ENDPOINT_URL", &endpoint)],
+    )
+    .await;
+    let t0 = Instant::now();
+    // The shared stack may hold stores of other regions, all sent to the same endpoint: the
+    // sweep ends as `error` or, if some region was answered by nothing, `partial`.
+    while svc
+        .metric(r#"ssm_resync_sweep_runs_total{result="error"}"#)
+        .await
+        + svc
+            .metric(r#"ssm_resync_sweep_runs_total{result="partial"}"#)
+            .await
+        < 1.0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the sweep did not end: {} connection(s) to the trickling endpoint",
+            connections.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "sweep against a trickling endpoint ended after {:?}, {} connection(s)",
+        t0.elapsed(),
+        connections.load(Ordering::Relaxed)
+    );
+    assert!(connections.load(Ordering::Relaxed) >= 1);
+    assert!(
+        svc.metric("ssm_resync_sweep_failed_regions").await >= 1.0,
+        "us-east-1 is counted as failed"
+    );
+    let ready = reqwest::get(format!("{}/readyz", svc.admin)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+/// `http://127.0.0.1:<port>`: reads a request, answers `200` with a large Content-Length, then
+/// sends its body a byte every 500 ms; counts connections.
+async fn trickling_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = n.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut c, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 16 * 1024];
+                let _ = c.read(&mut buf).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 1000000\r\n\r\n{";
+                if c.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if c.write_all(b" ").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, n)
 }
 
 #[tokio::test]

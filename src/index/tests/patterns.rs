@@ -30,12 +30,15 @@ fn patterns_too_large_to_combine_are_matched_one_by_one() {
     let k = largest_word_run(|k| format!(r"^/big/99/\w{{{k}}}$"));
     assert!(k > 0);
     let mut idx = Index::new();
-    idx.apply_store(ss("app", "s", "us-east-1", ""));
-    // Past the set's limit, within the budget.
+    // Past the set's limit, within the budget and each namespace's share.
     let n = 120;
+    let ns = |i: usize| format!("t{}", i % 10);
+    for i in 0..10 {
+        idx.apply_store(ss(&ns(i), "s", "us-east-1", ""));
+    }
     for i in 0..n {
         idx.apply_reader(es(
-            "app",
+            &ns(i),
             &format!("big{i}"),
             find(
                 "s",
@@ -47,7 +50,7 @@ fn patterns_too_large_to_combine_are_matched_one_by_one() {
     let word = "a".repeat(k);
     assert_eq!(
         names(&idx.lookup(&change(&format!("/big/3/{word}"), "us-east-1"))),
-        ["app/big3"]
+        ["t3/big3"]
     );
     assert!(
         idx.scan_set().set.is_none(),
@@ -116,17 +119,23 @@ fn rejected_patterns_are_reported_and_fail_safe() {
 
 /// However many patterns tenants create, together they cost at most the budget: past it a
 /// pattern is treated as too large (matching every name) and reported; deleting resources
-/// gives their share back.
+/// gives their share back. Here 16 namespaces stay within their shares and pass the budget
+/// together.
 #[test]
 fn patterns_share_one_budget() {
     let mut idx = Index::new();
-    idx.apply_store(ss("app", "s", "us-east-1", ""));
     // Each `\w` pattern compiles past 8 KiB: charged 64 KiB + two 32 KiB DFA caches.
     let each = REGEX_SIZE_LIMIT + 2 * REGEX_DFA_LIMIT;
     let fit = REGEX_BUDGET / each;
+    let namespaces = 16;
+    assert!(fit / namespaces * each <= REGEX_NAMESPACE_BUDGET);
+    let ns = |i: usize| format!("t{}", i % namespaces);
+    for i in 0..namespaces {
+        idx.apply_store(ss(&ns(i), "s", "us-east-1", ""));
+    }
     for i in 0..fit + 12 {
         idx.apply_reader(es(
-            "app",
+            &ns(i),
             &format!("p{i}"),
             find("s", json!({"name": {"regexp": format!(r"^/p/{i}/\w$")}})),
         ));
@@ -139,19 +148,67 @@ fn patterns_share_one_budget() {
     let l = idx.lookup(&change("/p/0/x", "us-east-1"));
     assert_eq!(l.targets.len(), 1 + 12, "{:?}", names(&l));
     for i in 0..20 {
-        idx.delete_reader(ReaderKind::ExternalSecret, "app", &format!("p{i}"));
+        idx.delete_reader(ReaderKind::ExternalSecret, &ns(i), &format!("p{i}"));
     }
     idx.apply_reader(es(
-        "app",
+        "t0",
         "late",
         find("s", json!({"name": {"regexp": r"^/late/\w$"}})),
     ));
     assert!(
         idx.rejected_of(&ResourceKey {
             kind: ReaderKind::ExternalSecret,
-            namespace: "app".into(),
+            namespace: "t0".into(),
             name: "late".into(),
         })
         .is_empty()
+    );
+}
+
+/// One tenant creating patterns without end spends only its namespace's share: its further
+/// patterns match every name (its own spurious re-syncs, reported), and another namespace's
+/// pattern still compiles. Before the shares, the first tenant in list order took the whole
+/// budget and everyone after matched every name.
+#[test]
+fn one_tenant_cannot_use_up_everyones_regexp_budget() {
+    let mut idx = Index::new();
+    idx.apply_store(ss("greedy", "s", "us-east-1", ""));
+    idx.apply_store(ss("other", "s", "us-east-1", ""));
+    let each = REGEX_SIZE_LIMIT + 2 * REGEX_DFA_LIMIT;
+    let n = REGEX_BUDGET / each + 10;
+    for i in 0..n {
+        idx.apply_reader(es(
+            "greedy",
+            &format!("p{i}"),
+            find("s", json!({"name": {"regexp": format!(r"^/g/{i}/\w$")}})),
+        ));
+    }
+    let share = REGEX_NAMESPACE_BUDGET / each;
+    assert_eq!(idx.stats().rejected, n - share);
+    let greedy = idx.explain(&change("/g/0/x", "us-east-1")).rejected;
+    assert!(greedy[0].reason.contains("this namespace"), "{greedy:?}");
+    idx.apply_reader(es(
+        "other",
+        "own",
+        find("s", json!({"name": {"regexp": r"^/other/\w$"}})),
+    ));
+    let other = ResourceKey {
+        kind: ReaderKind::ExternalSecret,
+        namespace: "other".into(),
+        name: "own".into(),
+    };
+    assert!(idx.rejected_of(&other).is_empty());
+    let l = idx.lookup(&change("/other/x", "us-east-1"));
+    assert!(
+        names(&l).contains(&"other/own".to_owned()),
+        "{:?}",
+        names(&l)
+    );
+    assert!(
+        !names(&l)
+            .iter()
+            .any(|n| n.starts_with("other/") && n != "other/own"),
+        "{:?}",
+        names(&l)
     );
 }
