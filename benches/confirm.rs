@@ -41,7 +41,7 @@ const RUNS: usize = 5;
 /// last sync, `revision` in its `syncedResourceVersion`.
 fn external_secret(i: usize, revision: usize) -> Value {
     json!({
-        "apiVersion": "external-secrets.io/v1beta1",
+        "apiVersion": "external-secrets.io/v1",
         "kind": "ExternalSecret",
         "metadata": {
             "name": format!("payments-api-db-credentials-{i}"),

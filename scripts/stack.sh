@@ -3,7 +3,8 @@
 # External Secrets Operator (its controller and its validating webhook, out of cluster, ESO's
 # own CRD bundle), all built from the Go module proxy by scripts/build-go-tool.sh, and moto
 # patched to sign SNS deliveries like AWS (scripts/moto_launcher.py), which ESO reads
-# Parameter Store and Secrets Manager from.
+# Parameter Store and Secrets Manager from. The ESO release is chosen per stack
+# (STACK_ESO_VERSION); etcd and kube-apiserver are the releases of their wrappers in stack/go.
 #
 # Usage: scripts/stack.sh up | down [--purge] | status | env
 #                         | stop COMPONENT | start COMPONENT
@@ -27,7 +28,13 @@
 #   STACK_API_PORT   default 16443
 #   STACK_MOTO_PORT  default 15000
 #   STACK_ESO_PORT   default 17000: ESO's webhook; + 1 its health probe, + 2 the
-#                    controller's metrics (externalsecret_* and the provider's API calls)
+#                    controller's metrics (externalsecret_* and the provider's API calls),
+#                    + 3 the controller's liveness probe (ESO v0.20 has one, v0.19.2 not)
+#   STACK_ESO_VERSION  the ESO release: its binary and its CRD bundle (default: the one
+#                    `scripts/build-go-tool.sh --version external-secrets` prints, v0.20.4;
+#                    `--versions external-secrets` lists the others, e.g. v0.16.2). The env
+#                    file exports it as SSM_RESYNC_STACK_ESO_VERSION. The CRDs are ESO's even
+#                    with STACK_ESO=0, so it applies there too
 #   STACK_ESO        1 (default) runs ESO; 0 leaves it out (a stack for tests that
 #                    only need the API server)
 #   STACK_API_FEATURE_GATES  kube-apiserver --feature-gates (default: none, the release's
@@ -63,6 +70,7 @@ init_dir() {
   STACK_DIR=$(realpath -m "${STACK_DIR:-$REPO/target/stack}")
   CONF=$STACK_DIR/stack.conf
   local saved_etcd="" saved_api="" saved_moto="" saved_eso="" saved_with_eso="" saved_gates=""
+  local saved_eso_version=""
   if [[ -f $CONF ]]; then
     saved_etcd=$(sed -n 's/^etcd_port=//p' "$CONF")
     saved_api=$(sed -n 's/^api_port=//p' "$CONF")
@@ -70,6 +78,9 @@ init_dir() {
     saved_eso=$(sed -n 's/^eso_port=//p' "$CONF")
     saved_with_eso=$(sed -n 's/^eso=//p' "$CONF")
     saved_gates=$(sed -n 's/^api_feature_gates=//p' "$CONF")
+    # None in a stack.conf of before the choice: `up` then takes the default, and refuses
+    # (save_conf) while that stack's processes run.
+    saved_eso_version=$(sed -n 's/^eso_version=//p' "$CONF")
   fi
   if [[ $1 == up ]]; then
     ETCD_PORT=${STACK_ETCD_PORT:-${saved_etcd:-23790}}
@@ -78,6 +89,7 @@ init_dir() {
     ESO_PORT=${STACK_ESO_PORT:-${saved_eso:-17000}}
     WITH_ESO=${STACK_ESO:-${saved_with_eso:-1}}
     API_GATES=${STACK_API_FEATURE_GATES-$saved_gates}
+    ESO_VERSION=${STACK_ESO_VERSION:-$saved_eso_version}
   else
     # The ports are the stack's own: a sourced env file of another stack
     # must not point status/down/start-apiserver at that stack's ports.
@@ -87,17 +99,23 @@ init_dir() {
     ESO_PORT=${saved_eso:-${STACK_ESO_PORT:-17000}}
     WITH_ESO=${saved_with_eso:-${STACK_ESO:-1}}
     API_GATES=$saved_gates
+    ESO_VERSION=${saved_eso_version:-${STACK_ESO_VERSION:-}}
   fi
+  if [[ -z $ESO_VERSION ]]; then
+    ESO_VERSION=$("$SCRIPTS/build-go-tool.sh" --version external-secrets) || die "no default ESO version"
+  fi
+  [[ $ESO_VERSION =~ ^v[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "STACK_ESO_VERSION: '$ESO_VERSION' is not vX.Y.Z"
   [[ $API_GATES =~ ^[A-Za-z0-9=,]*$ ]] || die "STACK_API_FEATURE_GATES: '$API_GATES' is not Gate=bool,..."
   [[ $WITH_ESO == [01] ]] || die "STACK_ESO must be 0 or 1, not '$WITH_ESO'"
   local p
   for p in "$ETCD_PORT" "$API_PORT" "$MOTO_PORT" "$ESO_PORT"; do
-    if [[ ! $p =~ ^[0-9]+$ ]] || ((p == 0 || p > 65533)); then die "bad port '$p'"; fi
+    if [[ ! $p =~ ^[0-9]+$ ]] || ((p == 0 || p > 65532)); then die "bad port '$p'"; fi
   done
   ETCD_PEER_PORT=$((ETCD_PORT + 1))
   ESO_WEBHOOK_PORT=$ESO_PORT
   ESO_WEBHOOK_HEALTH_PORT=$((ESO_PORT + 1))
   ESO_METRICS_PORT=$((ESO_PORT + 2))
+  ESO_LIVE_PORT=$((ESO_PORT + 3))
 
   ETCD_URL=http://127.0.0.1:$ETCD_PORT
   API_URL=https://127.0.0.1:$API_PORT
@@ -115,11 +133,11 @@ init_dir() {
 
 save_conf() {
   local conf
-  conf=$(printf 'etcd_port=%s\napi_port=%s\nmoto_port=%s\neso_port=%s\neso=%s' \
-    "$ETCD_PORT" "$API_PORT" "$MOTO_PORT" "$ESO_PORT" "$WITH_ESO")
+  conf=$(printf 'etcd_port=%s\napi_port=%s\nmoto_port=%s\neso_port=%s\neso=%s\neso_version=%s' \
+    "$ETCD_PORT" "$API_PORT" "$MOTO_PORT" "$ESO_PORT" "$WITH_ESO" "$ESO_VERSION")
   [[ -n $API_GATES ]] && conf+=$'\n'"api_feature_gates=$API_GATES"
   if [[ -f $CONF && $(<"$CONF") != "$conf" ]] && any_alive; then
-    die "ports or feature gates differ from those in $CONF while this stack runs: run 'scripts/stack.sh down' first"
+    die "ports, feature gates or ESO version differ from those in $CONF while this stack runs: run 'scripts/stack.sh down' first"
   fi
   printf '%s\n' "$conf" >"$CONF"
 }
@@ -290,11 +308,15 @@ eso_webhook_healthy() {
   curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$ESO_WEBHOOK_HEALTH_PORT/readyz" 2>/dev/null
 }
 
-# The controller has no probe port of its own: its metrics listener opens once the manager
-# runs, and it lists a controller's workqueue once that controller has started.
+# The controller's metrics listener opens once the manager runs, and it lists a
+# controller's workqueue once that controller has started (a stronger sign than the liveness
+# probe of v0.20, a plain ping). The page is read whole before matching: with
+# `curl | grep -q` under pipefail, grep exiting at the first match makes curl fail on its next
+# write (SIGPIPE) once the page outgrows the pipe's buffer, as v0.20's ~100 KiB does.
 eso_healthy() {
-  curl -fsS --max-time 2 "http://127.0.0.1:$ESO_METRICS_PORT/metrics" 2>/dev/null \
-    | grep -q 'controller="externalsecret"'
+  local page
+  page=$(curl -fsS --max-time 2 "http://127.0.0.1:$ESO_METRICS_PORT/metrics" 2>/dev/null) || return 1
+  grep -q 'controller="externalsecret"' <<<"$page"
 }
 
 # --- one-time material --------------------------------------------------------
@@ -398,6 +420,10 @@ start_apiserver() {
   if [[ -f $CERT_DIR/apiserver.crt ]] && ! openssl x509 -checkend 86400 -noout -in "$CERT_DIR/apiserver.crt" >/dev/null 2>&1; then
     rm -f "$CERT_DIR/apiserver.crt" "$CERT_DIR/apiserver.key"
   fi
+  # --endpoint-reconciler-type=none: no kube-apiserver writes the `kubernetes` Service's
+  # endpoints here (nothing in the stack reads them), and from 1.37 the default (lease)
+  # reconciler refuses a loopback --advertise-address ("cannot use public IP 127.0.0.1 with
+  # endpoint reconciler"), where 1.35 took it.
   start_bg kube-apiserver "$bin" \
     --etcd-servers="$ETCD_URL" \
     --bind-address=127.0.0.1 \
@@ -410,6 +436,7 @@ start_apiserver() {
     --service-account-key-file="$SA_KEY" \
     --service-account-signing-key-file="$SA_KEY" \
     --service-cluster-ip-range=10.0.0.0/24 \
+    --endpoint-reconciler-type=none \
     --enable-priority-and-fairness=false \
     --profiling=false \
     ${API_GATES:+--feature-gates="$API_GATES"}
@@ -488,7 +515,7 @@ ensure_eso_webhook() {
   port_busy "$ESO_WEBHOOK_PORT" && die "port $ESO_WEBHOOK_PORT (STACK_ESO_PORT) is in use by another process"
   port_busy "$ESO_WEBHOOK_HEALTH_PORT" && die "port $ESO_WEBHOOK_HEALTH_PORT (STACK_ESO_PORT + 1) is in use by another process"
   local bin t0=$SECONDS
-  bin=$(go_tool external-secrets)
+  bin=$(go_tool "external-secrets@$ESO_VERSION")
   start_bg eso-webhook env KUBECONFIG="$KUBECONFIG_ESO" "$bin" webhook \
     --port="$ESO_WEBHOOK_PORT" \
     --cert-dir="$ESO_CERT_DIR" \
@@ -497,7 +524,7 @@ ensure_eso_webhook() {
     --metrics-addr=0 \
     --zap-time-encoding=iso8601
   wait_healthy eso-webhook eso_webhook_healthy 60
-  log "eso-webhook: started (pid $(live_pid eso-webhook), https://localhost:$ESO_WEBHOOK_PORT, ready in $((SECONDS - t0)) s)"
+  log "eso-webhook: started (pid $(live_pid eso-webhook), ESO $ESO_VERSION, https://localhost:$ESO_WEBHOOK_PORT, ready in $((SECONDS - t0)) s)"
 }
 
 register_eso_webhook() {
@@ -546,9 +573,13 @@ EOF
 }
 
 # ESO's controller, out of cluster, reading AWS from moto: AWS_SSM_ENDPOINT,
-# AWS_SECRETSMANAGER_ENDPOINT and AWS_STS_ENDPOINT are its provider's endpoint overrides
-# (v0.16.2 pkg/provider/aws/auth/resolver.go); stores without `auth` use these static
-# credentials through the SDK's default chain. Leader election is off (one replica).
+# AWS_SECRETSMANAGER_ENDPOINT and AWS_STS_ENDPOINT are its provider's endpoint overrides, the
+# same names in both releases the stack runs (v0.16.2: pkg/provider/aws/auth/resolver.go, AWS
+# SDK v1; v0.20.4: pkg/provider/aws/{parameterstore,secretsmanager,auth}/resolver.go, AWS SDK
+# v2); stores without `auth` use these static credentials through the SDK's default chain.
+# Leader election is off (one replica). From v0.20 the controller also serves a liveness probe,
+# --live-addr, by default on :8082 of every interface, which two stacks would both take: it is
+# put on loopback at STACK_ESO_PORT + 3 where the release has the flag (asked of its --help).
 start_eso() {
   if live_pid eso >/dev/null; then
     eso_healthy || wait_healthy eso eso_healthy 60
@@ -557,8 +588,12 @@ start_eso() {
   fi
   rm -f "$(pid_file eso)"
   port_busy "$ESO_METRICS_PORT" && die "port $ESO_METRICS_PORT (STACK_ESO_PORT + 2) is in use by another process"
-  local bin t0=$SECONDS
-  bin=$(go_tool external-secrets)
+  local bin t0=$SECONDS flags=()
+  bin=$(go_tool "external-secrets@$ESO_VERSION")
+  if eso_has_flag "$bin" --live-addr; then
+    port_busy "$ESO_LIVE_PORT" && die "port $ESO_LIVE_PORT (STACK_ESO_PORT + 3) is in use by another process"
+    flags+=(--live-addr="127.0.0.1:$ESO_LIVE_PORT")
+  fi
   start_bg eso env \
     KUBECONFIG="$KUBECONFIG_ESO" \
     AWS_SSM_ENDPOINT="$MOTO_URL" \
@@ -573,9 +608,17 @@ start_eso() {
     --enable-leader-election=false \
     --concurrent=4 \
     --loglevel="${STACK_ESO_LOGLEVEL:-info}" \
-    --zap-time-encoding=iso8601
+    --zap-time-encoding=iso8601 \
+    "${flags[@]}"
   wait_healthy eso eso_healthy 60
-  log "eso: started (pid $(live_pid eso), metrics http://127.0.0.1:$ESO_METRICS_PORT/metrics, ready in $((SECONDS - t0)) s)"
+  log "eso: started (pid $(live_pid eso), ESO $ESO_VERSION, metrics http://127.0.0.1:$ESO_METRICS_PORT/metrics, ready in $((SECONDS - t0)) s)"
+}
+
+# eso_has_flag BIN --FLAG: the controller (ESO's root command) of this release takes --FLAG.
+eso_has_flag() {
+  local help
+  help=$("$1" --help 2>&1) || die "$1 --help failed: $help"
+  grep -q -- "^ *$2 " <<<"$help"
 }
 
 # CreateTopic is idempotent. moto routes on the SigV4 credential scope and
@@ -600,7 +643,7 @@ kubectl_admin() { KUBECONFIG=$KUBECONFIG_ADMIN kubectl "$@"; }
 # registry this project can use).
 apply_crds() {
   local dir=$REPO/k8s/crds files=() bundle
-  bundle=$(dirname "$(go_tool external-secrets)")/bundle.yaml
+  bundle=$(dirname "$(go_tool "external-secrets@$ESO_VERSION")")/bundle.yaml
   [[ -s $bundle ]] || die "ESO's CRD bundle $bundle is missing"
   files=("$bundle")
   shopt -s nullglob
@@ -613,7 +656,7 @@ apply_crds() {
     || die "kubectl apply of $dir failed: $out"
   out=$(kubectl_admin wait --for=condition=Established crd --all --timeout=30s 2>&1) \
     || die "CRDs not Established: $out"
-  log "crds: applied ESO $("$SCRIPTS/build-go-tool.sh" --version external-secrets)'s bundle and ${#files[@]} file(s) in all, Established"
+  log "crds: applied ESO $ESO_VERSION's bundle and ${#files[@]} file(s) in all, Established"
 }
 
 write_env() {
@@ -638,6 +681,9 @@ export STACK_MOTO_PORT=$MOTO_PORT
 export STACK_ETCD_PORT=$ETCD_PORT
 export STACK_ESO_PORT=$ESO_PORT
 export STACK_ESO=$WITH_ESO
+export STACK_ESO_VERSION=$ESO_VERSION
+# The ESO release whose CRDs (and, with STACK_ESO=1, controller and webhook) this stack runs.
+export SSM_RESYNC_STACK_ESO_VERSION=$ESO_VERSION
 export STACK_ESO_METRICS_URL=http://127.0.0.1:$ESO_METRICS_PORT/metrics
 EOF
   mv "$ENV_FILE.tmp" "$ENV_FILE"
@@ -647,6 +693,8 @@ EOF
 
 cmd_up() {
   local t0=$SECONDS
+  "$SCRIPTS/build-go-tool.sh" --version "external-secrets@$ESO_VERSION" >/dev/null \
+    || die "STACK_ESO_VERSION=$ESO_VERSION: no such ESO wrapper (scripts/build-go-tool.sh --versions external-secrets lists them)"
   lock_dir
   save_conf
   ensure_material
@@ -717,20 +765,20 @@ cmd_status() {
   if ((WITH_ESO)); then
     pid=""
     if pid=$(live_pid eso-webhook) && eso_webhook_healthy; then
-      echo "eso-webhook: up (pid $pid, https://localhost:$ESO_WEBHOOK_PORT)"
+      echo "eso-webhook: up (pid $pid, ESO $ESO_VERSION, https://localhost:$ESO_WEBHOOK_PORT)"
     else
       echo "eso-webhook: down${pid:+ (pid $pid not ready)}"
       bad=1
     fi
     pid=""
     if pid=$(live_pid eso) && eso_healthy; then
-      echo "eso: up (pid $pid, metrics http://127.0.0.1:$ESO_METRICS_PORT/metrics)"
+      echo "eso: up (pid $pid, ESO $ESO_VERSION, metrics http://127.0.0.1:$ESO_METRICS_PORT/metrics)"
     else
       echo "eso: down${pid:+ (pid $pid not ready)}"
       bad=1
     fi
   else
-    echo "eso: not part of this stack (STACK_ESO=0)"
+    echo "eso: not part of this stack (STACK_ESO=0; CRDs of ESO $ESO_VERSION)"
   fi
   return "$bad"
 }

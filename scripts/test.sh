@@ -3,9 +3,9 @@
 # Installs what the local stack needs, builds its Go programs once (etcd, kube-apiserver, the
 # External Secrets Operator; and helm for tests/stack/helm.rs; cached by version), runs
 # fmt and clippy on the whole workspace (the product and harness/; warnings are errors),
-# builds the container image (scripts/image.sh, for tests/stack/image.rs), starts one local
-# stack for the integration tests to share (tests that stop the API server start their own),
-# runs all tests, stops the stack.
+# builds the container image (scripts/image.sh, for tests/stack/image.rs), starts two local
+# stacks for the integration tests to share, one per ESO release they judge on (tests that
+# stop the API server start their own), runs all tests, stops the stacks.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -36,18 +36,49 @@ if ((avail_kib < 8 * 1024 * 1024)); then
   rm -rf target/release/deps target/release/build target/release/.fingerprint target/release/incremental
 fi
 
-export STACK_DIR=$REPO/target/test-stack
-export STACK_ETCD_PORT=${TEST_STACK_ETCD_PORT:-24790} STACK_API_PORT=${TEST_STACK_API_PORT:-17443} STACK_MOTO_PORT=${TEST_STACK_MOTO_PORT:-16000} STACK_ESO_PORT=${TEST_STACK_ESO_PORT:-17100}
-scripts/stack.sh up
-trap 'scripts/stack.sh down --purge' EXIT
+# Two shared stacks, one per ESO release the tests judge on (harness/src/stack.rs, `Eso`;
+# `scripts/build-go-tool.sh --versions external-secrets`): the default release, which every
+# test that ends at a Secret runs on, and v0.16.2, which the version-sensitive tests (the
+# ClusterExternalSecret triggers, references, outcomes) run on too. Each has its own STACK_DIR
+# and ports (the second's are the first's moved up, clear of `make run`'s and `make bench`'s)
+# and is named to the tests by its own variable. They start side by side: most of a start is
+# waiting for kube-apiserver and ESO, not CPU.
+eso_default=$(scripts/build-go-tool.sh --version external-secrets)
+etcd_port=${TEST_STACK_ETCD_PORT:-24790} api_port=${TEST_STACK_API_PORT:-17443}
+moto_port=${TEST_STACK_MOTO_PORT:-16000} eso_port=${TEST_STACK_ESO_PORT:-17100}
+stack_default() {
+  STACK_DIR=$REPO/target/test-stack STACK_ESO_VERSION=$eso_default \
+    STACK_ETCD_PORT=$etcd_port STACK_API_PORT=$api_port STACK_MOTO_PORT=$moto_port STACK_ESO_PORT=$eso_port \
+    scripts/stack.sh "$@"
+}
+stack_v016() {
+  # ESO takes four ports from its base (webhook, webhook health, metrics, liveness).
+  STACK_DIR=$REPO/target/test-stack-eso-v016 STACK_ESO_VERSION=v0.16.2 \
+    STACK_ETCD_PORT=$((etcd_port + 1000)) STACK_API_PORT=$((api_port + 1000)) \
+    STACK_MOTO_PORT=$((moto_port + 500)) STACK_ESO_PORT=$((eso_port + 100)) \
+    scripts/stack.sh "$@"
+}
+# Both, even when the first fails; fails if either did.
+stacks_down() {
+  local rc=0
+  stack_default down --purge || rc=$?
+  stack_v016 down --purge || rc=$?
+  return "$rc"
+}
+trap stacks_down EXIT
+stack_v016 up &
+v016_up=$!
+stack_default up
+wait "$v016_up"
 # The workspace's libraries, binaries and integration tests (benches run with `make bench`;
 # there are no doc tests), every binary even after a failure: the product's unit tests, its
 # three integration test binaries (tests/offline, tests/stack, tests/serial, one at a time)
 # and the harness's own tests. The last line totals every test binary's result.
 mkdir -p target
 status=0
-SSM_RESYNC_TEST_STACK_DIR=$STACK_DIR cargo test --locked --no-fail-fast --workspace --lib --bins --tests 2>&1 | tee target/test.log || status=$?
-scripts/stack.sh down --purge
+SSM_RESYNC_TEST_STACK_DIR=$REPO/target/test-stack SSM_RESYNC_TEST_STACK_DIR_ESO_V016=$REPO/target/test-stack-eso-v016 \
+  cargo test --locked --no-fail-fast --workspace --lib --bins --tests 2>&1 | tee target/test.log || status=$?
+stacks_down
 trap - EXIT
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test.log
 exit "$status"

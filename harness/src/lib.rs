@@ -5,7 +5,8 @@
 //!
 //! - [`Stack`]: the local stack (real kube-apiserver + etcd, moto, the External Secrets
 //!   Operator's controller and webhook; `scripts/stack.sh`), shared by the tests of a binary,
-//!   private to one, or the one `make bench` started; its AWS clients (moto).
+//!   private to one, or the one `make bench` started; its AWS clients (moto); [`Eso`], the
+//!   ESO releases a stack can run (one shared stack each under `make test`).
 //! - [`Service`]: a real `ssm-resync serve` child process over loopback, as a test or a bench
 //!   runs it; [`Replica`]: one on fixed ports that can be killed and started again in place;
 //!   [`manifests::Launched`]: one run as a rendered deployment would run it.
@@ -43,7 +44,7 @@ pub use replica::Replica;
 pub use service::{
     Service, counting_listener, no_sweep_unless_asked, post, post_sns, sample, scrape,
 };
-pub use stack::Stack;
+pub use stack::{Eso, Stack};
 
 /// The repository's root (this crate is its `harness/`): scripts/, k8s/, charts/, tests/data.
 pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");

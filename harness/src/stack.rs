@@ -2,16 +2,20 @@
 //! controller and webhook; `scripts/stack.sh`) as a test or bench finds it.
 //!
 //! `Stack::shared()` uses the stack named by `SSM_RESYNC_TEST_STACK_DIR` (what `make test`
-//! starts once) or else starts a private one; `Stack::private()` always starts its own (for
-//! tests that stop the API server); `Stack::bench()` is the one `scripts/bench.sh` started. A
-//! stack that cannot start fails the test: these tests never skip.
+//! starts once, ESO's default release) or else starts a private one; `Stack::shared_eso(eso)`
+//! asks for the shared stack of one ESO release ([`Eso`]: `make test` starts one per release,
+//! each named by [`Eso::shared_stack_var`]); `Stack::private()` and `Stack::private_eso(eso)`
+//! always start their own (for tests that stop the API server); `Stack::bench()` is the one
+//! `scripts/bench.sh` started. A stack that cannot start, or that runs another ESO release than
+//! the test asked for, fails the test: these tests never skip.
 //!
 //! The tests of one binary run concurrently, and every service a test starts watches the
 //! whole shared cluster. `Stack::shared()` therefore holds a share of the shared stack for as
 //! long as the `Stack` lives, and `Stack::shared_alone()` waits until no other test holds one
 //! and keeps the others out meanwhile: for a test whose service sweeps the whole cluster at
 //! start-up, as shipped (the sweep would force other tests' readers, which assert what did
-//! and did not re-sync).
+//! and did not re-sync). Each shared stack has holds of its own: a service sees only the
+//! cluster it runs against.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,61 @@ use std::sync::{Condvar, Mutex};
 
 use crate::ports::{free_port, free_run};
 use crate::{REPO, cluster};
+
+/// An External Secrets Operator release the local stack runs and the tests judge on: one per
+/// wrapper module in stack/go/external-secrets-v*/ (`scripts/build-go-tool.sh --versions
+/// external-secrets`, the default first; a harness test checks that the two lists agree).
+/// What differs between them for ssm-resync is in docs/eso-versions.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Eso {
+    /// v0.20.4, the stack's default: serves `external-secrets.io/v1` only, and copies a
+    /// ClusterExternalSecret's own `external-secrets.io/force-sync` annotation to its children.
+    V0_20_4,
+    /// v0.16.2: serves `v1beta1` beside `v1`, and copies only the parent's
+    /// `spec.externalSecretMetadata.annotations` to a ClusterExternalSecret's children.
+    V0_16_2,
+}
+
+impl Eso {
+    /// The release `scripts/stack.sh` runs unless `STACK_ESO_VERSION` says otherwise.
+    pub const DEFAULT: Eso = Eso::V0_20_4;
+    /// Every release, the default first.
+    pub const ALL: [Eso; 2] = [Eso::V0_20_4, Eso::V0_16_2];
+
+    /// As `STACK_ESO_VERSION` and the stack's env file (`SSM_RESYNC_STACK_ESO_VERSION`) say it.
+    pub fn version(self) -> &'static str {
+        match self {
+            Eso::V0_20_4 => "v0.20.4",
+            Eso::V0_16_2 => "v0.16.2",
+        }
+    }
+
+    pub fn from_version(version: &str) -> Option<Eso> {
+        Eso::ALL.into_iter().find(|e| e.version() == version)
+    }
+
+    /// The variable naming the shared stack of this release that `make test` started
+    /// (scripts/test.sh).
+    pub fn shared_stack_var(self) -> &'static str {
+        match self {
+            Eso::V0_20_4 => "SSM_RESYNC_TEST_STACK_DIR",
+            Eso::V0_16_2 => "SSM_RESYNC_TEST_STACK_DIR_ESO_V016",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Eso::V0_20_4 => 0,
+            Eso::V0_16_2 => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Eso {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ESO {}", self.version())
+    }
+}
 
 pub struct Stack {
     pub dir: PathBuf,
@@ -30,29 +89,45 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// The shared stack (`SSM_RESYNC_TEST_STACK_DIR`), shared with the other tests of the
-    /// binary; a private one when none is named.
+    /// The shared stack of ESO's default release (`SSM_RESYNC_TEST_STACK_DIR`), shared with
+    /// the other tests of the binary; a private one when none is named.
     pub fn shared() -> Stack {
-        Self::shared_holding(Hold::share)
+        Self::shared_eso(Eso::DEFAULT)
     }
 
-    /// The shared stack with no other test of this binary on it until this `Stack` is
-    /// dropped (waits for the ones on it to finish): for a test whose service sweeps the
-    /// whole cluster at start-up.
+    /// The shared stack that runs `eso` (named by [`Eso::shared_stack_var`]), shared with the
+    /// other tests of the binary; a private one of that release when none is named. A named
+    /// stack that runs another release fails the test.
+    pub fn shared_eso(eso: Eso) -> Stack {
+        Self::shared_holding(eso, Hold::share)
+    }
+
+    /// The shared stack (ESO's default release) with no other test of this binary on it until
+    /// this `Stack` is dropped (waits for the ones on it to finish): for a test whose service
+    /// sweeps the whole cluster at start-up.
     pub fn shared_alone() -> Stack {
-        Self::shared_holding(Hold::alone)
+        Self::shared_holding(Eso::DEFAULT, Hold::alone)
     }
 
-    fn shared_holding(hold: fn() -> Hold) -> Stack {
-        match std::env::var("SSM_RESYNC_TEST_STACK_DIR") {
+    fn shared_holding(eso: Eso, hold: fn(Eso) -> Hold) -> Stack {
+        let var = eso.shared_stack_var();
+        match std::env::var(var) {
             Ok(dir) if !dir.is_empty() => {
-                let hold = hold();
+                let hold = hold(eso);
                 let mut stack = Stack::at(PathBuf::from(dir));
+                let runs = stack.eso_version().to_owned();
+                assert_eq!(
+                    runs,
+                    eso.version(),
+                    "{var} names {}, a stack of ESO {runs}; this test asked for {eso} \
+                     (scripts/test.sh starts one shared stack per release)",
+                    stack.dir.display()
+                );
                 stack._hold = Some(hold);
                 stack
             }
             // A private stack has no other test on it.
-            _ => Stack::private(),
+            _ => Stack::private_eso(eso),
         }
     }
 
@@ -82,12 +157,19 @@ impl Stack {
         }
     }
 
+    /// A private stack of ESO's default release.
     pub fn private() -> Stack {
         Self::private_with(&[])
     }
 
+    /// A private stack that runs `eso`.
+    pub fn private_eso(eso: Eso) -> Stack {
+        Self::private_with(&[("STACK_ESO_VERSION", eso.version())])
+    }
+
     /// A private stack with more of `scripts/stack.sh`'s settings, e.g.
-    /// `STACK_API_FEATURE_GATES`.
+    /// `STACK_API_FEATURE_GATES`, or `STACK_ESO_VERSION` (default: [`Eso::DEFAULT`], whatever
+    /// the environment of the test says).
     pub fn private_with(settings: &[(&str, &str)]) -> Stack {
         // Ports are found free, then bound by the stack's processes a moment later; another
         // test's outgoing connection can take one from the same ephemeral range meanwhile
@@ -101,7 +183,9 @@ impl Stack {
                 .tempdir()
                 .unwrap();
             let dir = tmp.path().to_path_buf();
-            let (etcd, api, moto, eso) = (free_pair_port(), free_port(), free_port(), free_run(3));
+            // ESO takes four ports from STACK_ESO_PORT: its webhook, the webhook's health
+            // probe, the controller's metrics and (v0.20 and later) its liveness probe.
+            let (etcd, api, moto, eso) = (free_pair_port(), free_port(), free_port(), free_run(4));
             let out = Command::new("bash")
                 .arg(format!("{REPO}/scripts/stack.sh"))
                 .arg("up")
@@ -111,6 +195,7 @@ impl Stack {
                 .env("STACK_MOTO_PORT", moto.to_string())
                 .env("STACK_ESO_PORT", eso.to_string())
                 .env("STACK_ESO", "1")
+                .env("STACK_ESO_VERSION", Eso::DEFAULT.version())
                 .envs(settings.iter().copied())
                 .stdin(Stdio::null())
                 .output()
@@ -142,6 +227,22 @@ impl Stack {
             );
             eprintln!("stack: a port was taken before it was bound; starting again on other ports");
         }
+    }
+
+    /// The ESO release the stack runs, as its env file says (`SSM_RESYNC_STACK_ESO_VERSION`).
+    pub fn eso_version(&self) -> &str {
+        self.get("SSM_RESYNC_STACK_ESO_VERSION")
+    }
+
+    /// The ESO release the stack runs, one the tests know ([`Eso`]); fails the test otherwise.
+    pub fn eso(&self) -> Eso {
+        let v = self.eso_version();
+        Eso::from_version(v).unwrap_or_else(|| {
+            panic!(
+                "{} runs ESO {v}, which the harness does not know (harness/src/stack.rs, Eso)",
+                self.dir.display()
+            )
+        })
     }
 
     pub fn get(&self, key: &str) -> &str {
@@ -472,14 +573,16 @@ fn read_env(path: &Path) -> HashMap<String, String> {
         .collect()
 }
 
-/// A test's hold on the shared stack: shared by many, or held alone by one.
+/// A test's hold on a shared stack: shared by many, or held alone by one.
 ///
 /// A share never waits for a test that is waiting to be alone (only for one that is alone),
 /// so a test that makes a second `Stack::shared()` while it holds one cannot deadlock; the
 /// test that waits to be alone gets the stack when the shares run out (between two tests of
 /// the other test thread at the latest). Blocking: it is taken where a test begins, on the
-/// test's own thread, before the test has anything else to run.
+/// test's own thread, before the test has anything else to run. Each shared stack (one per
+/// ESO release) has its own holders.
 struct Hold {
+    eso: Eso,
     alone: bool,
 }
 
@@ -488,29 +591,33 @@ struct Holders {
     alone: bool,
 }
 
-static HOLDERS: Mutex<Holders> = Mutex::new(Holders {
-    sharing: 0,
-    alone: false,
-});
-static CHANGED: Condvar = Condvar::new();
+static HOLDERS: [Mutex<Holders>; Eso::ALL.len()] = [const {
+    Mutex::new(Holders {
+        sharing: 0,
+        alone: false,
+    })
+}; Eso::ALL.len()];
+static CHANGED: [Condvar; Eso::ALL.len()] = [const { Condvar::new() }; Eso::ALL.len()];
 
 impl Hold {
-    fn share() -> Hold {
-        let mut h = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+    fn share(eso: Eso) -> Hold {
+        let i = eso.index();
+        let mut h = HOLDERS[i].lock().unwrap_or_else(|e| e.into_inner());
         while h.alone {
-            h = CHANGED.wait(h).unwrap_or_else(|e| e.into_inner());
+            h = CHANGED[i].wait(h).unwrap_or_else(|e| e.into_inner());
         }
         h.sharing += 1;
-        Hold { alone: false }
+        Hold { eso, alone: false }
     }
 
-    fn alone() -> Hold {
-        let mut h = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+    fn alone(eso: Eso) -> Hold {
+        let i = eso.index();
+        let mut h = HOLDERS[i].lock().unwrap_or_else(|e| e.into_inner());
         while h.alone || h.sharing > 0 {
-            h = CHANGED.wait(h).unwrap_or_else(|e| e.into_inner());
+            h = CHANGED[i].wait(h).unwrap_or_else(|e| e.into_inner());
         }
         h.alone = true;
-        Hold { alone: true }
+        Hold { eso, alone: true }
     }
 }
 
@@ -518,12 +625,48 @@ impl Drop for Hold {
     fn drop(&mut self) {
         // A test that failed while holding the lock poisoned nothing that matters: the
         // counts are updated here, whatever happened.
-        let mut h = HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        let i = self.eso.index();
+        let mut h = HOLDERS[i].lock().unwrap_or_else(|e| e.into_inner());
         if self.alone {
             h.alone = false;
         } else {
             h.sharing -= 1;
         }
-        CHANGED.notify_all();
+        CHANGED[i].notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The releases the harness knows are the ones the stack can run, the default first:
+    /// `scripts/build-go-tool.sh --versions external-secrets` (read from stack/go's wrapper
+    /// modules, nothing built).
+    #[test]
+    fn the_harness_knows_the_eso_releases_the_stack_runs() {
+        let out = Command::new("bash")
+            .arg(format!("{REPO}/scripts/build-go-tool.sh"))
+            .args(["--versions", "external-secrets"])
+            .env_remove("STACK_ESO_VERSION")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let known: Vec<&str> = Eso::ALL.iter().map(|e| e.version()).collect();
+        assert_eq!(listed, known);
+        assert_eq!(Eso::ALL[0], Eso::DEFAULT);
+        for e in Eso::ALL {
+            assert_eq!(Eso::from_version(e.version()), Some(e));
+            assert_eq!(Eso::ALL[e.index()], e);
+        }
     }
 }

@@ -123,6 +123,9 @@ struct Pending {
     waiters: Vec<Waiter>,
     /// The timeout was reported: only a late refresh or failure remains to report.
     timed_out: bool,
+    /// A status the watch showed while the patch was on its way, written after it: judged
+    /// once the first change attaches, so that change gets the outcome.
+    replay: Option<(ResourceKey, Value)>,
 }
 
 #[derive(Debug)]
@@ -145,6 +148,12 @@ struct State {
     pending: HashMap<Target, Pending>,
     /// Which pending target a watched resource belongs to.
     members: HashMap<ResourceKey, Target>,
+    /// ExternalSecrets (and KES objects) whose patch is on its way to the API server, with the
+    /// last status the watch showed meanwhile and its resourceVersion. A fast operator can
+    /// sync and write its status before the patch's answer is handled (`patched`): that
+    /// status is the refresh, and it must not pass unseen. At most one entry per running
+    /// patch (the trigger's concurrency bounds them).
+    in_flight: HashMap<ResourceKey, Option<(Value, u64)>>,
     messages: HashMap<Arc<str>, Tally>,
     message_order: std::collections::VecDeque<Arc<str>>,
 }
@@ -202,8 +211,26 @@ impl Confirmations {
         c
     }
 
+    /// A patch of `target` is about to be sent: what the watch shows of it from now on is
+    /// kept until the patch ends (`patched`, `not_patched`). A ClusterExternalSecret's
+    /// children are judged from the index at `patched`, as before.
+    pub fn patching(&self, target: &Target) {
+        if let Some(key) = own_key(target) {
+            self.inner.state.lock().in_flight.insert(key, None);
+        }
+    }
+
+    /// The patch of `target` was not applied: nothing to follow.
+    pub fn not_patched(&self, target: &Target) {
+        if let Some(key) = own_key(target) {
+            self.inner.state.lock().in_flight.remove(&key);
+        }
+    }
+
     /// A patch of `target` was applied; `object` is the API server's answer (the object as it
-    /// was written, its status still the one before ESO saw the patch).
+    /// was written, its status the one before ESO saw the patch, unless ESO was faster than
+    /// this answer: then the watch has shown the newer status already, kept by `patching`,
+    /// and it is judged when the first change attaches).
     pub fn patched(&self, target: &Target, object: &Value) {
         let (members, uid) = match target.kind {
             TargetKind::ClusterExternalSecret => {
@@ -250,8 +277,16 @@ impl Confirmations {
             }
         };
         let deadline = Instant::now() + self.inner.timeout;
-        let mut state = self.inner.state.lock();
-        let state = &mut *state;
+        let mut guard = self.inner.state.lock();
+        let state = &mut *guard;
+        // What the watch showed while the patch was on its way, if it was written after the
+        // patch (a greater resourceVersion than the answer's): judged when the first change
+        // attaches. resourceVersions that are not integers are not compared (nothing kept).
+        let replay = own_key(target).and_then(|key| {
+            let (status, seen) = state.in_flight.remove(&key)??;
+            let written = resource_version(object)?;
+            (seen > written).then_some((key, status))
+        });
         let entry = state
             .pending
             .entry(target.clone())
@@ -261,10 +296,12 @@ impl Confirmations {
                 members: HashMap::new(),
                 waiters: Vec::new(),
                 timed_out: false,
+                replay: None,
             });
         // A new patch: a new wait, with the status as it is now as the baseline.
         entry.deadline = deadline;
         entry.timed_out = false;
+        entry.replay = replay;
         entry.uid = uid.or(entry.uid.take());
         entry.members = members
             .into_iter()
@@ -309,6 +346,11 @@ impl Confirmations {
                     p.waiters.remove(0);
                 }
                 p.waiters.push(waiter);
+                let replay = p.replay.take();
+                drop(guard);
+                if let Some((key, status)) = replay {
+                    self.observe(&key, &status);
+                }
                 return;
             }
         }
@@ -317,6 +359,21 @@ impl Confirmations {
         if let Some(outcome) = self.inner.recent.get(target) {
             self.report(target, None, &[waiter], &outcome);
         }
+    }
+
+    /// The watch saw an ExternalSecret (or KES object), `object` as the watch delivered it:
+    /// its status may settle a pending target, or belong to a patch still on its way.
+    pub fn observe_object(&self, key: &ResourceKey, object: &Value) {
+        let status = object.get("status").unwrap_or(&Value::Null);
+        {
+            let mut state = self.inner.state.lock();
+            if let Some(slot) = state.in_flight.get_mut(key)
+                && let Some(version) = resource_version(object)
+            {
+                *slot = Some((status.clone(), version));
+            }
+        }
+        self.observe(key, status);
     }
 
     /// The watch saw an ExternalSecret (or KES object): its status may settle a pending target.
@@ -489,6 +546,30 @@ impl Confirmations {
     }
 }
 
+/// The resource whose own status decides a target's outcome: an ExternalSecret or KES
+/// object is its own; a ClusterExternalSecret has its children instead.
+fn own_key(target: &Target) -> Option<ResourceKey> {
+    let kind = match target.kind {
+        TargetKind::ExternalSecret => crate::index::ReaderKind::ExternalSecret,
+        TargetKind::KesExternalSecret => crate::index::ReaderKind::KesExternalSecret,
+        TargetKind::ClusterExternalSecret => return None,
+    };
+    Some(ResourceKey {
+        kind,
+        namespace: target.namespace.clone(),
+        name: target.name.clone(),
+    })
+}
+
+/// `metadata.resourceVersion` as the integer kube-apiserver writes (etcd's revision: a later
+/// write of a resource has a greater one), or None for anything else.
+fn resource_version(object: &Value) -> Option<u64> {
+    object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| v.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -564,6 +645,42 @@ mod tests {
         // Settled: a change attaching now (covered by that patch) gets the same outcome.
         c.attach(&t, waiter("m2"));
         assert_eq!(count(&m, "refreshed"), 2);
+    }
+
+    /// ESO faster than the patch's answer: the watch shows the new status before `patched`
+    /// runs. That status, written after the patch (a greater resourceVersion), is the
+    /// refresh; one written before it (a lagging watch) is not. Seen on ESO v0.16.2 under
+    /// load: the Secret was refreshed, the outcome never came.
+    #[tokio::test]
+    async fn a_refresh_seen_before_the_patch_is_answered_still_counts() {
+        let (c, m, _) = setup(5_000);
+        let object = |rv: &str, synced: &str| {
+            json!({"metadata": {"resourceVersion": rv},
+                   "status": status(synced, true, "SecretSynced")})
+        };
+        let t = es_target("fast");
+        c.patching(&t);
+        c.observe_object(&key("fast"), &object("12", "1-new"));
+        c.patched(&t, &object("11", "1-old"));
+        c.attach(&t, waiter("m1"));
+        assert_eq!(count(&m, "refreshed"), 1, "the sync after the patch");
+
+        // A lagging watch: the status it shows is older than the patch's answer.
+        let t = es_target("lagging");
+        c.patching(&t);
+        c.observe_object(&key("lagging"), &object("20", "1-before"));
+        c.patched(&t, &object("21", "1-before"));
+        c.attach(&t, waiter("m2"));
+        assert_eq!(count(&m, "refreshed"), 1, "nothing synced after the patch");
+        c.observe_object(&key("lagging"), &object("22", "1-after"));
+        assert_eq!(count(&m, "refreshed"), 2);
+
+        // A patch that failed leaves nothing behind.
+        let t = es_target("refused");
+        c.patching(&t);
+        c.observe_object(&key("refused"), &object("30", "1-x"));
+        c.not_patched(&t);
+        assert!(c.inner.state.lock().in_flight.is_empty());
     }
 
     #[tokio::test]

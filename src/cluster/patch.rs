@@ -318,11 +318,17 @@ impl Inner {
                     next: None,
                 },
             );
+            // Followed from before the request: ESO can sync before the answer is handled.
+            let confirm = self.confirm.read().clone();
+            if let Some(c) = &confirm {
+                c.patching(&target);
+            }
             let (outcome, written) = self.patch_with_retries(&target).await;
-            if let (Outcome::Applied, Some(object)) = (&outcome, &written)
-                && let Some(c) = self.confirm.read().as_ref()
-            {
-                c.patched(&target, object);
+            if let Some(c) = &confirm {
+                match (&outcome, &written) {
+                    (Outcome::Applied, Some(object)) => c.patched(&target, object),
+                    _ => c.not_patched(&target),
+                }
             }
             drop(permit);
             self.metrics

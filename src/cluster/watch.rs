@@ -751,7 +751,7 @@ async fn watch_once(
                 namespace,
                 name,
             };
-            c.observe(&key, value.get("status").unwrap_or(&Value::Null));
+            c.observe_object(&key, &value);
         }
         if deleted {
             delete(kind, &value, &mut index.write());

@@ -10,7 +10,7 @@
 //!   (with their reasons) in [`ON_PURPOSE`];
 //! - the chart's README lists every value with its default;
 //! - the renders are accepted by kube-apiserver (server-side dry run, the local stack), and
-//!   `helm install --dry-run` prints the NOTES;
+//!   `helm install --dry-run=server` (Helm 4: the mode is explicit) prints the NOTES;
 //! - the chart's admission policy, rendered for another release, namespace and annotation,
 //!   binds that release's ServiceAccount and key on the real API server;
 //! - `helm install` into the local stack, then a parameter change reaches the Secret through
@@ -854,8 +854,8 @@ fn readme_lists_every_value_with_its_default() {
 // --- the API server ---------------------------------------------------------------------
 
 /// The renders are accepted by kube-apiserver (server-side dry run, strict field validation),
-/// the kinds it does not serve checked as tests/stack/deploy.rs does; `helm install --dry-run`
-/// against it prints the NOTES with the next steps.
+/// the kinds it does not serve checked as tests/stack/deploy.rs does; Helm 4's `helm install
+/// --dry-run=server` against it prints the NOTES with the next steps.
 #[test]
 fn renders_are_accepted_by_the_api_server_dry_run() {
     let stack = Stack::shared();
@@ -886,15 +886,18 @@ fn renders_are_accepted_by_the_api_server_dry_run() {
             CHART,
             "--namespace",
             namespace,
-            // With a cluster to ask, helm refuses kinds it does not serve: the ServiceMonitor
-            // and PrometheusRule pass because check_dry_run installed their CRDs.
-            "--dry-run=client",
+            // Helm 4's dry run takes its mode: `server` sends every object to the API server
+            // as a dry run (server-side apply, Helm 4's default), so the server validates the
+            // release as installed; the ServiceMonitor and PrometheusRule pass because
+            // check_dry_run installed their CRDs. (`client` never connects: it would prove
+            // no more than `helm template`.)
+            "--dry-run=server",
         ],
     );
     let stdout = text(&out.stdout);
     assert!(
         out.status.success(),
-        "helm install --dry-run: {stdout}{}",
+        "helm install --dry-run=server: {stdout}{}",
         text(&out.stderr)
     );
     let notes = &stdout[stdout.find("NOTES:").expect("NOTES printed")..];
@@ -1072,7 +1075,16 @@ fn stdout_json(what: &str, out: &Output) -> Value {
 /// The objects of `rendered` as the API server has them (`kubectl get -f`); with
 /// `missing_ok`, those it does not have are left out instead of failing.
 fn live(admin: &str, namespace: &str, rendered: &[Value], missing_ok: bool) -> Vec<Value> {
-    let mut args = vec!["get", "--namespace", namespace, "-f", "-", "-o", "json"];
+    let mut args = vec![
+        "get",
+        "--namespace",
+        namespace,
+        "-f",
+        "-",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ];
     if missing_ok {
         args.push("--ignore-not-found");
     }
@@ -1095,7 +1107,9 @@ fn live(admin: &str, namespace: &str, rendered: &[Value], missing_ok: bool) -> V
 /// `helm install` into a fresh namespace of the local stack, then a parameter change reaches
 /// the Secret through what was installed.
 ///
-/// The stack has no kubelet or scheduler, so the Deployment's pods never run (no `--wait`):
+/// The stack has no kubelet or scheduler, so the Deployment's pods never run: no `--wait`
+/// (Helm 4 then waits for hooks only, `--wait=hookOnly`; `--wait` alone is its kstatus
+/// watcher, which would wait for the pods until `--timeout`):
 /// the service runs out of cluster the way the installed Deployment runs it: its container's
 /// args and environment are read back from the API server (the installed ConfigMap and the
 /// downward API resolved), only the listen addresses moved to free loopback ports and the
@@ -1226,6 +1240,19 @@ async fn helm_install_then_a_change_reaches_the_secret() {
             "Helm",
             "{:?}",
             key(o)
+        );
+        // Helm 4 installs by server-side apply (`--server-side` defaults to true), as the
+        // field manager named after its binary: a later `kubectl apply --server-side` of a
+        // field the chart sets conflicts instead of being silently undone at the next upgrade.
+        let applied_by_helm = meta["managedFields"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|f| f["manager"] == "helm" && f["operation"] == "Apply")
+        });
+        assert!(
+            applied_by_helm,
+            "{:?}: no server-side apply by helm in {}",
+            key(o),
+            meta["managedFields"]
         );
     }
 

@@ -1,7 +1,10 @@
 //! The loop closed, on the real ESO: after each applied force-sync the service follows the
 //! ExternalSecret through its watch and reports what ESO made of it (refreshed, failed with
 //! ESO's reason, no response), in its log, `ssm_resync_refresh_total{outcome}`,
-//! `ssm_resync_refresh_seconds` and a `NotRefreshed` Warning Event.
+//! `ssm_resync_refresh_seconds` and a `NotRefreshed` Warning Event. The outcome is read from
+//! ESO's status (`syncedResourceVersion`, `refreshTime`, the Ready condition), which each
+//! release writes its own way: every test runs on every release the stack runs
+//! (`on_each_eso!`).
 
 use std::time::{Duration, Instant};
 
@@ -40,15 +43,19 @@ async fn warning_events(kube: &kube::Client, ns: &str, name: &str, reason: &str)
         .collect()
 }
 
-/// A change ESO re-syncs: reported refreshed, with the latency from the SNS Timestamp.
-#[tokio::test]
-async fn a_change_that_refreshes_is_reported_refreshed() {
+on_each_eso!(
+    /// A change ESO re-syncs: reported refreshed, with the latency from the SNS Timestamp.
+    a_change_that_refreshes_is_reported_refreshed,
+    refreshed
+);
+
+async fn refreshed(eso: Eso) {
     let Scenario {
         stack,
         kube,
         topic,
         ns,
-    } = Scenario::new("out-ok").await;
+    } = Scenario::on(Stack::shared_eso(eso), "out-ok").await;
     let p = param("/out/ok");
     synced_reader(&stack, &kube, &ns, "db", &[&p]).await;
     let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
@@ -70,7 +77,7 @@ async fn a_change_that_refreshes_is_reported_refreshed() {
     assert_eq!(svc.metric("ssm_resync_refresh_seconds_count").await, 1.0);
     let latency = svc.metric("ssm_resync_refresh_seconds_sum").await;
     let patch = svc.metric("ssm_resync_patch_duration_seconds_sum").await;
-    eprintln!("SNS Timestamp -> refreshed: {latency:.3} s (the patch alone: {patch:.3} s)");
+    eprintln!("{eso}: SNS Timestamp -> refreshed: {latency:.3} s (the patch alone: {patch:.3} s)");
     assert!(latency > patch, "the refresh comes after the patch");
     assert!(
         svc.logs().contains("outcome: 1 of 1 refreshed"),
@@ -84,16 +91,20 @@ async fn a_change_that_refreshes_is_reported_refreshed() {
     );
 }
 
-/// A store whose credentials ESO cannot use: the patch lands, ESO fails, and the outcome says
-/// why, with a NotRefreshed Event on the ExternalSecret.
-#[tokio::test]
-async fn broken_store_credentials_are_reported_failed_with_esos_reason() {
+on_each_eso!(
+    /// A store whose credentials ESO cannot use: the patch lands, ESO fails, and the outcome
+    /// says why, with a NotRefreshed Event on the ExternalSecret.
+    broken_store_credentials_are_reported_failed_with_esos_reason,
+    failed
+);
+
+async fn failed(eso: Eso) {
     let Scenario {
         stack,
         kube,
         topic,
         ns,
-    } = Scenario::new("out-fail").await;
+    } = Scenario::on(Stack::shared_eso(eso), "out-fail").await;
     let p = param("/out/fail");
     synced_reader(&stack, &kube, &ns, "db", &[&p]).await;
     // The store now reads its credentials from a Secret that does not exist.
@@ -149,17 +160,21 @@ async fn broken_store_credentials_are_reported_failed_with_esos_reason() {
     );
 }
 
-/// ESO stopped: the patch is applied and answered 200, nothing refreshes, the outcome is "no
-/// response" after --confirm-timeout; once ESO is back it re-syncs the patched resource and
-/// the late refresh is reported.
-#[tokio::test]
-async fn eso_down_is_no_response_then_a_late_refresh() {
+on_each_eso!(
+    /// ESO stopped: the patch is applied and answered 200, nothing refreshes, the outcome is
+    /// "no response" after --confirm-timeout; once ESO is back it re-syncs the patched
+    /// resource and the late refresh is reported. A private stack (ESO is stopped).
+    eso_down_is_no_response_then_a_late_refresh,
+    eso_down
+);
+
+async fn eso_down(eso: Eso) {
     let Scenario {
         stack,
         kube,
         topic,
         ns,
-    } = Scenario::on(Stack::private(), "out-down").await;
+    } = Scenario::on(Stack::private_eso(eso), "out-down").await;
     let p = param("/out/down");
     synced_reader(&stack, &kube, &ns, "db", &[&p]).await;
     let svc = Service::start(BIN, &stack, &[&topic], &["--confirm-timeout=3s"]).await;

@@ -1,8 +1,10 @@
 //! Every way a resource reads AWS, on the real API server with the real ESO syncing the
 //! Secrets: ClusterExternalSecret parents, `find.path` with a Create event, Secrets Manager,
-//! resources that ignore force-sync, Kubernetes Events, `explain`, v1beta1; and
-//! kubernetes-external-secrets, which cannot run here (not on any registry the project can
-//! use), through its status (tests/stack/kes.rs runs a model of its poller).
+//! resources that ignore force-sync, Kubernetes Events, `explain`, each on every ESO release
+//! the stack runs (`on_each_eso!`); v1beta1, on the release that still serves it (v0.16.2);
+//! and kubernetes-external-secrets, which cannot run here (not on any registry the project
+//! can use), through its status (tests/stack/kes.rs runs a model of its poller; no ESO
+//! release is involved).
 
 use std::time::Duration;
 
@@ -50,14 +52,20 @@ async fn wait_for<T, F: AsyncFn() -> Option<T>>(what: &str, f: F) -> T {
     }
 }
 
-/// A ClusterExternalSecret over two labelled namespaces, its children created and synced by
-/// the real ESO: one change patches the parent once, and both children's Secrets follow. On
-/// ESO v0.16.2 (the stack's) the parent's force-sync annotation does nothing (that arrived
-/// in v0.20), so the service, reading ESO's CRD, patches the parent's
-/// spec.externalSecretMetadata.annotations, which ESO copies to every child.
-#[tokio::test]
-async fn a_cluster_external_secret_change_reaches_every_child_secret() {
-    let stack = Stack::shared();
+on_each_eso!(
+    /// A ClusterExternalSecret over two labelled namespaces, its children created and synced
+    /// by the real ESO: one change patches the parent once, and both children's Secrets
+    /// follow. The service reads ESO's CRD (`--ces-trigger auto`, the default) and picks the
+    /// trigger the release copies to the children: on v0.16.2 the parent's
+    /// spec.externalSecretMetadata.annotations (its force-sync annotation does nothing
+    /// there), on v0.20.4 the parent's external-secrets.io/force-sync annotation, the
+    /// parent's spec untouched.
+    a_cluster_external_secret_change_reaches_every_child_secret,
+    cluster_external_secret
+);
+
+async fn cluster_external_secret(eso: Eso) {
+    let stack = Stack::shared_eso(eso);
     stack.assert_eso();
     let kube = stack.kube().await;
     let topic = stack
@@ -90,9 +98,15 @@ async fn a_cluster_external_secret_change_reaches_every_child_secret() {
         wait_secret(&kube, ns, "db", "pw", "v1", Duration::from_secs(30)).await;
     }
     let svc = Service::start(BIN, &stack, &[&topic], &[]).await;
+    // The trigger each release copies to a ClusterExternalSecret's children.
+    let (trigger, release) = match eso {
+        Eso::V0_16_2 => ("spec", "ESO before v0.20.0"),
+        Eso::V0_20_4 => ("annotation", "ESO v0.20.0 or later"),
+    };
+    let decided = format!("ces_trigger=\"{trigger}\"");
     assert!(
-        svc.logs().contains("ESO before v0.20.0"),
-        "ESO v0.16.2's CRD is read as a release before v0.20:\n{}",
+        svc.logs().contains(&decided) && svc.logs().contains(release),
+        "{eso}'s CRD must be read as {release} ({decided}):\n{}",
         svc.logs()
     );
     stack.put_parameter(&p, "v2").await;
@@ -112,11 +126,38 @@ async fn a_cluster_external_secret_change_reaches_every_child_secret() {
         .get(&ces_name)
         .await
         .unwrap();
-    assert!(
-        parent.data["spec"]["externalSecretMetadata"]["annotations"]["force-sync"].is_string(),
-        "{:?}",
-        parent.data["spec"]
-    );
+    let in_spec = &parent.data["spec"]["externalSecretMetadata"]["annotations"]["force-sync"];
+    let on_parent = parent
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("external-secrets.io/force-sync"));
+    match eso {
+        Eso::V0_16_2 => assert!(
+            in_spec.is_string() && on_parent.is_none(),
+            "{eso}: the spec trigger, not the annotation: {:?} {:?}",
+            parent.metadata.annotations,
+            parent.data["spec"]
+        ),
+        Eso::V0_20_4 => {
+            assert!(
+                on_parent.is_some() && in_spec.is_null(),
+                "{eso}: the parent's annotation, the spec untouched: {:?} {:?}",
+                parent.metadata.annotations,
+                parent.data["spec"]
+            );
+            // ESO copied it to every child.
+            for ns in &children {
+                assert_eq!(
+                    annotation(&kube, ns, "db", "external-secrets.io/force-sync")
+                        .await
+                        .as_ref(),
+                    on_parent,
+                    "{ns}/db"
+                );
+            }
+        }
+    }
     assert_eq!(
         svc.metric(r#"ssm_resync_patches_total{result="applied"}"#)
             .await,
@@ -125,14 +166,18 @@ async fn a_cluster_external_secret_change_reaches_every_child_secret() {
     );
 }
 
-#[tokio::test]
-async fn a_find_path_reader_is_synced_by_a_create_event_below_its_path() {
+on_each_eso!(
+    a_find_path_reader_is_synced_by_a_create_event_below_its_path,
+    find_path
+);
+
+async fn find_path(eso: Eso) {
     let Scenario {
         stack,
         kube,
         topic,
         ns,
-    } = Scenario::new("ref-find").await;
+    } = Scenario::on(Stack::shared_eso(eso), "ref-find").await;
     let tree = param("/ref/tree");
     // ESO names each found parameter's key after it, `/` replaced by `_`.
     let key_of = |name: &str| name.replace('/', "_");
@@ -191,9 +236,13 @@ async fn a_find_path_reader_is_synced_by_a_create_event_below_its_path() {
     );
 }
 
-#[tokio::test]
-async fn a_secrets_manager_cloudtrail_event_syncs_secrets_manager_readers() {
-    let stack = Stack::shared();
+on_each_eso!(
+    a_secrets_manager_cloudtrail_event_syncs_secrets_manager_readers,
+    secrets_manager
+);
+
+async fn secrets_manager(eso: Eso) {
+    let stack = Stack::shared_eso(eso);
     let kube = stack.kube().await;
     let topic = stack
         .topic(&format!("ref-{}", uuid::Uuid::new_v4().simple()))
@@ -275,14 +324,18 @@ async fn a_kes_external_secret_is_made_to_poll_through_its_status() {
     assert_eq!(after.metadata.annotations, obj.metadata.annotations);
 }
 
-#[tokio::test]
-async fn resources_that_ignore_force_sync_get_an_event_not_a_patch() {
+on_each_eso!(
+    resources_that_ignore_force_sync_get_an_event_not_a_patch,
+    ignore_force_sync
+);
+
+async fn ignore_force_sync(eso: Eso) {
     let Scenario {
         stack,
         kube,
         topic,
         ns,
-    } = Scenario::new("ref-once").await;
+    } = Scenario::on(Stack::shared_eso(eso), "ref-once").await;
     let p = param("/ref/once");
     synced_reader(&stack, &kube, &ns, "normal", &[&p]).await;
     create(&kube, &es_resource(), &ns, json!({
@@ -359,9 +412,10 @@ async fn resources_that_ignore_force_sync_get_an_event_not_a_patch() {
     assert_secret(&kube, &ns, "once", "k", &initial(&p)).await;
 }
 
-#[tokio::test]
-async fn explain_prints_targets_and_near_misses_as_json() {
-    let stack = Stack::shared();
+on_each_eso!(explain_prints_targets_and_near_misses_as_json, explain);
+
+async fn explain(eso: Eso) {
+    let stack = Stack::shared_eso(eso);
     let kube = stack.kube().await;
     let p = param("/ref/explain");
     stack.put_parameter(&p, "v1").await;
@@ -409,10 +463,11 @@ async fn explain_prints_targets_and_near_misses_as_json() {
 }
 
 /// `--eso-version v1beta1` for clusters that still serve only v1beta1: watched and patched
-/// through that version.
+/// through that version. On ESO v0.16.2, the newest release the stack runs that still serves
+/// `external-secrets.io/v1beta1` (v0.17.0 stopped serving it; v0.20.4 serves only v1).
 #[tokio::test]
-async fn eso_v1beta1_opt_in_watches_and_patches_through_v1beta1() {
-    let stack = Stack::shared();
+async fn eso_v1beta1_opt_in_watches_and_patches_through_v1beta1_on_eso_v0_16_2() {
+    let stack = Stack::shared_eso(Eso::V0_16_2);
     let kube = stack.kube().await;
     let topic = stack
         .topic(&format!("ref-{}", uuid::Uuid::new_v4().simple()))

@@ -1,8 +1,9 @@
-// Wrapper module: builds the External Secrets Operator (controller, webhook, cert controller:
-// one binary) of one release from the Go module proxy. Its go.mod replaces
+// Wrapper module: builds the External Secrets Operator v0.16 (controller, webhook, cert
+// controller: one binary) of one release from the Go module proxy. Its go.mod replaces
 // github.com/Masterminds/sprig/v3, so `go install` refuses it; this module repeats that replace.
-// Built by scripts/build-go-tool.sh.
-module ssm-resync.local/stack/external-secrets
+// Built by scripts/build-go-tool.sh (external-secrets@VERSION), which reads the version from the
+// require below. One folder per ESO minor line the stack can run (STACK_ESO_VERSION).
+module ssm-resync.local/stack/external-secrets-v0.16
 
 go 1.24.2
 
