@@ -1174,7 +1174,7 @@ async fn prometheus_scrapes_the_service_and_loads_the_rules() {
     assert_eq!(info.len(), 1, "{info:?}");
     assert_eq!(info[0]["metric"]["version"], env!("CARGO_PKG_VERSION"));
     let synced = prom.query("ssm_resync_watch_synced").await;
-    assert_eq!(synced.len(), 3, "one series per watched kind: {synced:?}");
+    assert_eq!(synced.len(), 4, "one series per watched kind: {synced:?}");
     assert!(synced.iter().all(|s| value(s) == 1.0), "{synced:?}");
     let rejections = prom.query("sum(ssm_resync_rejections_total)").await;
     assert_eq!(

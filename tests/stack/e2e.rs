@@ -453,8 +453,8 @@ async fn a_server_without_watch_list_is_read_with_a_list() {
     assert_eq!(
         logs.matches("watch-list failed; reading with a list instead")
             .count(),
-        3,
-        "one fallback per kind (ExternalSecret, SecretStore, ClusterSecretStore):\n{logs}"
+        4,
+        "one fallback per kind (ExternalSecret, SecretStore, ClusterSecretStore, ClusterExternalSecret):\n{logs}"
     );
 }
 
