@@ -1436,23 +1436,6 @@ fn calls_text(calls: &BTreeMap<String, f64>) -> String {
         .join(", ")
 }
 
-/// A queue of its own (not subscribed to anything: the bench fills it).
-async fn plain_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
-    sqs.create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "CreateQueue {name}: {}",
-                aws_sdk_sqs::error::DisplayErrorContext(e)
-            )
-        })
-        .queue_url()
-        .expect("CreateQueue answers the URL")
-        .to_owned()
-}
-
 /// The floor of draining `n` messages from `queue` on this moto: `loops` bare loops of
 /// ReceiveMessage (10 messages, asked for exactly as the service asks) and DeleteMessageBatch
 /// of what came, nothing in between. The time until the n-th is deleted.
@@ -1569,7 +1552,7 @@ async fn queue_drain() {
     let mut queues = Vec::new();
     let mut fills = Vec::new();
     for k in ["floor-a", "service", "floor-b"] {
-        let q = plain_queue(&sqs, &format!("bench-qdrain-{run}-{k}")).await;
+        let q = stack.plain_queue(&format!("bench-qdrain-{run}-{k}")).await;
         fills.push(stack.fill_queue(&q, &bodies, 4).await.as_secs_f64());
         assert_eq!(
             stack.queue_depth(&q).await,

@@ -48,3 +48,36 @@ pub fn signed_change(stack: &Stack, topic: &str, parameter: &str) -> String {
 pub fn param(base: &str) -> String {
     format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
+
+/// What `bin explain --output json` (the service's executable) says of a Parameter Store
+/// Change (Update, us-east-1) of `parameter` on `stack`'s cluster: its JSON.
+pub fn explain_change(bin: &str, stack: &Stack, parameter: &str) -> serde_json::Value {
+    use std::io::Write as _;
+    let event = ssm_resync::sample::parameter_store_change(
+        parameter,
+        "Update",
+        "us-east-1",
+        "123456789012",
+    );
+    let mut child = std::process::Command::new(bin)
+        .args(["explain", "--output", "json", "-"])
+        .env("KUBECONFIG", stack.get("KUBECONFIG"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin} explain: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(event.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{bin} explain: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

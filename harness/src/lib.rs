@@ -38,7 +38,7 @@ pub mod service;
 pub mod stack;
 
 pub use cluster::*;
-pub use fixtures::{change_notification, param, signed_change};
+pub use fixtures::{change_notification, explain_change, param, signed_change};
 pub use ports::{free_port, free_run};
 pub use replica::Replica;
 pub use service::{

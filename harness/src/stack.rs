@@ -393,12 +393,10 @@ impl Stack {
         aws_sdk_sqs::Client::new(&self.aws_config().await)
     }
 
-    /// A fresh SQS queue subscribed to `topic` as infra/ subscribes it (raw message delivery
-    /// off: the signed envelope arrives); returns its URL. moto delivers to it synchronously
-    /// on Publish.
-    pub async fn queue(&self, topic: &str, name: &str) -> String {
-        let sqs = self.sqs().await;
-        let url = sqs
+    /// A queue of its own, subscribed to nothing (for a backlog the caller puts on it).
+    pub async fn plain_queue(&self, name: &str) -> String {
+        self.sqs()
+            .await
             .create_queue()
             .queue_name(name)
             .send()
@@ -410,8 +408,16 @@ impl Stack {
                 )
             })
             .queue_url()
-            .unwrap()
-            .to_owned();
+            .expect("CreateQueue answers the URL")
+            .to_owned()
+    }
+
+    /// A fresh SQS queue subscribed to `topic` as infra/ subscribes it (raw message delivery
+    /// off: the signed envelope arrives); returns its URL. moto delivers to it synchronously
+    /// on Publish.
+    pub async fn queue(&self, topic: &str, name: &str) -> String {
+        let sqs = self.sqs().await;
+        let url = self.plain_queue(name).await;
         let arn = sqs
             .get_queue_attributes()
             .queue_url(&url)

@@ -415,28 +415,7 @@ async fn three_replicas_share_a_queue_and_every_change_reaches_its_secret() {
             )
         })
         .collect();
-    let sqs = stack.sqs().await;
-    for chunk in bodies.chunks(10) {
-        let entries = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(b)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        let sent = sqs
-            .send_message_batch()
-            .queue_url(&queue)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .unwrap();
-        assert!(sent.failed().is_empty(), "{:?}", sent.failed());
-    }
+    stack.fill_queue(&queue, &bodies, 1).await;
     let started = Instant::now();
     let mut replicas = Vec::new();
     for _ in 0..3 {

@@ -424,20 +424,7 @@ async fn explain(eso: Eso) {
     secret_store(&kube, &ns, "west", "us-west-2").await;
     external_secret(&kube, &ns, "hit", "east", &[&p]).await;
     external_secret(&kube, &ns, "miss", "west", &[&p]).await;
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), ssm_event(&p, "Update").to_string()).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["explain", "--output", "json"])
-        .arg(file.path())
-        .env("KUBECONFIG", stack.get("KUBECONFIG"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = explain_change(BIN, &stack, &p);
     assert_eq!(v["targets"].as_array().unwrap().len(), 1, "{v:#}");
     let t = &v["targets"][0];
     assert_eq!(

@@ -10,26 +10,7 @@ use ssm_resync::cluster::{EsoVersion, cluster_external_secret_resource};
 
 /// `ssm-resync explain` of a change to `parameter`, as JSON.
 fn explain(stack: &Stack, parameter: &str) -> Value {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    let event = ssm_resync::sample::parameter_store_change(
-        parameter,
-        "Update",
-        "us-east-1",
-        "123456789012",
-    );
-    std::fs::write(file.path(), event.to_string()).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["explain", "--output", "json"])
-        .arg(file.path())
-        .env("KUBECONFIG", stack.get("KUBECONFIG"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    explain_change(BIN, stack, parameter)
 }
 
 fn targets(v: &Value) -> Vec<String> {
