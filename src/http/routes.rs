@@ -437,15 +437,14 @@ async fn read_limited(
     max: usize,
     within: Duration,
 ) -> Result<bytes::Bytes, Reject> {
-    if let Some(len) =
-        header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
+    let declared = header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
         && len > max as u64
     {
         return Err(Reject::BodyTooLarge(format!(
             "Content-Length {len} exceeds {max} bytes"
         )));
     }
-    let declared = header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     let within = body_allowance(declared, within);
     let read = http_body_util::Limited::new(body, max).collect();
     match tokio::time::timeout(within, read).await {
