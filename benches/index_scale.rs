@@ -86,6 +86,7 @@ fn change(name: &str) -> Change {
         account: Some("123456789012".into()),
         name: name.into(),
         operation: Operation::Update,
+        touched: Default::default(),
     }
 }
 

@@ -14,6 +14,14 @@ that pins a certificate URL (as it should) can never verify it. This launcher pa
   sends: x-amz-sns-message-type, -message-id, -topic-arn, -subscription-arn, and
   Content-Type text/plain; charset=UTF-8 (moto sends none of the x-amz-sns-* headers).
 
+It also patches one Secrets Manager fidelity gap the oracle test met
+(`moto.secretsmanager.models.SecretsManagerBackend.update_secret_version_stage`): moto
+5.2.1 moves the AWSCURRENT label but leaves the secret's default version on the newest one,
+so BatchGetSecretValue (what ESO's `find` by path and by tags calls) keeps answering the old
+AWSCURRENT, and the next PutSecretValue leaves two versions labelled AWSCURRENT (AWS moves
+the label, and AWSPREVIOUS with it). The patch makes the version AWSCURRENT moved to the
+default, as AWS answers.
+
 With --cert-file, moto also serves that certificate at /<file name of --cert-url>
 (moto only answers that path for a request carrying an AWS4 Authorization header).
 
@@ -34,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
 import moto
+import moto.secretsmanager.models as sm_models
 import moto.sns.models as sns_models
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
@@ -118,6 +127,21 @@ def patch_moto(sign_key_pem: bytes, cert_url: str, cert_pem: bytes | None) -> No
     sns_models.requests = RequestsWithSnsHeaders()
 
 
+def patch_secrets_manager() -> None:
+    Backend = sm_models.SecretsManagerBackend
+    original = Backend.update_secret_version_stage
+
+    def update_secret_version_stage(
+        self: Any, secret_id: str, version_stage: str, remove_from_version_id: str, move_to_version_id: str
+    ) -> tuple[str, str]:
+        out = original(self, secret_id, version_stage, remove_from_version_id, move_to_version_id)
+        if version_stage == "AWSCURRENT" and move_to_version_id:
+            self.secrets[secret_id].set_default_version_id(move_to_version_id)
+        return out
+
+    Backend.update_secret_version_stage = update_secret_version_stage
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -137,6 +161,7 @@ def main() -> None:
         with open(args.cert_file, "rb") as f:
             cert_pem = f.read()
     patch_moto(sign_key, args.cert_url, cert_pem)
+    patch_secrets_manager()
 
     def stop(signum: int, frame: Any) -> None:
         sys.exit(0)

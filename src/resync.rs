@@ -488,6 +488,7 @@ mod tests {
             account: None,
             name: name.into(),
             operation: Operation::Update,
+            touched: Default::default(),
         }
     }
 

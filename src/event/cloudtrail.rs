@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-use super::fields::{check_region, clip, optional_account, secret_names, ssm_change};
-use super::{Change, Decoded, EventError, MAX_PLAIN_PARAMETERS, Operation, Service};
+use super::fields::{check_region, clip, optional_account, secret_names, ssm_change, strings};
+use super::{Change, Decoded, EventError, MAX_PLAIN_PARAMETERS, Operation, Service, Touched};
 
 impl Operation {
     /// The Secrets Manager API calls that change what a reader would get, one secret each.
@@ -78,12 +78,14 @@ pub(super) fn secrets_manager_api_call(event: &Value) -> Result<Decoded, EventEr
     };
     let region = event_region(event)?;
     let account = optional_account(event.get("account"))?;
+    let touched = secrets_manager_touched(detail, call);
     let change = |region: &str, name: String, operation| Change {
         service: Service::SecretsManager,
         region: region.to_owned(),
         account: account.clone(),
         name,
         operation,
+        touched: touched.clone(),
     };
     let regions_in = |list: &str| -> Vec<String> {
         detail
@@ -131,6 +133,58 @@ pub(super) fn secrets_manager_api_call(event: &Value) -> Result<Decoded, EventEr
         }
     }
     Ok(Decoded::Changes(changes))
+}
+
+/// What a Secrets Manager call says about the version it wrote and the stages it moved:
+/// CreateSecret writes one version (AWSCURRENT, nothing else); PutSecretValue attaches the
+/// stages it names (AWSCURRENT when it names none); UpdateSecret with a new value moves
+/// AWSCURRENT; UpdateSecretVersionStage moves the one stage it names; DeleteSecret deletes
+/// at once only with `forceDeleteWithoutRecovery`. The rest say nothing.
+fn secrets_manager_touched(detail: &serde_json::Map<String, Value>, call: &str) -> Touched {
+    let request = detail.get("requestParameters");
+    let response = detail.get("responseElements");
+    // A version id is a 32-64 character token (the SDKs send a UUID).
+    let token = |v: Option<&Value>, key: &str| {
+        v.and_then(|v| v.get(key))
+            .and_then(Value::as_str)
+            .filter(|s| (1..=64).contains(&s.len()))
+            .map(str::to_owned)
+    };
+    let written = token(response, "versionId").or_else(|| token(request, "clientRequestToken"));
+    fn field<'a>(v: Option<&'a Value>, key: &str) -> Option<&'a Value> {
+        v.and_then(|v| v.get(key))
+    }
+    match call {
+        "CreateSecret" => Touched {
+            id: written,
+            ..Touched::default()
+        },
+        "PutSecretValue" => Touched {
+            id: written,
+            labels: strings(field(response, "versionStages"))
+                .or_else(|| strings(field(request, "versionStages")))
+                .or_else(|| Some(vec!["AWSCURRENT".to_owned()])),
+            ..Touched::default()
+        },
+        // Without a new value (description, KMS key) the response has no version id: what it
+        // changed for readers is not said, so every reader stays reached.
+        "UpdateSecret" if token(response, "versionId").is_some() => Touched {
+            id: written,
+            labels: Some(vec!["AWSCURRENT".to_owned()]),
+            ..Touched::default()
+        },
+        "UpdateSecretVersionStage" => Touched {
+            labels: strings(field(request, "versionStage")),
+            ..Touched::default()
+        },
+        "DeleteSecret" if request.is_some_and(Value::is_object) => Touched {
+            scheduled: Some(
+                field(request, "forceDeleteWithoutRecovery").and_then(Value::as_bool) != Some(true),
+            ),
+            ..Touched::default()
+        },
+        _ => Touched::default(),
+    }
 }
 
 /// The secret a CloudTrail record is about. The full ARN AWS put in `responseElements.arn`
@@ -199,6 +253,7 @@ pub(super) fn secrets_manager_service_event(event: &Value) -> Result<Decoded, Ev
                 account: account.clone(),
                 name,
                 operation: Operation::RotationSucceeded,
+                touched: Touched::default(),
             })
             .collect(),
     ))
@@ -213,18 +268,20 @@ pub(super) fn parameter_store_api_call(event: &Value) -> Result<Decoded, EventEr
         Err(ignored) => return Ok(ignored),
     };
     let request = detail.get("requestParameters").unwrap_or(&Value::Null);
+    let response = detail.get("responseElements").unwrap_or(&Value::Null);
     let text = |key: &str| request.get(key).and_then(Value::as_str);
+    fn names_in(v: &Value) -> Option<Vec<&str>> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+    }
+    let mut touched = Touched::default();
     let (names, operation): (Vec<&str>, Operation) = match call {
         // The response's version tells a new parameter from a new version of one.
         "PutParameter" => {
-            let first = detail
-                .get("responseElements")
-                .and_then(|r| r.get("version"))
-                .and_then(Value::as_i64)
-                == Some(1);
+            touched.number = response.get("version").and_then(Value::as_u64);
             (
                 text("name").into_iter().collect(),
-                if first {
+                if touched.number == Some(1) {
                     Operation::Create
                 } else {
                     Operation::Update
@@ -232,22 +289,40 @@ pub(super) fn parameter_store_api_call(event: &Value) -> Result<Decoded, EventEr
             )
         }
         "DeleteParameter" => (text("name").into_iter().collect(), Operation::Delete),
-        "DeleteParameters" => (
-            request
-                .get("names")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default(),
-            Operation::Delete,
-        ),
-        "LabelParameterVersion" => (
-            text("name").into_iter().collect(),
-            Operation::LabelParameterVersion,
-        ),
-        "UnlabelParameterVersion" => (
-            text("name").into_iter().collect(),
-            Operation::UnlabelParameterVersion,
-        ),
+        // The response says which names were deleted; the others (`invalidParameters`) did
+        // not exist, and nobody's value changed.
+        "DeleteParameters" => match response.get("deletedParameters").and_then(names_in) {
+            Some(deleted) if deleted.is_empty() => {
+                return Ok(Decoded::Ignored {
+                    kind: "nothing_deleted",
+                    detail: "ssm DeleteParameters deleted no parameter (all invalid)".into(),
+                });
+            }
+            Some(deleted) => (deleted, Operation::Delete),
+            None => (
+                request.get("names").and_then(names_in).unwrap_or_default(),
+                Operation::Delete,
+            ),
+        },
+        // The labels that moved: those asked for, less the ones AWS refused.
+        "LabelParameterVersion" => {
+            let invalid = strings(response.get("invalidLabels")).unwrap_or_default();
+            touched.labels = strings(request.get("labels"))
+                .map(|l| l.into_iter().filter(|l| !invalid.contains(l)).collect());
+            (
+                text("name").into_iter().collect(),
+                Operation::LabelParameterVersion,
+            )
+        }
+        // The labels removed: the response's `removedLabels`, else those asked for.
+        "UnlabelParameterVersion" => {
+            touched.labels =
+                strings(response.get("removedLabels")).or_else(|| strings(request.get("labels")));
+            (
+                text("name").into_iter().collect(),
+                Operation::UnlabelParameterVersion,
+            )
+        }
         "AddTagsToResource" | "RemoveTagsFromResource" => {
             if text("resourceType") != Some("Parameter") {
                 return Ok(Decoded::Ignored {
@@ -297,7 +372,10 @@ pub(super) fn parameter_store_api_call(event: &Value) -> Result<Decoded, EventEr
                 }
                 _ => n.to_owned(),
             };
-            ssm_change(&region, account.clone(), &name, operation)
+            ssm_change(&region, account.clone(), &name, operation).map(|c| Change {
+                touched: touched.clone(),
+                ..c
+            })
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Decoded::Changes)

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
-use super::{Change, EventError, Operation, Service, arn};
+use super::{Change, EventError, Operation, Service, Touched, arn};
 
 static REGION: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}$").expect("static regex"));
@@ -64,7 +64,8 @@ pub(super) fn check_name(name: &str) -> Result<String, EventError> {
 }
 
 /// A Parameter Store change from its parts. The checks run in one order (region, account,
-/// name), so every path that builds one reports the same first error.
+/// name), so every path that builds one reports the same first error. A Create writes
+/// version 1 (a parameter deleted and created again starts over at 1).
 pub(super) fn ssm_change(
     region: &str,
     account: Result<Option<String>, EventError>,
@@ -77,7 +78,26 @@ pub(super) fn ssm_change(
         account: account?,
         name: check_name(name)?,
         operation,
+        touched: Touched {
+            number: (operation == Operation::Create).then_some(1),
+            ..Touched::default()
+        },
     })
+}
+
+/// A list of labels or stages the event carries, or a single one; `None` when the field is
+/// absent, not strings only, or larger than AWS allows (the event then says nothing about it,
+/// and every reader the operation's effect reaches is reached).
+pub(super) fn strings(v: Option<&Value>) -> Option<Vec<String>> {
+    // AWS: at most 10 labels per call and 20 stages per version, each at most 256 characters.
+    const MOST: usize = 20;
+    const LONGEST: usize = 256;
+    let one = |s: &Value| s.as_str().filter(|s| s.len() <= LONGEST).map(str::to_owned);
+    match v? {
+        s @ Value::String(_) => one(s).map(|s| vec![s]),
+        Value::Array(a) if a.len() <= MOST => a.iter().map(one).collect(),
+        _ => None,
+    }
 }
 
 static SECRET_NAME: LazyLock<Regex> =

@@ -132,6 +132,39 @@ pub struct Change {
     /// The name exactly as the event gave it (hierarchical names start with `/`).
     pub name: String,
     pub operation: Operation,
+    /// Which versions, labels or stages the operation touched, as far as the event says.
+    pub touched: Touched,
+}
+
+/// What an event says about what its operation touched of the item. Each field is `None`
+/// when the event does not say; then every reader that the operation's [`Effect`] reaches is
+/// reached. When it does say, a reader of a version, label, stage or metadata the operation
+/// left alone is not patched (it would re-sync to the same value: an ESO sync and AWS calls
+/// for nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Touched {
+    /// Parameter Store: the version number written (a Create writes version 1; CloudTrail's
+    /// PutParameter says it in `responseElements.version`).
+    pub number: Option<u64>,
+    /// Secrets Manager: the version id written (`responseElements.versionId`, else the
+    /// request's `clientRequestToken`, which becomes the id).
+    pub id: Option<String>,
+    /// The Parameter Store labels that moved or went away, or the Secrets Manager staging
+    /// labels that moved (AWSCURRENT moving takes AWSPREVIOUS with it).
+    pub labels: Option<Vec<String>>,
+    /// Secrets Manager DeleteSecret: `true` when it only scheduled the deletion (a recovery
+    /// window): the secret's tags stay readable (DescribeSecret) until then.
+    pub scheduled: Option<bool>,
+}
+
+impl Touched {
+    /// Whether a Secrets Manager stage moved, when the event says which did.
+    pub fn stage_moved(&self, stage: &str) -> Option<bool> {
+        self.labels.as_ref().map(|moved| {
+            moved.iter().any(|s| s == stage)
+                || (stage == "AWSPREVIOUS" && moved.iter().any(|s| s == "AWSCURRENT"))
+        })
+    }
 }
 
 /// What a message turned out to be.

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::fields::{
-    check_account, check_region, clip, field, optional_account, secret_names, ssm_change,
+    check_account, check_region, clip, field, optional_account, secret_names, ssm_change, strings,
 };
-use super::{Change, Decoded, EventError, Operation, Service};
+use super::{Change, Decoded, EventError, Operation, Service, Touched};
 
 impl Operation {
     fn parse(s: &str) -> Option<Self> {
@@ -136,7 +136,9 @@ pub(super) fn parameter_policy_action(event: &Value) -> Result<Decoded, EventErr
 }
 
 /// Secrets Manager's own event when a staging label moves (rotation, UpdateSecretVersionStage,
-/// a new value): `detail.name` is the name (an ARN there is read as a caller's would be).
+/// a new value): `detail.name` is the name (an ARN there is read as a caller's would be), and
+/// `detail.labelUpdated` the stage that moved (`detail.versionId` is where it moved to, a
+/// version that already existed: its readers by id get nothing new).
 pub(super) fn secret_label_updated(event: &Value) -> Result<Vec<Change>, EventError> {
     let name = event
         .pointer("/detail/name")
@@ -145,6 +147,10 @@ pub(super) fn secret_label_updated(event: &Value) -> Result<Vec<Change>, EventEr
         .ok_or_else(|| EventError("Secret Label Updated without `detail.name`".into()))?;
     let region = check_region(field(event, "region")?)?;
     let account = optional_account(event.get("account"))?;
+    let touched = Touched {
+        labels: strings(event.pointer("/detail/labelUpdated")),
+        ..Touched::default()
+    };
     Ok(secret_names(name, false)?
         .into_iter()
         .map(|name| Change {
@@ -153,6 +159,7 @@ pub(super) fn secret_label_updated(event: &Value) -> Result<Vec<Change>, EventEr
             account: account.clone(),
             name,
             operation: Operation::LabelUpdated,
+            touched: touched.clone(),
         })
         .collect())
 }

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::fields::{check_name, check_region, field, optional_account};
-use super::{Change, EventError, MAX_PLAIN_PARAMETERS, Operation, Service};
+use super::{Change, EventError, MAX_PLAIN_PARAMETERS, Operation, Service, Touched};
 
 pub(super) fn changes(value: &Value) -> Result<Vec<Change>, EventError> {
     let params = value
@@ -32,6 +32,7 @@ pub(super) fn changes(value: &Value) -> Result<Vec<Change>, EventError> {
                 account: account.clone(),
                 name: check_name(name)?,
                 operation: Operation::Update,
+                touched: Touched::default(),
             })
         })
         .collect()

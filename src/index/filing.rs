@@ -150,6 +150,35 @@ fn secret_names(full: String, k: &KeyRef) -> Vec<Resolved> {
     }]
 }
 
+/// The version number, label or stage a key reference reads through `aws`, as its filing
+/// read it (`uuid/` removed from a Secrets Manager version id). `None` for tags, unpinned keys
+/// and `/aws/reference/secretsmanager/` paths (SSM resolves their selector itself, to a stage
+/// or a version id): the lookup then treats the reference as reached by every change of its
+/// effect.
+pub(super) fn pin_of(aws: &AwsProvider, k: &KeyRef) -> Option<String> {
+    if k.metadata {
+        return None;
+    }
+    let version = k.version.as_deref();
+    let pin = match (k.key.strip_prefix("arn:"), aws.service) {
+        (Some(rest), AwsService::ParameterStore) => {
+            let resource = rest.splitn(5, ':').nth(4)?;
+            version.or(split_version(resource.strip_prefix("parameter")?).1)
+        }
+        (Some(_), AwsService::SecretsManager) => version,
+        (None, AwsService::ParameterStore) => {
+            let full = format!("{}{}", aws.prefix, k.key);
+            let (name, embedded) = split_version(&full);
+            if normalize(name).starts_with("aws/reference/secretsmanager/") {
+                return None;
+            }
+            return version.or(embedded).map(str::to_owned);
+        }
+        (None, AwsService::SecretsManager) => version,
+    }?;
+    Some(pin.strip_prefix("uuid/").unwrap_or(pin).to_owned())
+}
+
 /// `name:3` → (`name`, `3`): SSM's selector syntax.
 fn split_version(s: &str) -> (&str, Option<&str>) {
     match s.split_once(':') {

@@ -3,12 +3,13 @@
 
 use std::collections::HashSet;
 
+use super::filing::pin_of;
 use super::patterns::compile_pattern;
 use super::{
     ArnScope, AwsProvider, AwsService, Binding, Condition, Entry, Index, Lookup, Match, NearMiss,
-    Reader, Reads, Reference, Store, Target, Test, normalize,
+    Reader, Reads, Reference, Selector, Store, Target, Test, normalize,
 };
-use crate::event::{Change, Effect, Service};
+use crate::event::{Change, Effect, Operation, Service};
 
 impl Index {
     /// The resources to force-sync for a change, and those that match but cannot be forced.
@@ -214,7 +215,7 @@ impl Evaluation<'_> {
             return;
         };
         // A name the entry's own test refuses is not the same name: not even a near miss.
-        if !name_test(&entry.test, self.change) {
+        if !name_test(&entry.test, self.change, self.effect) {
             return;
         }
         let reference = &reader.references[entry.reference as usize];
@@ -268,13 +269,7 @@ impl Evaluation<'_> {
                         self.service.as_str()
                     ));
                 }
-                if !entry.reads.cares(self.effect) {
-                    return Err(format!(
-                        "reads {}: {} does not change it",
-                        entry.reads.describe(),
-                        self.change.operation.as_str()
-                    ));
-                }
+                self.reaches(entry.reads, aws, reference)?;
                 self.index.scope(
                     aws,
                     &label,
@@ -287,6 +282,106 @@ impl Evaluation<'_> {
                 true => Err("target.creationPolicy: None: ESO writes no Secret".to_owned()),
                 false => Ok(scope),
             })
+    }
+
+    /// Whether the change alters what the reference reads of its item: the operation's
+    /// effect first, then what the event says of the versions, labels and stages it touched.
+    /// `Err` says why not (a reader that would re-sync to the same value).
+    fn reaches(
+        &self,
+        reads: Reads,
+        aws: &AwsProvider,
+        reference: &Reference,
+    ) -> Result<(), String> {
+        let change = self.change;
+        let op = change.operation;
+        let touched = &change.touched;
+        let pin = match (&reference.selector, reads) {
+            (Selector::Key(k), Reads::Pinned | Reads::Label | Reads::Stage) => pin_of(aws, k),
+            _ => None,
+        };
+        // A reader of a version that did not exist until this change wrote it.
+        if reads == Reads::Pinned
+            && let Some(p) = &pin
+        {
+            let written = match change.service {
+                Service::ParameterStore => p
+                    .parse::<u64>()
+                    .ok()
+                    .zip(touched.number)
+                    .is_some_and(|(p, n)| p == n),
+                Service::SecretsManager => touched.id.as_deref() == Some(p.as_str()),
+            };
+            if written {
+                return Ok(());
+            }
+        }
+        let op_name = op.as_str();
+        if !reads.cares(self.effect) {
+            return Err(format!(
+                "reads {}: {op_name} does not change it",
+                reads.describe()
+            ));
+        }
+        let pinned = pin.as_deref().unwrap_or("?");
+        match (op, reads) {
+            (Operation::Create, Reads::Label) => Err(format!(
+                "reads label {pinned}: a new parameter has no label"
+            )),
+            (Operation::Create, Reads::Pinned)
+                if pin
+                    .as_ref()
+                    .is_some_and(|p| p.parse::<u64>().ok() != Some(1)) =>
+            {
+                Err(format!(
+                    "reads version {pinned}: a new parameter has version 1 only"
+                ))
+            }
+            (Operation::CreateSecret, Reads::Stage) if pin.is_some() => Err(format!(
+                "reads stage {pinned}: a new secret's one version is AWSCURRENT"
+            )),
+            (Operation::CreateSecret, Reads::Pinned) if pin.is_some() => match &touched.id {
+                Some(id) => Err(format!(
+                    "reads version id {pinned}: the new secret's is {id}"
+                )),
+                None => Ok(()),
+            },
+            (
+                Operation::LabelParameterVersion | Operation::UnlabelParameterVersion,
+                Reads::Label,
+            ) => match (&touched.labels, &pin) {
+                (Some(moved), Some(p)) if !moved.contains(p) => Err(format!(
+                    "reads label {p}: {op_name} moved {} only",
+                    list(moved)
+                )),
+                _ => Ok(()),
+            },
+            // DescribeSecret answers for a secret scheduled for deletion, tags included.
+            (Operation::DeleteSecret, Reads::Tags) if touched.scheduled == Some(true) => {
+                Err("reads the tags: a scheduled deletion leaves them readable".to_owned())
+            }
+            (Operation::RestoreSecret, Reads::Tags) => Err(
+                "reads the tags: they stayed readable while the deletion was scheduled".to_owned(),
+            ),
+            (_, Reads::Stage) if change.service == Service::SecretsManager => {
+                match (&touched.labels, &pin) {
+                    (Some(moved), Some(p)) if touched.stage_moved(p) == Some(false) => Err(
+                        format!("reads stage {p}: {op_name} moved {} only", list(moved)),
+                    ),
+                    _ => Ok(()),
+                }
+            }
+            (_, Reads::Latest | Reads::FindValues | Reads::FindTags)
+                if change.service == Service::SecretsManager
+                    && touched.stage_moved("AWSCURRENT") == Some(false) =>
+            {
+                Err(format!(
+                    "reads AWSCURRENT: {op_name} moved {} only",
+                    list(touched.labels.as_deref().unwrap_or_default())
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// What a `find.tags` match adds to its reason when the change is not a tag change.
@@ -311,7 +406,7 @@ fn how_key(reads: Reads) -> &'static str {
 }
 
 /// The entry's own name check (the probe found it under the normalised name or a path).
-fn name_test(test: &Test, change: &Change) -> bool {
+fn name_test(test: &Test, change: &Change, effect: Effect) -> bool {
     match test {
         Test::Normalized | Test::Always => true,
         Test::Exact(n) => **n == *change.name,
@@ -325,7 +420,11 @@ fn name_test(test: &Test, change: &Change) -> bool {
         } => {
             let name = change.name.as_str();
             let listed = |n: &str| regex.as_ref().is_none_or(|r| r.is_match(n));
-            let direct = filter.as_deref().is_none_or(|f| sm_name_filter(f, name)) && listed(name);
+            // Behind a prefix, a listed name is read as `prefix + name`: only its coming or
+            // going changes what the find reads, not its value.
+            let direct = (prefix.is_empty() || effect == Effect::Existence)
+                && filter.as_deref().is_none_or(|f| sm_name_filter(f, name))
+                && listed(name);
             let doubled = !prefix.is_empty()
                 && name
                     .strip_prefix(&**prefix)
@@ -333,6 +432,11 @@ fn name_test(test: &Test, change: &Change) -> bool {
             direct || doubled
         }
     }
+}
+
+/// Labels or stages for a reason: `a, b`.
+fn list(items: &[String]) -> String {
+    items.join(", ")
 }
 
 /// Secrets Manager's `name` filter: a case-sensitive prefix; a leading `!` negates.

@@ -248,7 +248,8 @@ enum Test {
     Always,
     /// A Secrets Manager `find`: the path is a ListSecrets / BatchGetSecretValue `name` filter
     /// (case-sensitive string prefix, `!` negates); without a path ESO lists every name and
-    /// reads `prefix + name`, so a change to `prefix + name` counts too.
+    /// reads `prefix + name`, so a change to `prefix + name` counts too, and a listed name's
+    /// own value does not (only its coming or going changes the list).
     SmFind {
         filter: Option<Box<str>>,
         regex: Option<Arc<Regex>>,

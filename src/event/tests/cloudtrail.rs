@@ -275,3 +275,63 @@ fn cloudtrail_secrets_manager_create_replicas_and_rotation() {
     started["detail"]["eventName"] = json!("RotationStarted");
     assert!(matches!(decoded(started), Decoded::Ignored { .. }));
 }
+
+/// What a record says it touched is read only when it is what AWS sends: labels and stages
+/// as strings of at most 256 characters, at most 20 of them; anything else reads as "not
+/// said" (every reader of the operation's effect is reached), never as an error or a
+/// truncated label that would match nobody.
+#[test]
+fn cloudtrail_touched_labels_and_versions_are_bounded() {
+    let touched = |call: &str, request: Value, response: Value| {
+        let source = if call.contains("Secret") {
+            "aws.secretsmanager"
+        } else {
+            "aws.ssm"
+        };
+        match decoded(trail(source, call, request, response)) {
+            Decoded::Changes(c) => c[0].touched.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let label = |labels: Value| {
+        touched(
+            "LabelParameterVersion",
+            json!({"name": "/a", "labels": labels}),
+            Value::Null,
+        )
+        .labels
+    };
+    assert_eq!(label(json!(["prod"])), Some(vec!["prod".to_owned()]));
+    assert_eq!(label(json!(["x".repeat(257)])), None);
+    assert_eq!(label(json!(vec!["l"; 21])), None);
+    assert_eq!(label(json!([1, 2])), None);
+    assert_eq!(label(json!({"prod": true})), None);
+    assert_eq!(
+        touched("PutParameter", json!({"name": "/a"}), json!({"version": 7})).number,
+        Some(7)
+    );
+    assert_eq!(
+        touched(
+            "PutParameter",
+            json!({"name": "/a"}),
+            json!({"version": "7"})
+        )
+        .number,
+        None
+    );
+    let put = touched(
+        "PutSecretValue",
+        json!({"secretId": "a", "clientRequestToken": "t".repeat(65)}),
+        Value::Null,
+    );
+    assert_eq!(
+        (put.id, put.labels),
+        (None, Some(vec!["AWSCURRENT".to_owned()]))
+    );
+    let stage = touched(
+        "UpdateSecretVersionStage",
+        json!({"secretId": "a", "versionStage": ["AWSCURRENT", 3]}),
+        Value::Null,
+    );
+    assert_eq!(stage.labels, None);
+}

@@ -15,6 +15,7 @@ mod patterns;
 mod scale;
 mod secrets_manager;
 mod stores;
+mod versions;
 
 /// A ClusterExternalSecret as ESO leaves it: children named `child` provisioned in
 /// `namespaces`.
@@ -35,6 +36,7 @@ fn change(name: &str, region: &str) -> Change {
         account: Some("123456789012".into()),
         name: name.into(),
         operation: Operation::Update,
+        touched: Default::default(),
     }
 }
 

@@ -181,4 +181,18 @@ fn fidelity_10_secrets_manager_find_by_name_reads_prefix_plus_name() {
         ["app/find"]
     );
     assert!(idx.lookup(&sm_change("team/app/dbx")).targets.is_empty());
+    // Its new value is not what the find reads (it reads `team/app/db`): the oracle's
+    // needless re-syncs of double-prefix finds on a Put or a stage move of the listed name.
+    for value in [Operation::PutSecretValue, Operation::LabelUpdated] {
+        assert!(
+            idx.lookup(&op(value, sm_change("app/db")))
+                .targets
+                .is_empty(),
+            "{value:?}"
+        );
+    }
+    assert_eq!(
+        names(&idx.lookup(&op(Operation::DeleteSecret, sm_change("app/db")))),
+        ["app/find"]
+    );
 }
