@@ -50,6 +50,9 @@ fn sm_readers(idx: &mut Index, name: &str) {
     ));
 }
 
+/// The ARN AWS puts in the responses about `prod/db`.
+const ARN: &str = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
+
 /// Everything the events in `messages` reach.
 fn reached(idx: &Index, messages: &[Value]) -> Vec<String> {
     let mut out: Vec<String> = messages
@@ -227,7 +230,6 @@ fn a_label_move_reaches_readers_of_that_label_only() {
 fn a_new_secret_reaches_no_other_stage_and_no_other_version_id() {
     let mut idx = Index::new();
     sm_readers(&mut idx, "prod/db");
-    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
     assert_eq!(
         reached(
             &idx,
@@ -235,7 +237,7 @@ fn a_new_secret_reaches_no_other_stage_and_no_other_version_id() {
                 "secretsmanager",
                 "CreateSecret",
                 json!({"name": "prod/db", "clientRequestToken": "5f0c-new"}),
-                json!({"arn": arn, "versionId": "5f0c-new"})
+                json!({"arn": ARN, "versionId": "5f0c-new"})
             )]
         ),
         ["app/by-id", "app/current", "app/find"]
@@ -248,7 +250,7 @@ fn a_new_secret_reaches_no_other_stage_and_no_other_version_id() {
                 "secretsmanager",
                 "CreateSecret",
                 json!({"name": "prod/db"}),
-                json!({"arn": arn})
+                json!({"arn": ARN})
             )]
         ),
         ["app/by-id", "app/current", "app/find", "app/old-id"]
@@ -261,7 +263,6 @@ fn a_new_secret_reaches_no_other_stage_and_no_other_version_id() {
 fn a_new_secret_value_reaches_the_stages_it_moved() {
     let mut idx = Index::new();
     sm_readers(&mut idx, "prod/db");
-    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
     let put = |request: Value, response: Value| {
         trail("secretsmanager", "PutSecretValue", request, response)
     };
@@ -270,7 +271,7 @@ fn a_new_secret_value_reaches_the_stages_it_moved() {
             &idx,
             &[put(
                 json!({"secretId": "prod/db", "clientRequestToken": "5f0c-new"}),
-                json!({"arn": arn, "versionId": "5f0c-new", "versionStages": ["AWSCURRENT"]})
+                json!({"arn": ARN, "versionId": "5f0c-new", "versionStages": ["AWSCURRENT"]})
             )]
         ),
         ["app/by-id", "app/current", "app/find", "app/previous"]
@@ -280,7 +281,7 @@ fn a_new_secret_value_reaches_the_stages_it_moved() {
             &idx,
             &[put(
                 json!({"secretId": "prod/db", "versionStages": ["blue"]}),
-                json!({"arn": arn, "versionId": "5f0c-other", "versionStages": ["blue"]})
+                json!({"arn": ARN, "versionId": "5f0c-other", "versionStages": ["blue"]})
             )]
         ),
         ["app/blue"]
@@ -308,7 +309,7 @@ fn a_stage_move_reaches_readers_of_that_stage_only() {
             "secretsmanager",
             "UpdateSecretVersionStage",
             json!({"secretId": "prod/db", "versionStage": stage, "moveToVersionId": "5f0c-old"}),
-            json!({"arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf"}),
+            json!({"arn": ARN}),
         )
     };
     for current in [native("AWSCURRENT"), staged("AWSCURRENT")] {
@@ -353,7 +354,6 @@ fn a_scheduled_deletion_leaves_the_tags_readers_alone() {
         json!({"secretStoreRef": {"name": "sm", "kind": "SecretStore"},
                "data": [{"secretKey": "t", "remoteRef": {"key": "prod/db", "metadataPolicy": "Fetch"}}]}),
     ));
-    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf";
     let every_value = [
         "app/blue",
         "app/by-id",
@@ -367,7 +367,7 @@ fn a_scheduled_deletion_leaves_the_tags_readers_alone() {
             "secretsmanager",
             "DeleteSecret",
             request,
-            json!({"arn": arn}),
+            json!({"arn": ARN}),
         )
     };
     for scheduled in [
@@ -377,7 +377,7 @@ fn a_scheduled_deletion_leaves_the_tags_readers_alone() {
             "secretsmanager",
             "RestoreSecret",
             json!({"secretId": "prod/db"}),
-            json!({"arn": arn}),
+            json!({"arn": ARN}),
         ),
     ] {
         assert_eq!(reached(&idx, &[scheduled]), every_value);
