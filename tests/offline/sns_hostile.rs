@@ -48,31 +48,10 @@ struct FakeSns {
 
 impl FakeSns {
     async fn start() -> Self {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "fake SNS test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf_params = rcgen::CertificateParams::new(vec![
-            "sns.us-east-1.amazonaws.com".to_owned(),
-            "sns.eu-west-1.amazonaws.com".to_owned(),
-        ])
-        .unwrap();
-        let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
-            )
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (acceptor, root_pem) = ssm_resync_harness::fake_sns::tls_acceptor(&[
+            "sns.us-east-1.amazonaws.com",
+            "sns.eu-west-1.amazonaws.com",
+        ]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let replies: Arc<Mutex<HashMap<String, Reply>>> = Arc::default();
@@ -120,7 +99,7 @@ impl FakeSns {
         });
         FakeSns {
             addr,
-            root_pem: ca.pem(),
+            root_pem,
             replies,
             hits,
         }
