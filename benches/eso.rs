@@ -197,6 +197,30 @@ async fn create_all(client: &kube::Client, objects: Vec<Value>, concurrency: usi
         .await;
 }
 
+/// `n` pairs of ExternalSecrets in `ns`: `<name>-<i>` of each side reads that side's
+/// `key(i)`, put as "initial" first; returns once ESO has written every Secret.
+async fn synced_pairs(
+    client: &kube::Client,
+    ssm: &aws_sdk_ssm::Client,
+    ns: &str,
+    secrets: &mut SecretWatch,
+    n: usize,
+    sides: [(&str, &dyn Fn(usize) -> String); 2],
+) {
+    let mut want = HashMap::new();
+    let mut objects = Vec::new();
+    for i in 0..n {
+        for (name, key) in sides {
+            let (name, key) = (format!("{name}-{i}"), key(i));
+            put(ssm, &key, "initial").await;
+            objects.push(external_secret(ns, &name, &key, json!({})));
+            want.insert(name, "initial".to_owned());
+        }
+    }
+    create_all(client, objects, 8).await;
+    secrets.wait_all(&want, Duration::from_secs(300)).await;
+}
+
 /// A separate watch on one namespace's Secrets: the current value by Secret name (its data
 /// values in key order, joined by `,`: `k0`'s value for the one-key Secrets), and every change
 /// with its arrival time.
@@ -446,17 +470,15 @@ async fn secret() {
         |i: usize| format!("/bench/secret/{run}/{i}"),
         |i: usize| format!("/bench/secret-floor/{run}/{i}"),
     );
-    let mut want = HashMap::new();
-    let mut objects = Vec::new();
-    for i in 0..n {
-        for (name, key) in [(format!("chg-{i}"), chg(i)), (format!("floor-{i}"), flr(i))] {
-            put(&ssm, &key, "initial").await;
-            objects.push(external_secret(&ns, &name, &key, json!({})));
-            want.insert(name, "initial".to_owned());
-        }
-    }
-    create_all(&client, objects, 8).await;
-    secrets.wait_all(&want, Duration::from_secs(300)).await;
+    synced_pairs(
+        &client,
+        &ssm,
+        &ns,
+        &mut secrets,
+        n,
+        [("chg", &chg), ("floor", &flr)],
+    )
+    .await;
 
     let (svc, topic) =
         subscribed_service(&stack, &sns, "secret-service", &["--sweep-interval=0s"]).await;
@@ -683,17 +705,15 @@ async fn queue_secret() {
         |i: usize| format!("/bench/qsecret/{run}/web/{i}"),
         |i: usize| format!("/bench/qsecret/{run}/queue/{i}"),
     );
-    let mut want = HashMap::new();
-    let mut objects = Vec::new();
-    for i in 0..n {
-        for (name, key) in [(format!("web-{i}"), web(i)), (format!("q-{i}"), que(i))] {
-            put(&ssm, &key, "initial").await;
-            objects.push(external_secret(&ns, &name, &key, json!({})));
-            want.insert(name, "initial".to_owned());
-        }
-    }
-    create_all(&client, objects, 8).await;
-    secrets.wait_all(&want, Duration::from_secs(300)).await;
+    synced_pairs(
+        &client,
+        &ssm,
+        &ns,
+        &mut secrets,
+        n,
+        [("web", &web), ("q", &que)],
+    )
+    .await;
 
     // The webhook path, as figure 8a: moto POSTs each delivery to the service.
     let (websvc, web_topic) =
