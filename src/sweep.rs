@@ -212,66 +212,86 @@ async fn sweep_once(
         regions: by_region.len(),
         ..Default::default()
     };
-    // Regions are described side by side: a region that answers slowly (up to the operation
-    // timeout) delays no other region's catch-up.
-    let described: Vec<(String, Vec<SweepItem>, Result<_, String>)> =
-        futures::stream::iter(by_region.into_iter().map(|(region, items)| async move {
-            let names: Vec<String> = items
-                .iter()
-                .map(|i| i.name.clone())
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
-            let modified = ssm.last_modified(&region, &names, metrics).await;
-            (region, items, modified)
-        }))
-        .buffer_unordered(REGIONS_IN_FLIGHT)
-        .collect()
-        .await;
-    let mut stale: HashMap<Target, Stale> = HashMap::new();
-    for (region, items, modified) in described {
-        let modified = match modified {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(region = %crate::text::truncate(&region, 64), readers = items.len(), error = %e, "catch-up sweep of this region failed; the other regions are swept");
-                swept
-                    .failed
-                    .push((crate::text::truncate(&region, 64).into(), e));
+    // Regions are described side by side, and each region's stale readers are patched as soon
+    // as its answer arrives: a region that answers slowly (up to the operation timeout)
+    // delays no other region's catch-up. The describing goes on while a region's patches are
+    // applied (both futures are polled by one `join`).
+    let (answers, mut answered) = futures::channel::mpsc::unbounded();
+    let describe = futures::stream::iter(by_region.into_iter().map(|(region, items)| async move {
+        let names: Vec<String> = items
+            .iter()
+            .map(|i| i.name.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let modified = ssm.last_modified(&region, &names, metrics).await;
+        (region, items, modified)
+    }))
+    .buffer_unordered(REGIONS_IN_FLIGHT)
+    .for_each(move |answer| {
+        // The receiver lives until every answer is in: it is the other half of the join.
+        let _ = answers.unbounded_send(answer);
+        std::future::ready(())
+    });
+    let mut stale_targets: HashSet<Target> = HashSet::new();
+    let act = async {
+        while let Some((region, items, modified)) = answered.next().await {
+            let modified = match modified {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(region = %crate::text::truncate(&region, 64), readers = items.len(), error = %e, "catch-up sweep of this region failed; the other regions are swept");
+                    swept
+                        .failed
+                        .push((crate::text::truncate(&region, 64).into(), e));
+                    continue;
+                }
+            };
+            let last_refreshed = |t: &Target| {
+                config
+                    .confirmations
+                    .as_ref()
+                    .and_then(|c| c.last_refreshed(t))
+            };
+            // `forced` holds what earlier regions of this sweep patched: a target reading
+            // parameters of two regions is patched again only for a change newer than the one
+            // it was patched for (its re-sync, after that patch, read the older ones).
+            let found = stale_readers(items, &modified, forced, last_refreshed);
+            for (item, m, seen) in &found.disagreeing {
+                tracing::error!(target = %item.target, parameter = %item.name, last_modified = %m, refreshed = %seen, refresh_time = ?item.synced_at, "reader behind its parameter although a refresh after the change was confirmed: ESO's status and the confirmation disagree");
+                metrics.sweep_stale_after_refresh.inc();
+            }
+            if found.stale.is_empty() {
                 continue;
             }
-        };
-        let last_refreshed = |t: &Target| {
-            config
-                .confirmations
-                .as_ref()
-                .and_then(|c| c.last_refreshed(t))
-        };
-        let found = stale_readers(items, &modified, forced, last_refreshed);
-        for (item, m, seen) in &found.disagreeing {
-            tracing::error!(target = %item.target, parameter = %item.name, last_modified = %m, refreshed = %seen, refresh_time = ?item.synced_at, "reader behind its parameter although a refresh after the change was confirmed: ESO's status and the confirmation disagree");
-            metrics.sweep_stale_after_refresh.inc();
+            metrics.sweep_stale.inc_by(found.stale.len() as u64);
+            stale_targets.extend(found.stale.keys().cloned());
+            apply_stale(resync, found.stale, forced).await;
         }
-        for (t, s) in found.stale {
-            merge_stale(&mut stale, t, s);
-        }
-    }
+    };
+    futures::join!(describe, act);
     swept.failed.sort();
     metrics.sweep_failed_regions.set(swept.failed.len() as i64);
-    swept.stale = stale.len();
-    metrics.sweep_stale.inc_by(swept.stale as u64);
-    // Inside a closed sync window a reader is patched at its opening; the next sweep finds it
-    // again if this process is gone by then, so a restart loses nothing.
+    swept.stale = stale_targets.len();
+    swept
+}
+
+/// Patches one region's stale readers. Inside a closed sync window a reader is patched at its
+/// opening; the next sweep finds it again if this process is gone by then, so a restart loses
+/// nothing. A reader whose patch failed is found again by the next sweep.
+async fn apply_stale(
+    resync: &Resync,
+    stale: HashMap<Target, Stale>,
+    forced: &mut HashMap<Target, OffsetDateTime>,
+) {
     let modified: HashMap<Target, OffsetDateTime> =
         stale.iter().map(|(t, s)| (t.clone(), s.modified)).collect();
     let plan = crate::resync::plan_stale(stale.into_values().collect(), OffsetDateTime::now_utc());
     let applied = resync.apply(plan).await;
-    // A reader whose patch failed is found again by the next sweep.
     for (t, outcome) in &applied.outcomes {
         if outcome.is_ok() {
             forced.insert(t.clone(), modified[t]);
         }
     }
-    swept
 }
 
 /// The readers of one region behind their parameters.

@@ -617,7 +617,9 @@ async fn sigterm_fails_readiness_first_and_answers_in_flight_work_honestly() {
 /// Parameters changed while no service listened (no SNS message at all): the catch-up sweep
 /// finds the readers whose ESO `status.refreshTime` is older than the parameter's
 /// LastModifiedDate and forces them, and their Secrets catch up; the reader whose parameter
-/// did not change is left alone.
+/// did not change is left alone. Two other regions fail meanwhile: one that is no region, and
+/// one whose endpoint answers and never finishes (until the 60 s operation timeout). Neither
+/// holds up the catch-up of the region that answers.
 #[tokio::test]
 async fn changes_made_while_down_are_caught_up_by_the_sweep() {
     let Scenario {
@@ -666,6 +668,15 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
         "spec": {"provider": {"aws": {"service": "ParameterStore", "region": "us-east-1.evil.example.com"}}}
     })).await;
     external_secret(&kube, &tenant, "elsewhere", "aws", &[&params[0]]).await;
+    // A region whose endpoint trickles: every request signed for eu-west-3 gets a body that
+    // never ends; the others are passed to moto.
+    secret_store(&kube, &tenant, "slow", "eu-west-3").await;
+    external_secret(&kube, &tenant, "slow", "slow", &[&params[1]]).await;
+    let (endpoint, trickled) = trickling_endpoint(Some((
+        "eu-west-3",
+        stack.get("AWS_ENDPOINT_URL").to_owned(),
+    )))
+    .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // es-0 and es-1 change while nobody listens; es-2 does not.
     for p in &params[..2] {
@@ -684,9 +695,10 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
             "--lease-duration=3s",
             "--sweep-interval=10m",
         ],
-        &[],
+        &[("AWS_ENDPOINT_URL", &endpoint)],
         dir.path(),
     );
+    let t0 = Instant::now();
     svc.start().await;
     for i in 0..2 {
         wait_secret(
@@ -699,6 +711,32 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
         )
         .await;
     }
+    let caught_up = t0.elapsed();
+    assert!(
+        trickled.load(Ordering::Relaxed) >= 1,
+        "the slow region was described"
+    );
+    assert_eq!(
+        svc.metric(r#"ssm_resync_sweep_runs_total{result="partial"}"#)
+            .await,
+        0.0,
+        "caught up while the slow region was still being described"
+    );
+    while svc
+        .metric(r#"ssm_resync_sweep_runs_total{result="partial"}"#)
+        .await
+        < 1.0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the sweep did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "sweep: caught up after {caught_up:?}; the slow region failed and the sweep ended after {:?}",
+        t0.elapsed()
+    );
     assert_eq!(
         annotation(&kube, &ns, "es-2", "force-sync").await,
         None,
@@ -720,9 +758,9 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
         svc.metric(r#"ssm_resync_sweep_runs_total{result="partial"}"#)
             .await,
         1.0,
-        "one region failed, the sweep went on"
+        "two regions failed, the sweep went on"
     );
-    assert_eq!(svc.metric("ssm_resync_sweep_failed_regions").await, 1.0);
+    assert_eq!(svc.metric("ssm_resync_sweep_failed_regions").await, 2.0);
     assert!(
         svc.logs().contains("is not an AWS region name"),
         "the failing region is named"
@@ -745,7 +783,7 @@ async fn a_trickling_aws_endpoint_fails_the_sweep_instead_of_stalling_it() {
     secret_store(&kube, &ns, "aws", "us-east-1").await;
     let p = param("/rel/trickle");
     external_secret(&kube, &ns, "r", "aws", &[&p]).await;
-    let (endpoint, connections) = trickling_endpoint().await;
+    let (endpoint, connections) = trickling_endpoint(None).await;
     let svc = Service::start_with(
         BIN,
         &stack,
@@ -787,22 +825,35 @@ async fn a_trickling_aws_endpoint_fails_the_sweep_instead_of_stalling_it() {
 }
 
 /// `http://127.0.0.1:<port>`: reads a request, answers `200` with a large Content-Length, then
-/// sends its body a byte every 500 ms; counts connections.
-async fn trickling_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+/// sends its body a byte every 500 ms; counts those connections. With `Some((region,
+/// upstream))` only requests signed for `region` are answered so; any other is passed to
+/// `upstream`, one request per connection (so a kept-alive connection never carries two
+/// regions' requests).
+async fn trickling_endpoint(
+    only: Option<(&'static str, String)>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = n.clone();
+    let only = Arc::new(only);
     tokio::spawn(async move {
         loop {
             let Ok((mut c, _)) = listener.accept().await else {
                 return;
             };
-            count.fetch_add(1, Ordering::Relaxed);
+            let (count, only) = (count.clone(), only.clone());
             tokio::spawn(async move {
-                let mut buf = [0u8; 16 * 1024];
-                let _ = c.read(&mut buf).await;
+                let Some(request) = read_request(&mut c).await else {
+                    return;
+                };
+                if let Some((region, upstream)) = only.as_ref()
+                    && signing_region(&request) != Some(*region)
+                {
+                    pass_on(c, request, upstream).await;
+                    return;
+                }
+                count.fetch_add(1, Ordering::Relaxed);
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 1000000\r\n\r\n{";
                 if c.write_all(head.as_bytes()).await.is_err() {
                     return;
@@ -817,6 +868,54 @@ async fn trickling_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
         }
     });
     (url, n)
+}
+
+/// One HTTP/1.1 request: its head and a body of its Content-Length.
+async fn read_request(c: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let k = c.read(&mut chunk).await.ok().filter(|&k| k > 0)?;
+        buf.extend_from_slice(&chunk[..k]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap_or(0));
+    while buf.len() < head_end + length {
+        let k = c.read(&mut chunk).await.ok().filter(|&k| k > 0)?;
+        buf.extend_from_slice(&chunk[..k]);
+    }
+    Some(buf)
+}
+
+/// The region of a SigV4 request's credential scope (`Credential=AKID/date/region/...`).
+fn signing_region(request: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(request).ok()?;
+    let scope = text.split("Credential=").nth(1)?;
+    scope.split('/').nth(2)
+}
+
+/// Sends `request` to `upstream` (`http://host:port`) asking it to close after its answer,
+/// and copies the answer back.
+async fn pass_on(mut c: tokio::net::TcpStream, request: Vec<u8>, upstream: &str) {
+    let Ok(mut up) = tokio::net::TcpStream::connect(upstream.trim_start_matches("http://")).await
+    else {
+        return;
+    };
+    let head_end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+    let mut sent = request[..head_end].to_vec();
+    sent.extend_from_slice(b"Connection: close\r\n");
+    sent.extend_from_slice(&request[head_end..]);
+    if up.write_all(&sent).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy(&mut up, &mut c).await;
+    let _ = c.shutdown().await;
 }
 
 #[tokio::test]
