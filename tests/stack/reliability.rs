@@ -712,10 +712,15 @@ async fn changes_made_while_down_are_caught_up_by_the_sweep() {
         .await;
     }
     let caught_up = t0.elapsed();
-    assert!(
-        trickled.load(Ordering::Relaxed) >= 1,
-        "the slow region was described"
-    );
+    // The slow region's request went out beside the others (a loaded machine may take a
+    // moment to show it); its answer is due only at the 60 s operation timeout.
+    while trickled.load(Ordering::Relaxed) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "the slow region was never described"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         svc.metric(r#"ssm_resync_sweep_runs_total{result="partial"}"#)
             .await,
