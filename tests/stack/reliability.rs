@@ -849,13 +849,13 @@ async fn trickling_endpoint(
             };
             let (count, only) = (count.clone(), only.clone());
             tokio::spawn(async move {
-                let Some(request) = read_request(&mut c).await else {
+                let Some((request, head_end)) = read_request(&mut c).await else {
                     return;
                 };
                 if let Some((region, upstream)) = only.as_ref()
                     && signing_region(&request) != Some(*region)
                 {
-                    pass_on(c, request, upstream).await;
+                    pass_on(c, &request, head_end, upstream).await;
                     return;
                 }
                 count.fetch_add(1, Ordering::Relaxed);
@@ -875,8 +875,9 @@ async fn trickling_endpoint(
     (url, n)
 }
 
-/// One HTTP/1.1 request: its head and a body of its Content-Length.
-async fn read_request(c: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+/// One HTTP/1.1 request: its head and a body of its Content-Length, and where its head ends
+/// (after the blank line).
+async fn read_request(c: &mut tokio::net::TcpStream) -> Option<(Vec<u8>, usize)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let head_end = loop {
@@ -895,7 +896,7 @@ async fn read_request(c: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
         let k = c.read(&mut chunk).await.ok().filter(|&k| k > 0)?;
         buf.extend_from_slice(&chunk[..k]);
     }
-    Some(buf)
+    Some((buf, head_end))
 }
 
 /// The region of a SigV4 request's credential scope (`Credential=AKID/date/region/...`).
@@ -907,14 +908,14 @@ fn signing_region(request: &[u8]) -> Option<&str> {
 
 /// Sends `request` to `upstream` (`http://host:port`) asking it to close after its answer,
 /// and copies the answer back.
-async fn pass_on(mut c: tokio::net::TcpStream, request: Vec<u8>, upstream: &str) {
+async fn pass_on(mut c: tokio::net::TcpStream, request: &[u8], head_end: usize, upstream: &str) {
     let Ok(mut up) = tokio::net::TcpStream::connect(upstream.trim_start_matches("http://")).await
     else {
         return;
     };
-    let head_end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
-    let mut sent = request[..head_end].to_vec();
-    sent.extend_from_slice(b"Connection: close\r\n");
+    // The extra header goes before the blank line that ends the head.
+    let mut sent = request[..head_end - 2].to_vec();
+    sent.extend_from_slice(b"Connection: close\r\n\r\n");
     sent.extend_from_slice(&request[head_end..]);
     if up.write_all(&sent).await.is_err() {
         return;
